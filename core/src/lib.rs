@@ -1,0 +1,290 @@
+//! hearth-core: a Matrix homeserver engine with no I/O of its own.
+//!
+//! One way in: [`Homeserver::handle`] takes an HTTP-shaped request and returns a response.
+//! Storage ([`storage::Storage`]) and the world (clock, randomness, timers: [`world::World`])
+//! are injected, so the same code runs natively, in tests and in the browser.
+
+pub mod client;
+pub mod db;
+pub mod error;
+pub mod keys;
+pub mod notifier;
+pub mod router;
+pub mod storage;
+pub mod testing;
+pub mod world;
+
+use std::cell::Cell;
+use std::rc::Rc;
+
+use futures::lock::{Mutex, MutexGuard};
+use http::{Method, Request, Response, StatusCode};
+use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName};
+
+use crate::error::{MatrixError, Result};
+use crate::keys::ServerKey;
+use crate::notifier::Notifier;
+use crate::router::{Auth, Lookup, Router};
+use crate::storage::{Batch, Storage};
+use crate::world::World;
+
+pub use crate::error::MatrixError as Error;
+
+/// The version reported by `/versions` and the server's status.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Largest request body accepted, in bytes (media uploads included).
+pub const DEFAULT_MAX_BODY: usize = 50 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Whether anyone may register (with `m.login.dummy` or a password).
+    pub registration_open: bool,
+    /// Largest accepted request body; larger requests get `413 M_TOO_LARGE`.
+    pub max_body_bytes: usize,
+    /// How long an access token lives when the client asked for a refresh token.
+    pub access_token_lifetime_ms: Option<u64>,
+    /// Argon2 memory cost in KiB. Tests lower it to stay fast.
+    pub password_hash_memory_kib: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            registration_open: true,
+            max_body_bytes: DEFAULT_MAX_BODY,
+            access_token_lifetime_ms: Some(5 * 60 * 1000),
+            password_hash_memory_kib: 19 * 1024,
+        }
+    }
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+    pub access_token: String,
+}
+
+/// What a handler knows about the request besides its parsed body.
+#[derive(Debug, Clone, Default)]
+pub struct Ctx {
+    pub session: Option<Session>,
+}
+
+impl Ctx {
+    /// The caller, for endpoints that require authentication (the router guarantees it).
+    pub fn session(&self) -> Result<&Session> {
+        self.session.as_ref().ok_or_else(|| MatrixError::missing_token("missing access token"))
+    }
+
+    pub fn user_id(&self) -> Result<&OwnedUserId> {
+        Ok(&self.session()?.user_id)
+    }
+}
+
+pub struct Inner {
+    pub store: Rc<dyn Storage>,
+    pub world: Rc<dyn World>,
+    pub key: ServerKey,
+    pub config: Config,
+    pub notifier: Notifier,
+    /// Serialises every write that allocates stream positions, so that positions become
+    /// visible in order and read-modify-write of room state cannot interleave.
+    write_lock: Mutex<()>,
+    /// The last stream position handed out.
+    next_pos: Cell<u64>,
+    /// The highest position whose batch is durable; `/sync` never reads past it.
+    visible_pos: Cell<u64>,
+    pub caches: db::Caches,
+    router: Router,
+}
+
+/// The homeserver. Cheap to clone (it is an `Rc`).
+#[derive(Clone)]
+pub struct Homeserver(Rc<Inner>);
+
+impl std::ops::Deref for Homeserver {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error(transparent)]
+    Key(#[from] keys::KeyError),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+const META_SIGNING_SEED: &[u8] = b"signing_key_seed";
+const META_STREAM_POS: &[u8] = b"stream_pos";
+
+impl Homeserver {
+    /// Boots the server over `store`: loads its signing key (generating and storing one on
+    /// first boot) and its stream position.
+    pub async fn new(store: Rc<dyn Storage>, world: Rc<dyn World>, config: Config) -> Result<Self, StartError> {
+        let seed = match store.get("meta", META_SIGNING_SEED).await? {
+            Some(seed) => seed,
+            None => {
+                let mut seed = vec![0u8; 32];
+                world.fill_random(&mut seed);
+                let mut b = Batch::new();
+                b.put("meta", META_SIGNING_SEED, seed.clone());
+                store.write(b).await?;
+                seed
+            }
+        };
+        let key = ServerKey::from_seed(&seed)?;
+        let pos = match store.get("meta", META_STREAM_POS).await? {
+            Some(v) => u64::from_be_bytes(
+                v.as_slice().try_into().map_err(|_| StartError::Corrupt("stream position".into()))?,
+            ),
+            None => 0,
+        };
+        let mut router = Router::default();
+        client::register_routes(&mut router);
+        tracing::info!(server_name = %key.server_name, "homeserver started");
+        Ok(Self(Rc::new(Inner {
+            store,
+            world,
+            key,
+            config,
+            notifier: Notifier::default(),
+            write_lock: Mutex::new(()),
+            next_pos: Cell::new(pos),
+            visible_pos: Cell::new(pos),
+            caches: db::Caches::default(),
+            router,
+        })))
+    }
+
+    pub fn server_name(&self) -> &ServerName {
+        &self.key.server_name
+    }
+
+    pub fn owned_server_name(&self) -> OwnedServerName {
+        self.key.server_name.clone()
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.world.now_ms()
+    }
+
+    pub fn random_string(&self, len: usize) -> String {
+        world::random_string(&*self.world, len)
+    }
+
+    /// Every (method, path template) the router serves.
+    pub fn routes(&self) -> Vec<(Method, String)> {
+        self.router.routes()
+    }
+
+    /// Takes the write lock. Hold it across read-modify-write of shared state and across
+    /// [`Homeserver::alloc_pos`] .. [`Homeserver::commit`].
+    pub async fn write_lock(&self) -> MutexGuard<'_, ()> {
+        self.write_lock.lock().await
+    }
+
+    /// Hands out the next stream position. Call with the write lock held.
+    pub fn alloc_pos(&self) -> u64 {
+        let p = self.next_pos.get() + 1;
+        self.next_pos.set(p);
+        p
+    }
+
+    /// The newest durable stream position.
+    pub fn current_pos(&self) -> u64 {
+        self.visible_pos.get()
+    }
+
+    /// Writes `batch` atomically together with the stream position, then makes everything up to
+    /// the last allocated position visible and wakes `/sync` waiters. Call with the write lock
+    /// held. On failure the positions handed out are not reused, which is harmless: positions
+    /// only need to grow.
+    pub async fn commit(&self, mut batch: Batch) -> Result<()> {
+        let pos = self.next_pos.get();
+        batch.put("meta", META_STREAM_POS, pos.to_be_bytes().to_vec());
+        if let Err(e) = self.store.write(batch).await {
+            self.caches.clear();
+            return Err(e.into());
+        }
+        self.visible_pos.set(pos);
+        self.notifier.notify();
+        Ok(())
+    }
+
+    /// Serves one request. Never panics on any input; every failure is a Matrix error.
+    pub async fn handle(&self, req: Request<Vec<u8>>) -> Response<Vec<u8>> {
+        let mut resp = self.handle_inner(req).await;
+        add_cors(&mut resp);
+        resp
+    }
+
+    async fn handle_inner(&self, req: Request<Vec<u8>>) -> Response<Vec<u8>> {
+        if req.method() == Method::OPTIONS {
+            return Response::builder().status(StatusCode::OK).body(Vec::new()).unwrap_or_default();
+        }
+        if req.body().len() > self.config.max_body_bytes {
+            return MatrixError::too_large(format!(
+                "request body exceeds {} bytes",
+                self.config.max_body_bytes
+            ))
+            .into_response();
+        }
+        let path = req.uri().path().to_owned();
+        match self.router.lookup(req.method(), &path) {
+            Lookup::Found(handler, args) => {
+                let handler = handler.clone();
+                handler(self.clone(), req, args).await
+            }
+            Lookup::WrongMethod => MatrixError::method_not_allowed().into_response(),
+            Lookup::NotFound => MatrixError::unrecognized(format!("unrecognized endpoint {path}")).into_response(),
+        }
+    }
+
+    /// Resolves the caller from the `Authorization: Bearer` header or `access_token` query.
+    pub async fn authenticate<B>(&self, req: &Request<B>, auth: Auth) -> Result<Ctx> {
+        if auth == Auth::None {
+            return Ok(Ctx::default());
+        }
+        let token = extract_token(req);
+        let Some(token) = token else {
+            return match auth {
+                Auth::Required => Err(MatrixError::missing_token("missing access token")),
+                _ => Ok(Ctx::default()),
+            };
+        };
+        let session = db::users::session_for_token(self, &token).await?;
+        Ok(Ctx { session: Some(session) })
+    }
+}
+
+fn extract_token<B>(req: &Request<B>) -> Option<String> {
+    if let Some(h) = req.headers().get(http::header::AUTHORIZATION) {
+        let v = h.to_str().ok()?;
+        return v.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+    }
+    let query = req.uri().query()?;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned())
+}
+
+fn add_cors(resp: &mut Response<Vec<u8>>) {
+    let h = resp.headers_mut();
+    h.insert("access-control-allow-origin", http::HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-allow-methods",
+        http::HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+    );
+    h.insert(
+        "access-control-allow-headers",
+        http::HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
+    );
+}

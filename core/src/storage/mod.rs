@@ -1,0 +1,216 @@
+//! The storage abstraction: ordered key-value trees with atomic multi-tree write batches.
+//!
+//! The shape maps one-to-one onto IndexedDB (a tree is an object store, a batch is one
+//! read-write transaction), onto `BTreeMap`s for the in-memory backend, and onto any
+//! ordered embedded store natively. Keys are compared as raw bytes.
+
+pub mod conformance;
+mod memory;
+
+use std::ops::Bound;
+
+use async_trait::async_trait;
+
+pub use memory::MemoryStorage;
+
+/// Every tree the server uses. IndexedDB needs the full list when it opens the database, so
+/// adding a tree means bumping [`SCHEMA_VERSION`].
+pub const TREES: &[&str] = &[
+    "meta",
+    "users",
+    "devices",
+    "tokens",
+    "refresh_tokens",
+    "events",
+    "event_positions",
+    "timeline",
+    "stream",
+    "state",
+    "state_history",
+    "memberships",
+    "room_members",
+    "rooms",
+    "txn_ids",
+    "account_data",
+    "account_data_stream",
+    "aliases",
+    "room_aliases",
+    "filters",
+    "receipts",
+    "presence",
+    "device_keys",
+    "one_time_keys",
+    "fallback_keys",
+    "cross_signing",
+    "key_changes",
+    "to_device",
+    "media",
+    "media_data",
+    "pushers",
+    "notifications",
+    "relations",
+    "reports",
+    "key_backup",
+    "openid",
+    "threepids",
+    "directory",
+    "test",
+];
+
+/// The version of the tree layout. Backends that persist data store it and migrate on change.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Errors a storage backend reports. They become `M_UNKNOWN` (or `M_RESOURCE_LIMIT_EXCEEDED`
+/// for quota) responses; nothing of the failed batch is visible afterwards.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("unknown tree {0:?}")]
+    UnknownTree(String),
+    #[error("storage quota exceeded: {0}")]
+    QuotaExceeded(String),
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage backend error: {0}")]
+    Backend(String),
+}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// The direction of a range scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Forward,
+    Backward,
+}
+
+/// One change inside a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put { tree: &'static str, key: Vec<u8>, value: Vec<u8> },
+    Delete { tree: &'static str, key: Vec<u8> },
+}
+
+/// A set of changes across trees that a backend applies atomically: all or nothing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn put(&mut self, tree: &'static str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Put { tree, key: key.into(), value: value.into() });
+    }
+
+    pub fn delete(&mut self, tree: &'static str, key: impl Into<Vec<u8>>) {
+        self.ops.push(Op::Delete { tree, key: key.into() });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn extend(&mut self, other: Batch) {
+        self.ops.extend(other.ops);
+    }
+
+    /// The value this batch would leave for `key`, if it touches it: `Some(None)` for a delete.
+    pub fn pending(&self, tree: &str, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.ops.iter().rev().find_map(|op| match op {
+            Op::Put { tree: t, key: k, value } if *t == tree && k == key => Some(Some(&value[..])),
+            Op::Delete { tree: t, key: k } if *t == tree && k == key => Some(None),
+            _ => None,
+        })
+    }
+}
+
+/// A key range for scans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: Bound<Vec<u8>>,
+    pub end: Bound<Vec<u8>>,
+}
+
+impl KeyRange {
+    pub fn all() -> Self {
+        Self { start: Bound::Unbounded, end: Bound::Unbounded }
+    }
+
+    /// Every key starting with `prefix`.
+    pub fn prefix(prefix: &[u8]) -> Self {
+        Self {
+            start: Bound::Included(prefix.to_vec()),
+            end: match prefix_successor(prefix) {
+                Some(end) => Bound::Excluded(end),
+                None => Bound::Unbounded,
+            },
+        }
+    }
+
+    pub fn new(start: Bound<Vec<u8>>, end: Bound<Vec<u8>>) -> Self {
+        Self { start, end }
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        let after_start = match &self.start {
+            Bound::Included(s) => key >= s.as_slice(),
+            Bound::Excluded(s) => key > s.as_slice(),
+            Bound::Unbounded => true,
+        };
+        let before_end = match &self.end {
+            Bound::Included(e) => key <= e.as_slice(),
+            Bound::Excluded(e) => key < e.as_slice(),
+            Bound::Unbounded => true,
+        };
+        after_start && before_end
+    }
+
+    /// True when no key can be inside the range (IndexedDB rejects such ranges outright).
+    pub fn is_empty(&self) -> bool {
+        match (&self.start, &self.end) {
+            (Bound::Included(s), Bound::Included(e)) => s > e,
+            (Bound::Included(s), Bound::Excluded(e))
+            | (Bound::Excluded(s), Bound::Included(e))
+            | (Bound::Excluded(s), Bound::Excluded(e)) => s >= e,
+            _ => false,
+        }
+    }
+}
+
+/// The smallest key greater than every key that starts with `prefix`.
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// An ordered key-value store with atomic batches. No `Send` bound: wasm is single-threaded.
+#[async_trait(?Send)]
+pub trait Storage {
+    async fn get(&self, tree: &'static str, key: &[u8]) -> StorageResult<Option<Vec<u8>>>;
+
+    /// Up to `limit` entries inside `range`, in key order (`Forward`) or reverse key order.
+    async fn scan(
+        &self,
+        tree: &'static str,
+        range: KeyRange,
+        direction: Direction,
+        limit: usize,
+    ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Applies every op of the batch, or none of them.
+    async fn write(&self, batch: Batch) -> StorageResult<()>;
+
+    /// Approximate bytes stored, for the status page.
+    async fn size_estimate(&self) -> StorageResult<u64> {
+        Ok(0)
+    }
+}
