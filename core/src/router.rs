@@ -126,13 +126,23 @@ impl Router {
     }
 
     pub fn lookup(&self, method: &Method, path: &str) -> Lookup<'_> {
+        match self.lookup_exact(method, path) {
+            // `/state/{eventType}` may omit an empty state key entirely.
+            Lookup::NotFound if !path.ends_with('/') => self.lookup_exact(method, &format!("{path}/")),
+            found => found,
+        }
+    }
+
+    fn lookup_exact(&self, method: &Method, path: &str) -> Lookup<'_> {
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let last = segs.len().saturating_sub(1);
         let Some(routes) = self.by_len.get(&segs.len()) else { return Lookup::NotFound };
         let mut wrong_method = false;
         for route in routes {
-            let matches = route.segs.iter().zip(&segs).all(|(t, s)| match t {
+            // Only a final variable may be empty (an empty state key).
+            let matches = route.segs.iter().zip(&segs).enumerate().all(|(i, (t, s))| match t {
                 Seg::Lit(l) => l == s,
-                Seg::Var => !s.is_empty(),
+                Seg::Var => !s.is_empty() || i == last,
             });
             if !matches {
                 continue;

@@ -1,6 +1,28 @@
 //! The Client-Server API, one module per chapter of the specification.
 
+pub mod directory;
 pub mod discovery;
+pub mod events;
+pub mod membership;
+pub mod room;
+pub mod sync;
+pub mod tokens;
+pub mod keys;
+pub mod media;
+pub mod to_device;
+pub mod account;
+pub mod account_data;
+pub mod capabilities;
+pub mod devices;
+pub mod misc;
+pub mod profile;
+pub mod session;
+pub mod uia;
+pub mod filter;
+pub mod presence;
+pub mod push;
+pub mod receipts;
+pub mod typing;
 
 use crate::router::Router;
 
@@ -19,4 +41,29 @@ macro_rules! route {
 
 pub fn register_routes(r: &mut Router) {
     discovery::routes(r);
+    directory::routes(r);
+    events::routes(r);
+    membership::routes(r);
+    room::routes(r);
+    sync::routes(r);
+    keys::routes(r);
+    media::routes(r);
+    to_device::routes(r);
+    account_data::routes(r);
+    filter::routes(r);
+    presence::routes(r);
+    push::routes(r);
+    receipts::routes(r);
+    typing::routes(r);
+    account::routes(r);
+    session::routes(r);
+    devices::routes(r);
+    profile::routes(r);
+    capabilities::routes(r);
+    misc::routes(r);
+}
+
+/// Wraps a JSON value as ruma's `Raw<T>` for a response field.
+pub fn raw<T>(v: &serde_json::Value) -> crate::error::Result<ruma::serde::Raw<T>> {
+    Ok(ruma::serde::Raw::from_json(serde_json::value::to_raw_value(v)?))
 }

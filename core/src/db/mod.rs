@@ -1,11 +1,17 @@
 //! The data layer: how the server's records are laid out in storage trees, and the
 //! in-memory caches in front of them. Endpoint modules in `client/` call into here.
 
+pub mod append;
+pub mod power;
+pub mod e2ee;
+pub mod media;
+pub mod push;
 pub mod rooms;
 pub mod users;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -69,10 +75,26 @@ impl Homeserver {
 #[derive(Default)]
 pub struct Caches {
     pub tokens: RefCell<HashMap<String, users::TokenRecord>>,
+    pub room_state: RefCell<HashMap<ruma::OwnedRoomId, Rc<rooms::RoomState>>>,
+    pub pdus: RefCell<HashMap<ruma::OwnedEventId, Rc<rooms::Pdu>>>,
+    pub typing: crate::client::typing::TypingState,
 }
+
+/// Past this many cached events the cache starts over; events are cheap to reload.
+const PDU_CACHE_MAX: usize = 20_000;
 
 impl Caches {
     pub fn clear(&self) {
         self.tokens.borrow_mut().clear();
+        self.room_state.borrow_mut().clear();
+        self.pdus.borrow_mut().clear();
+    }
+
+    pub fn put_pdu(&self, pdu: Rc<rooms::Pdu>) {
+        let mut pdus = self.pdus.borrow_mut();
+        if pdus.len() >= PDU_CACHE_MAX {
+            pdus.clear();
+        }
+        pdus.insert(pdu.event_id.clone(), pdu);
     }
 }

@@ -2,7 +2,8 @@
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use ruma::{OwnedDeviceId, OwnedUserId, UserId};
+use ruma::thirdparty::ThirdPartyIdentifier;
+use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::{from_json, key, prefix, to_json};
@@ -37,6 +38,11 @@ pub struct DeviceRecord {
     pub access_token: String,
     #[serde(default)]
     pub refresh_token: Option<String>,
+    /// The refresh token that the last `/refresh` replaced. The spec keeps it valid until the
+    /// client uses the new access or refresh token, so a client that lost the `/refresh`
+    /// response can retry with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_refresh_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -46,6 +52,25 @@ pub struct TokenRecord {
     /// Expiry in ms since the epoch, for tokens issued together with a refresh token.
     #[serde(default)]
     pub expires_at: Option<u64>,
+    /// The previous refresh token of the device, revoked when this access token is first used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revokes_refresh_token: Option<String>,
+}
+
+/// What a refresh token (tree `refresh_tokens`) refreshes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshTokenRecord {
+    pub user_id: OwnedUserId,
+    pub device_id: OwnedDeviceId,
+}
+
+/// The credentials handed to a client at login, registration or refresh.
+#[derive(Debug, Clone)]
+pub struct IssuedTokens {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    /// Lifetime of the access token; only tokens that come with a refresh token expire.
+    pub expires_in_ms: Option<u64>,
 }
 
 pub async fn get_user(hs: &Homeserver, user_id: &UserId) -> Result<Option<UserRecord>> {
@@ -82,33 +107,181 @@ pub fn put_token(batch: &mut Batch, token: &str, rec: &TokenRecord) -> Result<()
 /// Removes a device and everything that authenticates as it. The caller removes the device's
 /// E2EE keys as well.
 pub fn delete_device(hs: &Homeserver, batch: &mut Batch, user_id: &UserId, dev: &DeviceRecord) {
-    batch.delete("tokens", dev.access_token.as_bytes().to_vec());
-    hs.caches.tokens.borrow_mut().remove(&dev.access_token);
-    if let Some(rt) = &dev.refresh_token {
-        batch.delete("refresh_tokens", rt.as_bytes().to_vec());
-    }
+    revoke_tokens(hs, batch, dev);
     batch.delete("devices", key(&[user_id.as_bytes(), dev.device_id.as_bytes()]));
 }
 
-pub async fn session_for_token(hs: &Homeserver, token: &str) -> Result<Session> {
+/// Revokes the device's access token and every refresh token that could mint a new one.
+fn revoke_tokens(hs: &Homeserver, batch: &mut Batch, dev: &DeviceRecord) {
+    batch.delete("tokens", dev.access_token.as_bytes().to_vec());
+    hs.caches.tokens.borrow_mut().remove(&dev.access_token);
+    for rt in [&dev.refresh_token, &dev.previous_refresh_token].into_iter().flatten() {
+        batch.delete("refresh_tokens", rt.as_bytes().to_vec());
+    }
+}
+
+async fn token_record(hs: &Homeserver, token: &str) -> Result<Option<TokenRecord>> {
     let cached = hs.caches.tokens.borrow().get(token).cloned();
-    let rec = match cached {
-        Some(r) => r,
-        None => {
-            let rec: TokenRecord = hs
-                .get_json("tokens", token.as_bytes())
-                .await?
-                .ok_or_else(|| MatrixError::unknown_token("unknown access token").with("soft_logout", false.into()))?;
-            hs.caches.tokens.borrow_mut().insert(token.to_owned(), rec.clone());
-            rec
-        }
-    };
+    if cached.is_some() {
+        return Ok(cached);
+    }
+    let rec: Option<TokenRecord> = hs.get_json("tokens", token.as_bytes()).await?;
+    if let Some(rec) = &rec {
+        hs.caches.tokens.borrow_mut().insert(token.to_owned(), rec.clone());
+    }
+    Ok(rec)
+}
+
+fn unknown_token() -> MatrixError {
+    MatrixError::unknown_token("unknown access token").with("soft_logout", false.into())
+}
+
+pub async fn session_for_token(hs: &Homeserver, token: &str) -> Result<Session> {
+    let rec = token_record(hs, token).await?.ok_or_else(unknown_token)?;
     if let Some(exp) = rec.expires_at {
         if hs.now_ms() >= exp {
             return Err(MatrixError::unknown_token("access token has expired").with("soft_logout", true.into()));
         }
     }
+    if let Some(old) = &rec.revokes_refresh_token {
+        revoke_replaced_refresh_token(hs, token, old).await?;
+    }
     Ok(Session { user_id: rec.user_id, device_id: rec.device_id, access_token: token.to_owned() })
+}
+
+/// The first use of an access token minted by `/refresh` proves that the client holds the new
+/// credentials, so the refresh token they replaced stops working (spec: `POST /refresh`).
+async fn revoke_replaced_refresh_token(hs: &Homeserver, token: &str, old: &str) -> Result<()> {
+    let _g = hs.write_lock().await;
+    // Re-read under the lock: the device may have been deleted or refreshed in the meantime.
+    let Some(mut rec) = hs.get_json::<TokenRecord>("tokens", token.as_bytes()).await? else {
+        hs.caches.tokens.borrow_mut().remove(token);
+        return Err(unknown_token());
+    };
+    if rec.revokes_refresh_token.as_deref() != Some(old) {
+        return Ok(());
+    }
+    let mut batch = Batch::new();
+    batch.delete("refresh_tokens", old.as_bytes().to_vec());
+    if let Some(mut dev) = get_device(hs, &rec.user_id, rec.device_id.as_str()).await? {
+        if dev.previous_refresh_token.as_deref() == Some(old) {
+            dev.previous_refresh_token = None;
+            put_device(&mut batch, &rec.user_id, &dev)?;
+        }
+    }
+    rec.revokes_refresh_token = None;
+    put_token(&mut batch, token, &rec)?;
+    hs.store.write(batch).await?;
+    hs.caches.tokens.borrow_mut().insert(token.to_owned(), rec);
+    Ok(())
+}
+
+/// Exchanges a refresh token for new credentials (spec: `POST /refresh`). The presented token
+/// stays valid until the new access or refresh token is used, so a client that lost this
+/// response can try again; any other token is refused with `M_UNKNOWN_TOKEN`.
+pub async fn refresh(hs: &Homeserver, refresh_token: &str) -> Result<IssuedTokens> {
+    let invalid = || {
+        MatrixError::unknown_token("unknown or already used refresh token").with("soft_logout", false.into())
+    };
+    let _g = hs.write_lock().await;
+    let rec: RefreshTokenRecord = hs.get_json("refresh_tokens", refresh_token.as_bytes()).await?.ok_or_else(invalid)?;
+    let mut dev = get_device(hs, &rec.user_id, rec.device_id.as_str()).await?.ok_or_else(invalid)?;
+    let mut batch = Batch::new();
+    if dev.refresh_token.as_deref() == Some(refresh_token) {
+        // The client moved on to this token, so the one it replaced can no longer be wanted.
+        if let Some(older) = dev.previous_refresh_token.take() {
+            batch.delete("refresh_tokens", older.as_bytes().to_vec());
+        }
+    } else if dev.previous_refresh_token.as_deref() == Some(refresh_token) {
+        // The tokens of the last refresh were never used: the client lost them. Replace them.
+        if let Some(unused) = dev.refresh_token.take() {
+            batch.delete("refresh_tokens", unused.as_bytes().to_vec());
+        }
+    } else {
+        return Err(invalid());
+    }
+    batch.delete("tokens", dev.access_token.as_bytes().to_vec());
+    hs.caches.tokens.borrow_mut().remove(&dev.access_token);
+    dev.previous_refresh_token = Some(refresh_token.to_owned());
+    let issued = mint_tokens(hs, &mut batch, &rec.user_id, &mut dev, true, Some(refresh_token.to_owned()))?;
+    put_device(&mut batch, &rec.user_id, &dev)?;
+    hs.commit(batch).await?;
+    Ok(issued)
+}
+
+/// Gives `dev` a fresh access token (and a refresh token when the client supports them),
+/// revoking everything that authenticated as the device before, and writes the device.
+pub fn issue_tokens(
+    hs: &Homeserver,
+    batch: &mut Batch,
+    user_id: &UserId,
+    dev: &mut DeviceRecord,
+    with_refresh: bool,
+) -> Result<IssuedTokens> {
+    revoke_tokens(hs, batch, dev);
+    dev.previous_refresh_token = None;
+    let issued = mint_tokens(hs, batch, user_id, dev, with_refresh, None)?;
+    put_device(batch, user_id, dev)?;
+    Ok(issued)
+}
+
+/// Writes new token records and points `dev` at them; revokes nothing.
+fn mint_tokens(
+    hs: &Homeserver,
+    batch: &mut Batch,
+    user_id: &UserId,
+    dev: &mut DeviceRecord,
+    with_refresh: bool,
+    revokes_refresh_token: Option<String>,
+) -> Result<IssuedTokens> {
+    let access_token = format!("syt_{}", hs.random_string(32));
+    // Only tokens that can be refreshed expire; others live until logout.
+    let expires_in_ms = if with_refresh { hs.config.access_token_lifetime_ms } else { None };
+    put_token(
+        batch,
+        &access_token,
+        &TokenRecord {
+            user_id: user_id.to_owned(),
+            device_id: dev.device_id.clone(),
+            expires_at: expires_in_ms.map(|ms| hs.now_ms().saturating_add(ms)),
+            revokes_refresh_token,
+        },
+    )?;
+    let refresh_token = if with_refresh {
+        let rt = format!("syr_{}", hs.random_string(32));
+        let rec = RefreshTokenRecord { user_id: user_id.to_owned(), device_id: dev.device_id.clone() };
+        batch.put("refresh_tokens", rt.as_bytes(), to_json(&rec)?);
+        Some(rt)
+    } else {
+        None
+    };
+    dev.access_token = access_token.clone();
+    dev.refresh_token = refresh_token.clone();
+    Ok(IssuedTokens { access_token, refresh_token, expires_in_ms })
+}
+
+/// The local user that a login or an `m.id.user` identifier names: a bare localpart or a full
+/// user id of this server. Localparts are registered in lowercase, so matching ignores case.
+pub fn local_user_id(hs: &Homeserver, name: &str) -> Option<OwnedUserId> {
+    let localpart = if name.starts_with('@') {
+        let id = UserId::parse(name).ok()?;
+        if id.server_name() != hs.server_name() {
+            return None;
+        }
+        id.localpart().to_lowercase()
+    } else {
+        name.to_lowercase()
+    };
+    UserId::parse_with_server_name(localpart, hs.server_name()).ok()
+}
+
+/// The user's third-party identifiers (tree `threepids`, key `user, medium, address`).
+pub async fn list_threepids(hs: &Homeserver, user_id: &UserId) -> Result<Vec<ThirdPartyIdentifier>> {
+    hs.scan_prefix("threepids", &prefix(&[user_id.as_bytes()]))
+        .await?
+        .iter()
+        .map(|(_, v)| from_json(v))
+        .collect()
 }
 
 pub fn hash_password(hs: &Homeserver, password: &str) -> Result<String> {
@@ -133,35 +306,46 @@ fn argon2(hs: &Homeserver) -> Result<Argon2<'static>> {
     Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
 }
 
-/// A fresh device with a fresh access token, written into `batch`.
+/// A device id that `user_id` does not use yet.
+pub async fn fresh_device_id(hs: &Homeserver, user_id: &UserId) -> Result<OwnedDeviceId> {
+    for _ in 0..8 {
+        let id = OwnedDeviceId::from(hs.random_string(10).to_uppercase());
+        if get_device(hs, user_id, id.as_str()).await?.is_none() {
+            return Ok(id);
+        }
+    }
+    Err(MatrixError::unknown("could not find a free device id"))
+}
+
+/// Client-chosen device ids become parts of storage keys and of other users' key queries.
+pub fn check_device_id(id: &DeviceId) -> Result<()> {
+    let s = id.as_str();
+    if s.is_empty() || s.len() > 255 || s.chars().any(char::is_control) {
+        return Err(MatrixError::invalid_param("device_id must be 1 to 255 bytes without control characters"));
+    }
+    Ok(())
+}
+
+/// A fresh device with fresh credentials, written into `batch`.
 pub fn new_device(
     hs: &Homeserver,
     batch: &mut Batch,
     user_id: &UserId,
     device_id: Option<OwnedDeviceId>,
     display_name: Option<String>,
-    expires: bool,
-) -> Result<(DeviceRecord, Option<u64>)> {
+    with_refresh: bool,
+) -> Result<(DeviceRecord, IssuedTokens)> {
     let device_id = device_id.unwrap_or_else(|| OwnedDeviceId::from(hs.random_string(10).to_uppercase()));
-    let access_token = format!("syt_{}", hs.random_string(32));
-    let expires_in = if expires { hs.config.access_token_lifetime_ms } else { None };
-    let rec = DeviceRecord {
-        device_id: device_id.clone(),
+    let mut dev = DeviceRecord {
+        device_id,
         display_name,
         last_seen_ts: Some(hs.now_ms()),
         last_seen_ip: None,
-        access_token: access_token.clone(),
+        access_token: String::new(),
         refresh_token: None,
+        previous_refresh_token: None,
     };
-    put_device(batch, user_id, &rec)?;
-    put_token(
-        batch,
-        &access_token,
-        &TokenRecord {
-            user_id: user_id.to_owned(),
-            device_id,
-            expires_at: expires_in.map(|ms| hs.now_ms() + ms),
-        },
-    )?;
-    Ok((rec, expires_in))
+    let issued = mint_tokens(hs, batch, user_id, &mut dev, with_refresh, None)?;
+    put_device(batch, user_id, &dev)?;
+    Ok((dev, issued))
 }

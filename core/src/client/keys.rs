@@ -1,0 +1,319 @@
+//! End-to-end encryption key management: `/keys/upload`, `/keys/query`, `/keys/claim`,
+//! `/keys/changes`, and the E2EE parts of `/sync` (device-list changes, one-time key counts,
+//! unused fallback key types).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use ruma::api::client::keys::{claim_keys, get_key_changes, get_keys, upload_keys};
+use ruma::encryption::{DeviceKeys, OneTimeKey};
+use ruma::serde::Raw;
+use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedUserId, UInt, UserId};
+use serde_json::{Value, json};
+
+use crate::db::e2ee::{self, FallbackKeyRecord, OneTimeKeyRecord};
+use crate::db::{rooms, users};
+use crate::error::{MatrixError, Result};
+use crate::router::Router;
+use crate::storage::Batch;
+use crate::{Ctx, Homeserver, route};
+
+pub fn routes(r: &mut Router) {
+    route!(r, upload_keys::v3::Request, upload);
+    route!(r, get_keys::v3::Request, query);
+    route!(r, claim_keys::v3::Request, claim);
+    route!(r, get_key_changes::v3::Request, changes);
+}
+
+/// Two JSON texts with the same meaning (key order and whitespace aside).
+fn same_json(a: &str, b: &str) -> bool {
+    match (serde_json::from_str::<Value>(a), serde_json::from_str::<Value>(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn check_one_time_key(id: &str, key: &Raw<OneTimeKey>) -> Result<()> {
+    key.deserialize()
+        .map(|_| ())
+        .map_err(|e| MatrixError::bad_json(format!("one-time key {id} is malformed: {e}")))
+}
+
+async fn upload(hs: &Homeserver, ctx: Ctx, req: upload_keys::v3::Request) -> Result<upload_keys::v3::Response> {
+    let session = ctx.session()?;
+    let (user, device) = (&session.user_id, &session.device_id);
+
+    if let Some(raw) = &req.device_keys {
+        let keys: DeviceKeys =
+            raw.deserialize().map_err(|e| MatrixError::bad_json(format!("device_keys is malformed: {e}")))?;
+        if keys.user_id != *user || keys.device_id != *device {
+            return Err(MatrixError::invalid_param(format!(
+                "device_keys belong to {} / {}, but this session is {user} / {device}",
+                keys.user_id, keys.device_id
+            )));
+        }
+    }
+    for (id, key) in &req.one_time_keys {
+        check_one_time_key(id.as_str(), key)?;
+    }
+    let mut fallback_algorithms = BTreeSet::new();
+    for (id, key) in &req.fallback_keys {
+        check_one_time_key(id.as_str(), key)?;
+        if !fallback_algorithms.insert(id.algorithm()) {
+            return Err(MatrixError::invalid_param(format!(
+                "only one fallback key per algorithm may be uploaded; got several for {}",
+                id.algorithm()
+            )));
+        }
+    }
+
+    // Claims read-then-delete under this lock too, so a key can never be both kept and handed out.
+    let _guard = hs.write_lock().await;
+    let mut batch = Batch::new();
+
+    let mut device_list_changed = false;
+    if let Some(raw) = &req.device_keys {
+        let old = e2ee::device_keys(hs, user, device).await?;
+        if !old.is_some_and(|old| same_json(old.json().get(), raw.json().get())) {
+            e2ee::put_device_keys(&mut batch, user, device, raw);
+            device_list_changed = true;
+        }
+    }
+
+    if !req.one_time_keys.is_empty() {
+        let existing = e2ee::one_time_keys(hs, user, device).await?;
+        let by_id: HashMap<&str, &Raw<OneTimeKey>> =
+            existing.iter().map(|k| (k.record.id.as_str(), &k.record.key)).collect();
+        let seq = existing.iter().map(|k| k.seq).max().map_or(0, |s| s + 1);
+        for (id, key) in &req.one_time_keys {
+            match by_id.get(id.as_str()) {
+                // Clients retry uploads whose response they missed; the same key again is fine.
+                Some(old) if same_json(old.json().get(), key.json().get()) => {}
+                Some(_) => {
+                    return Err(MatrixError::invalid_param(format!(
+                        "one-time key {id} already exists with different content"
+                    )));
+                }
+                None => e2ee::put_one_time_key(
+                    &mut batch,
+                    user,
+                    device,
+                    seq,
+                    &OneTimeKeyRecord { id: id.clone(), key: key.clone() },
+                )?,
+            }
+        }
+    }
+
+    for (id, key) in &req.fallback_keys {
+        let old = e2ee::fallback_key_for(hs, user, device, &id.algorithm()).await?;
+        // Re-uploading the current fallback key must not make a used key look fresh.
+        let used = old.is_some_and(|o| o.id == *id && same_json(o.key.json().get(), key.json().get()) && o.used);
+        e2ee::put_fallback_key(&mut batch, user, device, &FallbackKeyRecord { id: id.clone(), key: key.clone(), used })?;
+    }
+
+    if device_list_changed {
+        let pos = hs.alloc_pos();
+        e2ee::record_key_change(&mut batch, pos, user);
+        hs.commit(batch).await?;
+        tracing::debug!(%user, %device, pos, "device keys changed");
+    } else if !batch.is_empty() {
+        hs.store.write(batch).await?;
+    }
+    drop(_guard);
+
+    Ok(upload_keys::v3::Response::new(one_time_key_counts(hs, user, device).await?))
+}
+
+/// The `failures` entry for a server we cannot reach: federation is not wired up yet.
+fn unreachable_server() -> Value {
+    json!({ "status": 503, "message": "federation with other servers is not available" })
+}
+
+/// Device keys as served by `/keys/query`: the uploaded object plus `unsigned.device_display_name`.
+/// Edited as a JSON map so that fields this server does not know survive (signatures cover them).
+fn with_display_name(raw: &Raw<DeviceKeys>, display_name: Option<&str>) -> Result<Raw<DeviceKeys>> {
+    let Some(name) = display_name else { return Ok(raw.clone()) };
+    let mut obj: serde_json::Map<String, Value> = serde_json::from_str(raw.json().get())
+        .map_err(|e| MatrixError::unknown(format!("stored device keys are corrupt: {e}")))?;
+    let unsigned = obj.entry("unsigned").or_insert_with(|| json!({}));
+    if let Some(u) = unsigned.as_object_mut() {
+        u.insert("device_display_name".to_owned(), Value::String(name.to_owned()));
+    }
+    Ok(Raw::from_json(serde_json::value::to_raw_value(&obj)?))
+}
+
+async fn query(hs: &Homeserver, ctx: Ctx, req: get_keys::v3::Request) -> Result<get_keys::v3::Response> {
+    ctx.session()?;
+    let mut resp = get_keys::v3::Response::new();
+    for (user, wanted) in &req.device_keys {
+        if user.server_name() != hs.server_name() {
+            resp.failures.insert(user.server_name().to_string(), unreachable_server());
+            continue;
+        }
+        if users::get_user(hs, user).await?.is_none() {
+            continue;
+        }
+        // Only devices that still exist: keys are never served for a deleted device.
+        let names: HashMap<OwnedDeviceId, Option<String>> =
+            users::list_devices(hs, user).await?.into_iter().map(|d| (d.device_id, d.display_name)).collect();
+        let mut devices = BTreeMap::new();
+        for (device, raw) in e2ee::all_device_keys(hs, user).await? {
+            let Some(name) = names.get(&device) else { continue };
+            if !wanted.is_empty() && !wanted.contains(&device) {
+                continue;
+            }
+            devices.insert(device, with_display_name(&raw, name.as_deref())?);
+        }
+        resp.device_keys.insert(user.clone(), devices);
+    }
+    Ok(resp)
+}
+
+async fn claim(hs: &Homeserver, ctx: Ctx, req: claim_keys::v3::Request) -> Result<claim_keys::v3::Response> {
+    ctx.session()?;
+    let mut claimed: BTreeMap<OwnedUserId, claim_keys::v3::OneTimeKeys> = BTreeMap::new();
+    let mut failures = BTreeMap::new();
+
+    let guard = hs.write_lock().await;
+    let mut batch = Batch::new();
+    for (user, devices) in &req.one_time_keys {
+        if user.server_name() != hs.server_name() {
+            failures.insert(user.server_name().to_string(), unreachable_server());
+            continue;
+        }
+        for (device, algorithm) in devices {
+            let key = if let Some((storage_key, rec)) = e2ee::oldest_one_time_key(hs, user, device, algorithm).await? {
+                batch.delete("one_time_keys", storage_key);
+                Some((rec.id, rec.key))
+            } else if let Some(mut fallback) = e2ee::fallback_key_for(hs, user, device, algorithm).await? {
+                if !fallback.used {
+                    fallback.used = true;
+                    e2ee::put_fallback_key(&mut batch, user, device, &fallback)?;
+                }
+                Some((fallback.id, fallback.key))
+            } else {
+                None
+            };
+            if let Some((id, key)) = key {
+                claimed.entry(user.clone()).or_default().entry(device.clone()).or_default().insert(id, key);
+            }
+        }
+    }
+    if !batch.is_empty() {
+        hs.store.write(batch).await?;
+    }
+    drop(guard);
+
+    let mut resp = claim_keys::v3::Response::new(claimed);
+    resp.failures = failures;
+    Ok(resp)
+}
+
+/// Reads the stream position out of a sync token: `123`, `s123` or `s123_...` (anything after
+/// the first non-digit belongs to other streams).
+pub fn stream_pos_of_token(token: &str) -> Option<u64> {
+    let digits = token.strip_prefix('s').unwrap_or(token);
+    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
+    digits.get(..end).filter(|d| !d.is_empty())?.parse().ok()
+}
+
+async fn changes(hs: &Homeserver, ctx: Ctx, req: get_key_changes::v3::Request) -> Result<get_key_changes::v3::Response> {
+    let user = ctx.user_id()?;
+    let from = stream_pos_of_token(&req.from)
+        .ok_or_else(|| MatrixError::invalid_param(format!("`from` is not a sync token: {:?}", req.from)))?;
+    let to = stream_pos_of_token(&req.to)
+        .ok_or_else(|| MatrixError::invalid_param(format!("`to` is not a sync token: {:?}", req.to)))?;
+    let (changed, left) = changes_between(hs, user, from, to.min(hs.current_pos())).await?;
+    Ok(get_key_changes::v3::Response::new(changed, left))
+}
+
+/// Users sharing a room with `user` (and `user` themself, for their other devices) whose device
+/// lists changed at a position in `(after, upto]`.
+async fn changes_between(
+    hs: &Homeserver,
+    user: &UserId,
+    after: u64,
+    upto: u64,
+) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
+    let changed = e2ee::key_changes_between(hs, after, upto).await?;
+    if changed.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut visible = rooms::users_sharing_room_with(hs, user).await?;
+    visible.insert(user.to_owned());
+    let changed = changed.into_iter().filter(|u| visible.contains(u)).collect();
+    // `left` needs the membership history of shared rooms; it stays empty until that exists.
+    Ok((changed, Vec::new()))
+}
+
+/// For `/sync`'s `device_lists`: users whose device keys changed after stream position `since`
+/// and who share a room with `user` (`changed`), and users who no longer do (`left`, not tracked
+/// yet: always empty). `since == 0` is an initial sync, which reports nothing.
+pub async fn device_list_changes(
+    hs: &Homeserver,
+    user: &UserId,
+    since: u64,
+) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
+    if since == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    changes_between(hs, user, since, hs.current_pos()).await
+}
+
+/// For `/sync`'s `device_one_time_keys_count` and `/keys/upload`. `signed_curve25519` is always
+/// present (0 when none are left): clients treat a missing count as "unknown" and do not top up.
+pub async fn one_time_key_counts(
+    hs: &Homeserver,
+    user: &UserId,
+    device: &DeviceId,
+) -> Result<BTreeMap<OneTimeKeyAlgorithm, UInt>> {
+    let mut counts: BTreeMap<OneTimeKeyAlgorithm, UInt> = e2ee::count_one_time_keys(hs, user, device)
+        .await?
+        .into_iter()
+        .map(|(alg, n)| (alg, UInt::new_saturating(n)))
+        .collect();
+    counts.entry(OneTimeKeyAlgorithm::SignedCurve25519).or_insert(UInt::MIN);
+    Ok(counts)
+}
+
+/// For `/sync`'s `device_unused_fallback_key_types`.
+pub async fn unused_fallback_key_types(
+    hs: &Homeserver,
+    user: &UserId,
+    device: &DeviceId,
+) -> Result<Vec<OneTimeKeyAlgorithm>> {
+    Ok(e2ee::fallback_keys(hs, user, device)
+        .await?
+        .into_iter()
+        .filter(|k| !k.used)
+        .map(|k| k.id.algorithm())
+        .collect())
+}
+
+/// Removes every E2EE record of a device that is being deleted (identity, one-time and fallback
+/// keys, its to-device inbox) into `batch`. When the device had identity keys, this is a
+/// device-list change that other users' `/sync` must see, so it allocates a stream position:
+/// call it with `hs.write_lock()` held and write `batch` with `hs.commit`.
+pub async fn delete_device_keys(hs: &Homeserver, batch: &mut Batch, user: &UserId, device: &DeviceId) -> Result<()> {
+    if e2ee::delete_device(hs, batch, user, device).await? {
+        let pos = hs.alloc_pos();
+        e2ee::record_key_change(batch, pos, user);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stream_pos_of_token;
+
+    #[test]
+    fn sync_tokens_yield_their_stream_position() {
+        assert_eq!(stream_pos_of_token("42"), Some(42));
+        assert_eq!(stream_pos_of_token("s42"), Some(42));
+        assert_eq!(stream_pos_of_token("s42_7_1"), Some(42));
+        assert_eq!(stream_pos_of_token(""), None);
+        assert_eq!(stream_pos_of_token("s"), None);
+        assert_eq!(stream_pos_of_token("abc"), None);
+        assert_eq!(stream_pos_of_token("99999999999999999999999"), None);
+    }
+}

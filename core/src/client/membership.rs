@@ -1,0 +1,328 @@
+//! Room membership: join, invite, leave, forget, kick, ban, unban, and member lists.
+
+use ruma::api::client::membership::{
+    ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_members,
+    joined_rooms, kick_user, leave_room, unban_user,
+};
+use ruma::api::client::membership::invite_user::v3::InvitationRecipient;
+use ruma::events::room::member::MembershipState;
+use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomOrAliasId, UserId};
+use serde_json::{Value, json};
+
+use super::{directory, raw, tokens};
+use crate::db::append::{NewEvent, RoomTxn};
+use crate::db::rooms::{self, MembershipRecord};
+use crate::db::{key, to_json, users};
+use crate::error::{MatrixError, Result};
+use crate::router::Router;
+use crate::{Ctx, Homeserver, route};
+
+pub fn routes(r: &mut Router) {
+    route!(r, join_room_by_id::v3::Request, join_by_id);
+    route!(r, join_room_by_id_or_alias::v3::Request, join_by_id_or_alias);
+    route!(r, invite_user::v3::Request, invite);
+    route!(r, leave_room::v3::Request, leave);
+    route!(r, forget_room::v3::Request, forget);
+    route!(r, kick_user::v3::Request, kick);
+    route!(r, ban_user::v3::Request, ban);
+    route!(r, unban_user::v3::Request, unban);
+    route!(r, joined_rooms::v3::Request, list_joined_rooms);
+    route!(r, joined_members::v3::Request, list_joined_members);
+    route!(r, get_member_events::v3::Request, list_members);
+}
+
+/// `m.room.member` content for `user` with their profile (display name and avatar) attached.
+pub async fn member_content(hs: &Homeserver, user: &UserId, membership: &str, reason: Option<&str>) -> Result<Value> {
+    let mut c = json!({ "membership": membership });
+    if let Some(rec) = users::get_user(hs, user).await? {
+        if let Some(d) = rec.displayname {
+            c["displayname"] = json!(d);
+        }
+        if let Some(a) = rec.avatar_url {
+            c["avatar_url"] = json!(a);
+        }
+    }
+    if let Some(r) = reason {
+        c["reason"] = json!(r);
+    }
+    Ok(c)
+}
+
+/// Joins `user` to a room this server knows, by the auth rules (join rules, bans, invites).
+pub async fn join(hs: &Homeserver, user: &UserId, room: &RoomId, reason: Option<&str>) -> Result<OwnedRoomId> {
+    let _lock = hs.write_lock().await;
+    let mut txn = RoomTxn::open(hs, room).await.map_err(|e| {
+        if e.errcode == "M_NOT_FOUND" {
+            MatrixError::not_found("no known servers: this server does not know that room")
+        } else {
+            e
+        }
+    })?;
+    if txn.membership(user).await? == Some(MembershipState::Join) {
+        // Already joined: the spec makes join idempotent.
+        return Ok(room.to_owned());
+    }
+    let content = member_content(hs, user, "join", reason).await?;
+    txn.append(NewEvent::state(user, "m.room.member", user.as_str(), content)).await?;
+    txn.commit().await?;
+    Ok(room.to_owned())
+}
+
+async fn join_by_id(hs: &Homeserver, ctx: Ctx, req: join_room_by_id::v3::Request) -> Result<join_room_by_id::v3::Response> {
+    let room = join(hs, ctx.user_id()?, &req.room_id, req.reason.as_deref()).await?;
+    Ok(join_room_by_id::v3::Response::new(room))
+}
+
+async fn join_by_id_or_alias(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: join_room_by_id_or_alias::v3::Request,
+) -> Result<join_room_by_id_or_alias::v3::Response> {
+    let room_id = resolve_room(hs, &req.room_id_or_alias).await?;
+    let room = join(hs, ctx.user_id()?, &room_id, req.reason.as_deref()).await?;
+    Ok(join_room_by_id_or_alias::v3::Response::new(room))
+}
+
+pub async fn resolve_room(hs: &Homeserver, id: &RoomOrAliasId) -> Result<OwnedRoomId> {
+    match <&RoomId>::try_from(id.as_str()) {
+        Ok(room) => Ok(room.to_owned()),
+        Err(_) => {
+            let alias = ruma::OwnedRoomAliasId::try_from(id.as_str())
+                .map_err(|e| MatrixError::invalid_param(format!("invalid room alias: {e}")))?;
+            directory::resolve_local_alias(hs, &alias)
+                .await?
+                .ok_or_else(|| MatrixError::not_found(format!("room alias {alias} not found")))
+        }
+    }
+}
+
+/// Changes another user's membership (invite, kick, ban, unban) as `sender`.
+async fn change_other(
+    hs: &Homeserver,
+    sender: &UserId,
+    room: &RoomId,
+    target: &UserId,
+    membership: &str,
+    reason: Option<&str>,
+) -> Result<()> {
+    let _lock = hs.write_lock().await;
+    let mut txn = RoomTxn::open(hs, room).await?;
+    let content = match membership {
+        "invite" => {
+            if target.server_name() != hs.server_name() {
+                return Err(MatrixError::forbidden(
+                    "inviting users of other servers needs federation, which is not available",
+                ));
+            }
+            if users::get_user(hs, target).await?.is_none() {
+                return Err(MatrixError::not_found(format!("user {target} does not exist")));
+            }
+            match txn.membership(target).await? {
+                Some(MembershipState::Join) => return Err(MatrixError::forbidden(format!("{target} is already in the room"))),
+                Some(MembershipState::Ban) => return Err(MatrixError::forbidden(format!("{target} is banned from the room"))),
+                Some(MembershipState::Invite) => return Ok(()),
+                _ => {}
+            }
+            member_content(hs, target, "invite", reason).await?
+        }
+        "leave" if txn.membership(target).await? == Some(MembershipState::Ban) => {
+            // unban
+            let mut c = json!({ "membership": "leave" });
+            if let Some(r) = reason {
+                c["reason"] = json!(r);
+            }
+            c
+        }
+        "leave" => {
+            // kick: only someone currently in the room (joined, invited or knocking).
+            match txn.membership(target).await? {
+                Some(MembershipState::Join) | Some(MembershipState::Invite) | Some(MembershipState::Knock) => {}
+                _ => return Err(MatrixError::forbidden(format!("{target} is not in the room"))),
+            }
+            let mut c = json!({ "membership": "leave" });
+            if let Some(r) = reason {
+                c["reason"] = json!(r);
+            }
+            c
+        }
+        _ => {
+            let mut c = json!({ "membership": membership });
+            if let Some(r) = reason {
+                c["reason"] = json!(r);
+            }
+            c
+        }
+    };
+    txn.append(NewEvent::state(sender, "m.room.member", target.as_str(), content)).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+async fn invite(hs: &Homeserver, ctx: Ctx, req: invite_user::v3::Request) -> Result<invite_user::v3::Response> {
+    let InvitationRecipient::UserId(invitee) = &req.recipient else {
+        return Err(MatrixError::forbidden("third-party invites need an identity server, which this server does not use"));
+    };
+    change_other(hs, ctx.user_id()?, &req.room_id, &invitee.user_id, "invite", invitee.reason.as_deref()).await?;
+    Ok(invite_user::v3::Response::new())
+}
+
+async fn kick(hs: &Homeserver, ctx: Ctx, req: kick_user::v3::Request) -> Result<kick_user::v3::Response> {
+    change_other(hs, ctx.user_id()?, &req.room_id, &req.user_id, "leave", req.reason.as_deref()).await?;
+    Ok(kick_user::v3::Response::new())
+}
+
+async fn ban(hs: &Homeserver, ctx: Ctx, req: ban_user::v3::Request) -> Result<ban_user::v3::Response> {
+    change_other(hs, ctx.user_id()?, &req.room_id, &req.user_id, "ban", req.reason.as_deref()).await?;
+    Ok(ban_user::v3::Response::new())
+}
+
+async fn unban(hs: &Homeserver, ctx: Ctx, req: unban_user::v3::Request) -> Result<unban_user::v3::Response> {
+    let user = ctx.user_id()?;
+    if rooms::membership(hs, &req.room_id, &req.user_id).await? != Some(MembershipState::Ban) {
+        return Err(MatrixError::forbidden(format!("{} is not banned", req.user_id)));
+    }
+    change_other(hs, user, &req.room_id, &req.user_id, "leave", req.reason.as_deref()).await?;
+    Ok(unban_user::v3::Response::new())
+}
+
+async fn leave(hs: &Homeserver, ctx: Ctx, req: leave_room::v3::Request) -> Result<leave_room::v3::Response> {
+    let user = ctx.user_id()?;
+    let _lock = hs.write_lock().await;
+    let mut txn = RoomTxn::open(hs, &req.room_id).await?;
+    match txn.membership(user).await? {
+        Some(MembershipState::Join) | Some(MembershipState::Invite) | Some(MembershipState::Knock) => {}
+        Some(MembershipState::Leave) => return Ok(leave_room::v3::Response::new()),
+        _ => return Err(MatrixError::forbidden("you are not in this room")),
+    }
+    let mut content = json!({ "membership": "leave" });
+    if let Some(r) = &req.reason {
+        content["reason"] = json!(r);
+    }
+    txn.append(NewEvent::state(user, "m.room.member", user.as_str(), content)).await?;
+    txn.commit().await?;
+    Ok(leave_room::v3::Response::new())
+}
+
+async fn forget(hs: &Homeserver, ctx: Ctx, req: forget_room::v3::Request) -> Result<forget_room::v3::Response> {
+    let user = ctx.user_id()?;
+    let _lock = hs.write_lock().await;
+    let Some(mut rec) = rooms::membership_record(hs, &req.room_id, user).await? else {
+        return Err(MatrixError::not_found("you have never been in this room"));
+    };
+    if matches!(rec.membership, MembershipState::Join | MembershipState::Invite | MembershipState::Knock) {
+        return Err(MatrixError::bad_json("leave the room before forgetting it"));
+    }
+    rec.forgotten = true;
+    let mut batch = crate::storage::Batch::new();
+    let v = to_json::<MembershipRecord>(&rec)?;
+    batch.put("memberships", key(&[user.as_bytes(), req.room_id.as_bytes()]), v.clone());
+    batch.put("room_members", key(&[req.room_id.as_bytes(), user.as_bytes()]), v);
+    hs.commit(batch).await?;
+    Ok(forget_room::v3::Response::new())
+}
+
+async fn list_joined_rooms(hs: &Homeserver, ctx: Ctx, _req: joined_rooms::v3::Request) -> Result<joined_rooms::v3::Response> {
+    Ok(joined_rooms::v3::Response::new(rooms::joined_rooms(hs, ctx.user_id()?).await?))
+}
+
+/// The caller must be joined (or the room world-readable) to list its members.
+async fn require_member_view(hs: &Homeserver, user: &UserId, room: &RoomId) -> Result<Option<u64>> {
+    match rooms::membership_record(hs, room, user).await? {
+        Some(r) if r.membership == MembershipState::Join => Ok(None),
+        // A former member sees the room as it was when they left.
+        Some(r) if r.membership == MembershipState::Leave || r.membership == MembershipState::Ban => Ok(Some(r.pos)),
+        _ => {
+            let hv = rooms::state_event(hs, room, "m.room.history_visibility", "").await?;
+            let world = hv
+                .and_then(|p| p.content.get("history_visibility").and_then(Value::as_str).map(|s| s == "world_readable"))
+                .unwrap_or(false);
+            if world {
+                Ok(None)
+            } else {
+                Err(MatrixError::forbidden("you are not a member of this room"))
+            }
+        }
+    }
+}
+
+async fn list_joined_members(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: joined_members::v3::Request,
+) -> Result<joined_members::v3::Response> {
+    let user = ctx.user_id()?;
+    if rooms::room_record(hs, &req.room_id).await?.is_none() {
+        return Err(MatrixError::forbidden("you are not a member of this room"));
+    }
+    if rooms::membership(hs, &req.room_id, user).await? != Some(MembershipState::Join) {
+        return Err(MatrixError::forbidden("you are not a member of this room"));
+    }
+    let mut joined = std::collections::BTreeMap::new();
+    for member in rooms::joined_members(hs, &req.room_id).await? {
+        let ev = rooms::state_event(hs, &req.room_id, "m.room.member", member.as_str()).await?;
+        let mut rm = joined_members::v3::RoomMember::new();
+        if let Some(ev) = ev {
+            rm.display_name = ev.content.get("displayname").and_then(Value::as_str).map(str::to_owned);
+            rm.avatar_url = ev
+                .content
+                .get("avatar_url")
+                .and_then(Value::as_str)
+                .and_then(|s| ruma::OwnedMxcUri::try_from(s).ok());
+        }
+        joined.insert(member, rm);
+    }
+    Ok(joined_members::v3::Response::new(joined))
+}
+
+async fn list_members(hs: &Homeserver, ctx: Ctx, req: get_member_events::v3::Request) -> Result<get_member_events::v3::Response> {
+    let user = ctx.user_id()?;
+    if rooms::room_record(hs, &req.room_id).await?.is_none() {
+        return Err(MatrixError::forbidden("you are not a member of this room"));
+    }
+    let left_at = require_member_view(hs, user, &req.room_id).await?;
+    let at = match &req.at {
+        Some(t) => Some(tokens::parse(t)?),
+        None => None,
+    };
+    let upto = match (at, left_at) {
+        (Some(a), Some(l)) => Some(a.min(l)),
+        (a, l) => a.or(l),
+    };
+    let member_ids: Vec<ruma::OwnedEventId> = match upto {
+        Some(pos) => rooms::state_at(hs, &req.room_id, pos)
+            .await?
+            .into_iter()
+            .filter(|((t, _), _)| t == "m.room.member")
+            .map(|(_, id)| id)
+            .collect(),
+        None => rooms::room_state(hs, &req.room_id)
+            .await?
+            .map(|rs| {
+                rs.state.iter().filter(|((t, _), _)| t == "m.room.member").map(|(_, id)| id.clone()).collect()
+            })
+            .unwrap_or_default(),
+    };
+    let now = hs.now_ms();
+    let mut chunk = Vec::new();
+    for id in member_ids {
+        let Some(p) = rooms::get_pdu(hs, id.as_str()).await? else { continue };
+        let m = p.membership().unwrap_or(MembershipState::Leave);
+        if req.membership.as_ref().is_some_and(|want| *want != m) {
+            continue;
+        }
+        if req.not_membership.as_ref().is_some_and(|not| *not == m) {
+            continue;
+        }
+        chunk.push(raw(&p.to_client(now, None))?);
+    }
+    Ok(get_member_events::v3::Response::new(chunk))
+}
+
+/// Users of this server (for checks that a target exists).
+pub fn is_local(hs: &Homeserver, user: &UserId) -> bool {
+    user.server_name() == hs.server_name()
+}
+
+pub fn owned(u: &UserId) -> OwnedUserId {
+    u.to_owned()
+}

@@ -1,0 +1,171 @@
+//! Profiles: display name and avatar, and their propagation into the user's room memberships.
+
+use http::StatusCode;
+use ruma::api::client::profile::{get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name};
+use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
+use ruma::{OwnedMxcUri, UserId};
+use serde_json::json;
+
+use crate::db::rooms;
+use crate::db::users::{self, UserRecord};
+use crate::error::{MatrixError, Result};
+use crate::router::Router;
+use crate::storage::Batch;
+use crate::{Ctx, Homeserver, route};
+
+/// The spec's limit on a whole profile.
+pub const MAX_PROFILE_BYTES: usize = 64 * 1024;
+
+pub fn routes(r: &mut Router) {
+    route!(r, get_profile::v3::Request, profile);
+    route!(r, get_display_name::v3::Request, display_name);
+    route!(r, set_display_name::v3::Request, set_display_name);
+    route!(r, get_avatar_url::v3::Request, avatar_url);
+    route!(r, set_avatar_url::v3::Request, set_avatar_url);
+}
+
+/// The profile of a user of this server. Remote profiles would need a federation query, which
+/// this server does not make yet, so they are `404` like unknown users.
+async fn local_profile(hs: &Homeserver, user: &UserId) -> Result<UserRecord> {
+    let not_found = || MatrixError::not_found("Profile not found");
+    if user.server_name() != hs.server_name() {
+        return Err(not_found());
+    }
+    users::get_user(hs, user).await?.ok_or_else(not_found)
+}
+
+async fn profile(hs: &Homeserver, _ctx: Ctx, req: get_profile::v3::Request) -> Result<get_profile::v3::Response> {
+    let record = local_profile(hs, &req.user_id).await?;
+    let mut resp = get_profile::v3::Response::new();
+    if let Some(name) = record.displayname {
+        resp.data.set("displayname".to_owned(), json!(name));
+    }
+    if let Some(url) = record.avatar_url {
+        resp.data.set("avatar_url".to_owned(), json!(url));
+    }
+    Ok(resp)
+}
+
+async fn display_name(
+    hs: &Homeserver,
+    _ctx: Ctx,
+    req: get_display_name::v3::Request,
+) -> Result<get_display_name::v3::Response> {
+    let name = local_profile(hs, &req.user_id)
+        .await?
+        .displayname
+        .ok_or_else(|| MatrixError::not_found("this user has no display name"))?;
+    let mut resp = get_display_name::v3::Response::default();
+    resp.displayname = Some(name);
+    Ok(resp)
+}
+
+async fn avatar_url(hs: &Homeserver, _ctx: Ctx, req: get_avatar_url::v3::Request) -> Result<get_avatar_url::v3::Response> {
+    let url = local_profile(hs, &req.user_id)
+        .await?
+        .avatar_url
+        .ok_or_else(|| MatrixError::not_found("this user has no avatar"))?;
+    let mut resp = get_avatar_url::v3::Response::default();
+    resp.avatar_url = Some(OwnedMxcUri::from(url));
+    Ok(resp)
+}
+
+async fn set_display_name(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: set_display_name::v3::Request,
+) -> Result<set_display_name::v3::Response> {
+    // An empty name is how several clients clear it.
+    let name = req.displayname.filter(|n| !n.is_empty());
+    update(hs, &ctx, &req.user_id, |p| p.displayname = name).await?;
+    Ok(set_display_name::v3::Response::new())
+}
+
+async fn set_avatar_url(hs: &Homeserver, ctx: Ctx, req: set_avatar_url::v3::Request) -> Result<set_avatar_url::v3::Response> {
+    // Element clears the avatar with an empty string.
+    let url = req.avatar_url.filter(|u| !u.as_str().is_empty());
+    if let Some(u) = &url {
+        u.validate().map_err(|e| MatrixError::invalid_param(format!("avatar_url must be an mxc:// URI: {e}")))?;
+    }
+    update(hs, &ctx, &req.user_id, |p| p.avatar_url = url.map(String::from)).await?;
+    Ok(set_avatar_url::v3::Response::new())
+}
+
+/// Applies `change` to the caller's own profile, then carries the new profile into every room
+/// the caller has joined.
+async fn update(hs: &Homeserver, ctx: &Ctx, target: &UserId, change: impl FnOnce(&mut UserRecord)) -> Result<()> {
+    let user = ctx.user_id()?;
+    if target != user {
+        return Err(MatrixError::forbidden("you can only change your own profile"));
+    }
+    let record = {
+        let _g = hs.write_lock().await;
+        let mut record = users::get_user(hs, user).await?.ok_or_else(|| MatrixError::not_found("Profile not found"))?;
+        change(&mut record);
+        let size = serde_json::to_vec(&json!({ "displayname": record.displayname, "avatar_url": record.avatar_url }))?.len();
+        if size > MAX_PROFILE_BYTES {
+            return Err(MatrixError::new(
+                StatusCode::BAD_REQUEST,
+                "M_PROFILE_TOO_LARGE",
+                format!("a profile is limited to {MAX_PROFILE_BYTES} bytes"),
+            ));
+        }
+        let mut batch = Batch::new();
+        users::put_user(&mut batch, user, &record)?;
+        hs.commit(batch).await?;
+        record
+    };
+    propagate(hs, user, &record).await;
+    Ok(())
+}
+
+/// Sends a fresh `m.room.member` join event with the new profile into each joined room. Each
+/// room's event is its own write (sending takes the write lock), so a failure in one room is
+/// logged and the others still get the change: the profile itself is already saved.
+async fn propagate(hs: &Homeserver, user: &UserId, record: &UserRecord) {
+    let joined = match rooms::joined_rooms(hs, user).await {
+        Ok(j) => j,
+        Err(e) => {
+            tracing::warn!(user = %user, error = %e, "cannot list joined rooms for profile propagation");
+            return;
+        }
+    };
+    let avatar = record.avatar_url.clone().map(OwnedMxcUri::from);
+    for room in joined {
+        let current = match rooms::state_event(hs, &room, "m.room.member", user.as_str()).await {
+            Ok(Some(pdu)) => pdu,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(room = %room, error = %e, "cannot read membership for profile propagation");
+                continue;
+            }
+        };
+        let Ok(mut content) = serde_json::from_value::<RoomMemberEventContent>(current.content.clone()) else {
+            tracing::warn!(room = %room, "unreadable membership event; profile not propagated");
+            continue;
+        };
+        if content.membership != MembershipState::Join {
+            continue;
+        }
+        if content.displayname == record.displayname && content.avatar_url == avatar {
+            continue;
+        }
+        content.displayname = record.displayname.clone();
+        content.avatar_url = avatar.clone();
+        // These describe the act of joining; a profile update is not one, and a copied
+        // `join_authorised_via_users_server` would fail the auth rules (it needs that server's
+        // signature).
+        content.join_authorized_via_users_server = None;
+        content.reason = None;
+        let value = match serde_json::to_value(&content) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(room = %room, error = %e, "cannot serialise membership content");
+                continue;
+            }
+        };
+        if let Err(e) = rooms::send_state_event(hs, user, &room, "m.room.member", user.as_str(), value).await {
+            tracing::warn!(room = %room, error = %e, "profile change not propagated");
+        }
+    }
+}

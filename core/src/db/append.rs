@@ -1,0 +1,405 @@
+//! Creating local events: build the PDU, hash and sign it, check it against the auth rules
+//! with ruma's `state-res`, and append it to the room — all of one API call in one batch.
+
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+
+use ruma::canonical_json::{CanonicalJsonObject, CanonicalJsonValue, redact_in_place};
+use ruma::events::StateEventType;
+use ruma::events::room::member::MembershipState;
+use ruma::room_version_rules::RoomVersionRules;
+use ruma::signatures::{hash_and_sign_event, reference_hash};
+use ruma::state_res::{auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules};
+use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
+use serde_json::{Value, json};
+
+use super::rooms::{EventMeta, MembershipRecord, Pdu, RoomRecord, RoomState, StateKey, StoredEvent, get_pdu};
+use super::{key, pos_bytes, to_json};
+use crate::Homeserver;
+use crate::error::{MatrixError, Result};
+use crate::storage::Batch;
+
+/// The spec's limit on the size of a whole event.
+pub const MAX_EVENT_BYTES: usize = 65_536;
+
+/// An event a local user wants to send.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub sender: OwnedUserId,
+    pub event_type: String,
+    pub state_key: Option<String>,
+    pub content: Value,
+    pub redacts: Option<OwnedEventId>,
+    /// `(device_id, txn_id)` for idempotent sends.
+    pub txn: Option<(String, String)>,
+    /// Overrides `origin_server_ts` (appservice-style timestamp massaging is not offered to
+    /// clients; this exists for deterministic tests).
+    pub ts: Option<u64>,
+}
+
+impl NewEvent {
+    pub fn state(sender: &UserId, event_type: &str, state_key: &str, content: Value) -> Self {
+        Self {
+            sender: sender.to_owned(),
+            event_type: event_type.to_owned(),
+            state_key: Some(state_key.to_owned()),
+            content,
+            redacts: None,
+            txn: None,
+            ts: None,
+        }
+    }
+
+    pub fn message(sender: &UserId, event_type: &str, content: Value) -> Self {
+        Self {
+            sender: sender.to_owned(),
+            event_type: event_type.to_owned(),
+            state_key: None,
+            content,
+            redacts: None,
+            txn: None,
+            ts: None,
+        }
+    }
+
+    pub fn with_txn(mut self, device: &str, txn_id: &str) -> Self {
+        self.txn = Some((device.to_owned(), txn_id.to_owned()));
+        self
+    }
+}
+
+/// The room versions this server creates and accepts.
+pub fn supported_version(v: &RoomVersionId) -> Option<RoomVersionRules> {
+    match v {
+        RoomVersionId::V6
+        | RoomVersionId::V7
+        | RoomVersionId::V8
+        | RoomVersionId::V9
+        | RoomVersionId::V10
+        | RoomVersionId::V11 => v.rules(),
+        _ => None,
+    }
+}
+
+pub const SUPPORTED_VERSIONS: &[&str] = &["6", "7", "8", "9", "10", "11"];
+
+/// A room being written to: a working copy of its state plus the batch that will make the
+/// new events durable. Hold the server's write lock while one is open.
+pub struct RoomTxn<'a> {
+    hs: &'a Homeserver,
+    pub room_id: OwnedRoomId,
+    pub version: RoomVersionId,
+    pub rules: RoomVersionRules,
+    record: RoomRecord,
+    pub state: BTreeMap<StateKey, OwnedEventId>,
+    pending: HashMap<OwnedEventId, Rc<Pdu>>,
+    /// Membership changes in this transaction, overriding what storage says.
+    pending_members: HashMap<OwnedUserId, MembershipState>,
+    pub batch: Batch,
+    pub appended: Vec<Rc<Pdu>>,
+}
+
+impl<'a> RoomTxn<'a> {
+    /// Opens an existing room. `M_NOT_FOUND` when this server does not know it.
+    pub async fn open(hs: &'a Homeserver, room: &RoomId) -> Result<Self> {
+        let rs = super::rooms::room_state(hs, room)
+            .await?
+            .ok_or_else(|| MatrixError::not_found("this server does not know that room"))?;
+        let rules = supported_version(&rs.record.version)
+            .ok_or_else(|| MatrixError::unsupported_room_version("room version not supported"))?;
+        Ok(Self {
+            hs,
+            room_id: room.to_owned(),
+            version: rs.record.version.clone(),
+            rules,
+            record: rs.record.clone(),
+            state: rs.state.clone(),
+            pending: HashMap::new(),
+            pending_members: HashMap::new(),
+            batch: Batch::new(),
+            appended: Vec::new(),
+        })
+    }
+
+    /// Starts a brand-new room; the first event appended must be its `m.room.create`.
+    pub fn create(hs: &'a Homeserver, room: OwnedRoomId, version: RoomVersionId) -> Result<Self> {
+        let rules = supported_version(&version)
+            .ok_or_else(|| MatrixError::unsupported_room_version(format!("room version {version} is not supported")))?;
+        Ok(Self {
+            hs,
+            room_id: room,
+            record: RoomRecord { version: version.clone(), extremities: Vec::new(), depth: 0, created_ts: hs.now_ms() },
+            version,
+            rules,
+            state: BTreeMap::new(),
+            pending: HashMap::new(),
+            pending_members: HashMap::new(),
+            batch: Batch::new(),
+            appended: Vec::new(),
+        })
+    }
+
+    pub async fn fetch(&self, id: &OwnedEventId) -> Result<Option<Rc<Pdu>>> {
+        if let Some(p) = self.pending.get(id) {
+            return Ok(Some(p.clone()));
+        }
+        get_pdu(self.hs, id.as_str()).await
+    }
+
+    /// The current (working) state event of `(type, state_key)`.
+    pub async fn state_event(&self, event_type: &str, state_key: &str) -> Result<Option<Rc<Pdu>>> {
+        match self.state.get(&(event_type.to_owned(), state_key.to_owned())) {
+            Some(id) => self.fetch(id).await,
+            None => Ok(None),
+        }
+    }
+
+    pub async fn state_content(&self, event_type: &str, state_key: &str) -> Result<Option<Value>> {
+        Ok(self.state_event(event_type, state_key).await?.map(|p| p.content.clone()))
+    }
+
+    /// The user's membership in the working state.
+    pub async fn membership(&self, user: &UserId) -> Result<Option<MembershipState>> {
+        Ok(self.state_event("m.room.member", user.as_str()).await?.and_then(|p| p.membership()))
+    }
+
+    /// Power levels in the working state.
+    pub async fn power_levels(&self) -> Result<super::power::PowerLevels> {
+        let pl = self.state_content("m.room.power_levels", "").await?;
+        let creator = self.state_event("m.room.create", "").await?.map(|c| c.sender.clone());
+        Ok(super::power::PowerLevels::new(pl.as_ref(), creator.as_deref()))
+    }
+
+    /// Builds, signs and auth-checks an event, then adds it to the batch and the working state.
+    pub async fn append(&mut self, ev: NewEvent) -> Result<Rc<Pdu>> {
+        let hs = self.hs;
+        let raw_content = serde_json::value::to_raw_value(&ev.content)?;
+        let kind = ruma::events::TimelineEventType::from(ev.event_type.as_str());
+        let auth_types = auth_types_for_event(
+            &kind,
+            &ev.sender,
+            ev.state_key.as_deref(),
+            &raw_content,
+            &self.rules.authorization,
+        )
+        .map_err(|e| MatrixError::bad_json(format!("invalid content for {}: {e}", ev.event_type)))?;
+
+        // The auth events, loaded now because the auth-rule callbacks are synchronous.
+        let mut auth_state: HashMap<StateKey, Rc<Pdu>> = HashMap::new();
+        let mut auth_ids = Vec::new();
+        for (t, k) in &auth_types {
+            let sk = (t.to_string(), k.clone());
+            if let Some(id) = self.state.get(&sk) {
+                if let Some(p) = self.fetch(id).await? {
+                    auth_ids.push(p.event_id.clone());
+                    auth_state.insert(sk, p);
+                }
+            }
+        }
+
+        let mut pdu_json = json!({
+            "auth_events": auth_ids,
+            "content": ev.content,
+            "depth": self.record.depth + 1,
+            "origin_server_ts": ev.ts.unwrap_or_else(|| hs.now_ms()),
+            "prev_events": self.record.extremities,
+            "room_id": self.room_id,
+            "sender": ev.sender,
+            "type": ev.event_type,
+        });
+        if let Some(obj) = pdu_json.as_object_mut() {
+            if let Some(sk) = &ev.state_key {
+                obj.insert("state_key".into(), json!(sk));
+            }
+            if let Some(r) = &ev.redacts {
+                // Room version 11 moved `redacts` into the content; older versions read it at
+                // the top level. The endpoint has already put it into the content.
+                if !self.rules.redaction.keep_room_redaction_redacts {
+                    obj.insert("redacts".into(), json!(r));
+                }
+            }
+        }
+        let CanonicalJsonValue::Object(mut object) = ruma::canonical_json::to_canonical_value(&pdu_json)
+            .map_err(|e| MatrixError::bad_json(format!("event is not valid canonical JSON: {e}")))?
+        else {
+            return Err(MatrixError::unknown("event did not serialise to an object"));
+        };
+        hash_and_sign_event(hs.server_name().as_str(), &hs.key.pair, &mut object, &self.rules.redaction).map_err(
+            |e| match e {
+                ruma::signatures::JsonError::PduTooLarge => {
+                    MatrixError::too_large(format!("event exceeds the {MAX_EVENT_BYTES}-byte limit"))
+                }
+                other => MatrixError::unknown(format!("signing failed: {other}")),
+            },
+        )?;
+        let size = serde_json::to_vec(&object)?.len();
+        if size > MAX_EVENT_BYTES {
+            return Err(MatrixError::too_large(format!(
+                "event is {size} bytes; the limit is {MAX_EVENT_BYTES}"
+            )));
+        }
+        let hash = reference_hash(&object, &self.rules).map_err(|e| MatrixError::unknown(format!("hashing: {e}")))?;
+        let event_id = OwnedEventId::try_from(format!("${hash}"))
+            .map_err(|e| MatrixError::unknown(format!("event id: {e}")))?;
+
+        // What this event replaces in the state, for `unsigned.prev_content`.
+        let mut meta = EventMeta { txn: ev.txn.clone(), ..EventMeta::default() };
+        if let Some(sk) = &ev.state_key {
+            if let Some(prev_id) = self.state.get(&(ev.event_type.clone(), sk.clone())) {
+                if let Some(prev) = self.fetch(prev_id).await? {
+                    meta.prev_content = Some(prev.content.clone());
+                    meta.prev_sender = Some(prev.sender.clone());
+                    meta.replaces_state = Some(prev.event_id.clone());
+                }
+            }
+        }
+        let mut pdu = Pdu::from_parts(event_id.clone(), serde_json::to_value(&object)?, meta)?;
+
+        // Authorization, in the order ruma-state-res documents: state-independent rules
+        // against the auth events, then the state-dependent rules against the current state.
+        let by_id: HashMap<OwnedEventId, Rc<Pdu>> =
+            auth_state.values().map(|p| (p.event_id.clone(), p.clone())).collect();
+        check_state_independent_auth_rules(&self.rules.authorization, &pdu, |id| by_id.get(id).map(|p| &**p))
+            .map_err(|e| MatrixError::forbidden(format!("event not allowed: {e}")))?;
+        check_state_dependent_auth_rules(&self.rules.authorization, &pdu, |t: &StateEventType, k: &str| {
+            auth_state.get(&(t.to_string(), k.to_owned())).map(|p| &**p)
+        })
+        .map_err(|e| MatrixError::forbidden(format!("event not allowed: {e}")))?;
+
+        // Append.
+        let pos = hs.alloc_pos();
+        pdu.pos = pos;
+        pdu.meta.pos = pos;
+        let room = self.room_id.as_bytes();
+        self.batch.put(
+            "events",
+            event_id.as_bytes(),
+            to_json(&StoredEvent { pdu: pdu.json.clone(), meta: pdu.meta.clone() })?,
+        );
+        self.batch.put("timeline", key(&[room, &pos_bytes(pos)]), event_id.as_bytes());
+        if let Some(sk) = &pdu.state_key {
+            self.batch.put("state", key(&[room, pdu.event_type.as_bytes(), sk.as_bytes()]), event_id.as_bytes());
+            self.batch.put("state_history", key(&[room, &pos_bytes(pos)]), to_json(&(&pdu.event_type, sk, &event_id))?);
+            self.state.insert((pdu.event_type.clone(), sk.clone()), event_id.clone());
+            if let (Some(m), Ok(target)) = (pdu.membership(), OwnedUserId::try_from(sk.as_str())) {
+                let rec = MembershipRecord { membership: m.clone(), event_id: event_id.clone(), pos, forgotten: false };
+                let rec = to_json(&rec)?;
+                self.batch.put("room_members", key(&[room, target.as_bytes()]), rec.clone());
+                self.batch.put("memberships", key(&[target.as_bytes(), room]), rec);
+                self.batch.put("member_history", key(&[room, target.as_bytes(), &pos_bytes(pos)]), m.as_str().as_bytes());
+                self.pending_members.insert(target, m);
+            }
+        }
+        if let Some((device, txn_id)) = &ev.txn {
+            self.batch.put(
+                "txn_ids",
+                key(&[ev.sender.as_bytes(), device.as_bytes(), txn_id.as_bytes()]),
+                event_id.as_bytes(),
+            );
+        }
+        self.record.extremities = vec![event_id.clone()];
+        self.record.depth += 1;
+
+        let pdu = Rc::new(pdu);
+        self.after_append(&pdu).await?;
+        self.pending.insert(event_id, pdu.clone());
+        self.appended.push(pdu.clone());
+        Ok(pdu)
+    }
+
+    /// Side effects of a new event that belong in the same batch: notifications and redaction.
+    async fn after_append(&mut self, pdu: &Rc<Pdu>) -> Result<()> {
+        let members = self.joined_members().await?;
+        crate::client::push::evaluate_event(self.hs, &mut self.batch, pdu, &members).await?;
+        if let Some(target) = pdu.redacts.clone() {
+            self.apply_redaction(pdu, &target).await?;
+        }
+        Ok(())
+    }
+
+    /// Joined members as of the working state.
+    pub async fn joined_members(&self) -> Result<Vec<OwnedUserId>> {
+        let mut joined: Vec<OwnedUserId> = super::rooms::joined_members(self.hs, &self.room_id)
+            .await?
+            .into_iter()
+            .filter(|u| !self.pending_members.contains_key(u))
+            .collect();
+        joined.extend(
+            self.pending_members.iter().filter(|(_, m)| **m == MembershipState::Join).map(|(u, _)| u.clone()),
+        );
+        Ok(joined)
+    }
+
+    /// Replaces the stored target event with its redacted form, per the room version's
+    /// redaction algorithm. The endpoint has checked that the sender may redact it.
+    async fn apply_redaction(&mut self, redaction: &Rc<Pdu>, target: &OwnedEventId) -> Result<()> {
+        let Some(orig) = self.fetch(target).await? else { return Ok(()) };
+        if orig.room_id != self.room_id || orig.meta.redacted_because.is_some() {
+            return Ok(());
+        }
+        let CanonicalJsonValue::Object(mut object) = ruma::canonical_json::to_canonical_value(&orig.json)
+            .map_err(|e| MatrixError::unknown(format!("stored event: {e}")))?
+        else {
+            return Ok(());
+        };
+        let because_json = redaction.to_client(self.hs.now_ms(), None);
+        // `redacted_because` lives in our event metadata, not in the stored PDU.
+        redact_in_place(&mut object, &self.rules.redaction, None)
+            .map_err(|e| MatrixError::unknown(format!("redaction failed: {e}")))?;
+        let mut meta = orig.meta.clone();
+        meta.redacted_because = Some(because_json);
+        // prev_content of a redacted state event is redacted along with it.
+        meta.prev_content = meta.prev_content.take().map(|mut pc| {
+            if let Ok(CanonicalJsonValue::Object(mut c)) = ruma::canonical_json::to_canonical_value(&pc) {
+                ruma::canonical_json::redact_content_in_place(&mut c, &self.rules.redaction, &orig.event_type);
+                pc = serde_json::to_value(&c).unwrap_or(Value::Null);
+            }
+            pc
+        });
+        let redacted = Pdu::from_parts(orig.event_id.clone(), canonical_to_value(&object)?, meta)?;
+        self.batch.put(
+            "events",
+            orig.event_id.as_bytes(),
+            to_json(&StoredEvent { pdu: redacted.json.clone(), meta: redacted.meta.clone() })?,
+        );
+        self.pending.insert(orig.event_id.clone(), Rc::new(redacted));
+        Ok(())
+    }
+
+    /// Makes everything durable in one write and publishes the new state to the caches.
+    pub async fn commit(mut self) -> Result<Vec<Rc<Pdu>>> {
+        if self.appended.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = self.finish()?;
+        self.hs.commit(batch).await?;
+        Ok(self.publish())
+    }
+
+    /// Takes the batch (with the room record) out, for a caller that writes several rooms in
+    /// one commit. Call [`RoomTxn::publish`] after the write succeeded.
+    pub fn finish(&mut self) -> Result<Batch> {
+        let mut batch = std::mem::take(&mut self.batch);
+        if !self.appended.is_empty() {
+            batch.put("rooms", self.room_id.as_bytes(), to_json(&self.record)?);
+        }
+        Ok(batch)
+    }
+
+    /// Publishes the written events and state to the caches.
+    pub fn publish(self) -> Vec<Rc<Pdu>> {
+        let hs = self.hs;
+        for p in self.pending.values() {
+            hs.caches.put_pdu(p.clone());
+        }
+        hs.caches.room_state.borrow_mut().insert(
+            self.room_id.clone(),
+            Rc::new(RoomState { room_id: self.room_id.clone(), record: self.record, state: self.state }),
+        );
+        self.appended
+    }
+}
+
+fn canonical_to_value(object: &CanonicalJsonObject) -> Result<Value> {
+    Ok(serde_json::to_value(object)?)
+}

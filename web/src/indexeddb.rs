@@ -1,0 +1,534 @@
+//! The IndexedDB backend of [`Storage`]: one object store per tree, one read-write
+//! transaction per [`Batch`].
+//!
+//! Keys and values are stored as `Uint8Array`s. IndexedDB compares binary keys bytewise, which
+//! is exactly the order the storage trait promises (the conformance suite checks it).
+//!
+//! Schema versioning: the IndexedDB version is `SCHEMA_VERSION * 1000 + TREES.len()`. Trees are
+//! only ever added between layout changes, so a release that adds a tree raises the version by
+//! itself and `onupgradeneeded` creates the missing store; a release that changes the layout
+//! bumps `SCHEMA_VERSION` and migrates in [`upgrade`], keyed by the old schema version.
+
+use std::cell::{Cell, RefCell};
+use std::ops::Bound;
+use std::rc::Rc;
+
+use async_trait::async_trait;
+use futures::channel::oneshot;
+use futures::future::{Either, select};
+use gloo_timers::future::TimeoutFuture;
+use hearth_core::storage::{
+    Batch, Direction, KeyRange, Op, SCHEMA_VERSION, Storage, StorageError, StorageResult, TREES,
+};
+use indexed_db_futures::KeyRange as IdbRange;
+use indexed_db_futures::cursor::CursorDirection;
+use indexed_db_futures::database::Database;
+use indexed_db_futures::error::{DomException, Error as IdbError, OpenDbError};
+use indexed_db_futures::internals::SystemRepr;
+use indexed_db_futures::prelude::*;
+use indexed_db_futures::transaction::TransactionMode;
+use js_sys::{ArrayBuffer, Uint8Array};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+/// How long an open may stay blocked by another connection (an old tab that does not close
+/// its database on `versionchange`) before we give up and report the database unavailable.
+const BLOCKED_GRACE_MS: u32 = 2_000;
+
+/// The IndexedDB version for this build's tree layout (see the module docs).
+pub fn idb_version() -> u32 {
+    SCHEMA_VERSION * 1000 + TREES.len() as u32
+}
+
+#[wasm_bindgen]
+extern "C" {
+    /// `navigator.storage.estimate()`, on whatever global scope we run in.
+    #[wasm_bindgen(js_namespace = ["navigator", "storage"], js_name = estimate, catch)]
+    fn storage_estimate() -> Result<js_sys::Promise, JsValue>;
+}
+
+pub struct IndexedDbStorage {
+    db: Database,
+    name: String,
+    /// Why the connection is no longer usable, once it is not.
+    closed: Rc<RefCell<Option<String>>>,
+    /// The last failure the backend reported, for the status page.
+    last_error: RefCell<Option<StorageFailure>>,
+    /// The browser holds these as event handlers; they must live as long as the connection.
+    _on_versionchange: Closure<dyn FnMut()>,
+    _on_close: Closure<dyn FnMut()>,
+}
+
+/// A storage failure as the page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageFailure {
+    /// `quota`, `unavailable` or `backend`.
+    pub kind: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Debug for IndexedDbStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexedDbStorage").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl IndexedDbStorage {
+    /// Opens (creating or upgrading as needed) the database `name` at this build's layout.
+    pub async fn open(name: &str) -> StorageResult<Self> {
+        Self::open_at(name, idb_version()).await
+    }
+
+    /// Opens `name` at an explicit IndexedDB version. [`IndexedDbStorage::open`] is what a
+    /// server uses; this exists so tests can play an older or newer release.
+    pub async fn open_at(name: &str, version: u32) -> StorageResult<Self> {
+        let db = open_database(name, version).await?;
+        let raw: web_sys::IdbDatabase = db.as_sys().clone().unchecked_into();
+        let present: Vec<String> = db.object_store_names().collect();
+        if let Some(missing) = TREES.iter().find(|t| !present.iter().any(|p| p == *t)) {
+            raw.close();
+            return Err(StorageError::Backend(format!(
+                "database {name:?} at version {} has no store for tree {missing:?}; \
+                 the tree layout changed without a SCHEMA_VERSION bump",
+                db.version()
+            )));
+        }
+
+        let closed = Rc::new(RefCell::new(None));
+        // A newer release wants to upgrade the database: step aside instead of blocking it.
+        let on_versionchange = Closure::<dyn FnMut()>::new({
+            let closed = closed.clone();
+            let raw = raw.clone();
+            move || {
+                tracing::warn!("IndexedDB upgrade requested elsewhere; closing this connection");
+                raw.close();
+                closed.replace(Some(
+                    "a newer version of Hearth took over the database; reload the page".to_owned(),
+                ));
+            }
+        });
+        // The browser closed the connection itself (site data cleared, disk failure).
+        let on_close = Closure::<dyn FnMut()>::new({
+            let closed = closed.clone();
+            move || {
+                tracing::error!("IndexedDB connection closed by the browser");
+                closed.replace(Some("the browser closed the database connection".to_owned()));
+            }
+        });
+        raw.set_onversionchange(Some(on_versionchange.as_ref().unchecked_ref()));
+        raw.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+
+        Ok(Self {
+            db,
+            name: name.to_owned(),
+            closed,
+            last_error: RefCell::new(None),
+            _on_versionchange: on_versionchange,
+            _on_close: on_close,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Closes the connection; later calls fail with [`StorageError::Unavailable`].
+    pub fn close(&self) {
+        self.raw().close();
+        self.closed.replace(Some("the database was closed".to_owned()));
+    }
+
+    /// The most recent failure, cleared by reading it.
+    pub fn take_last_error(&self) -> Option<StorageFailure> {
+        self.last_error.borrow_mut().take()
+    }
+
+    /// The most recent failure, left in place.
+    pub fn last_error(&self) -> Option<StorageFailure> {
+        self.last_error.borrow().clone()
+    }
+
+    /// Number of records in `tree`, counted by IndexedDB without reading them.
+    pub async fn count(&self, tree: &'static str) -> StorageResult<u64> {
+        let result = async {
+            let tx = self.transaction(&[tree], TransactionMode::Readonly)?;
+            let store = tx.object_store(tree).map_err(map_error)?;
+            let n = store.count().primitive().map_err(map_error)?.await.map_err(map_error)?;
+            Ok(u64::from(n))
+        }
+        .await;
+        self.note(result)
+    }
+
+    fn raw(&self) -> web_sys::IdbDatabase {
+        self.db.as_sys().clone().unchecked_into()
+    }
+
+    fn check_open(&self) -> StorageResult<()> {
+        match &*self.closed.borrow() {
+            Some(reason) => Err(StorageError::Unavailable(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    fn transaction(
+        &self,
+        trees: &[&'static str],
+        mode: TransactionMode,
+    ) -> StorageResult<indexed_db_futures::transaction::Transaction<'_>> {
+        self.check_open()?;
+        if let Some(unknown) = trees.iter().find(|t| !TREES.contains(t)) {
+            return Err(StorageError::UnknownTree((*unknown).to_owned()));
+        }
+        self.db.transaction(trees).with_mode(mode).build().map_err(|e| match e {
+            IdbError::DomException(DomException::NotFoundError(_)) => {
+                StorageError::UnknownTree(trees.join(","))
+            }
+            other => self.map_closed(map_error(other)),
+        })
+    }
+
+    /// An `InvalidStateError` after the browser closed us means "unavailable", not "bug".
+    fn map_closed(&self, e: StorageError) -> StorageError {
+        match (&*self.closed.borrow(), e) {
+            (Some(reason), StorageError::Backend(_)) => StorageError::Unavailable(reason.clone()),
+            (_, e) => e,
+        }
+    }
+
+    /// Records failures that the page should hear about, and passes the result on.
+    fn note<T>(&self, result: StorageResult<T>) -> StorageResult<T> {
+        if let Err(e) = &result {
+            let kind = match e {
+                StorageError::QuotaExceeded(_) => Some("quota"),
+                StorageError::Unavailable(_) => Some("unavailable"),
+                StorageError::Backend(_) => Some("backend"),
+                // A caller naming a tree that does not exist is a bug in the caller, not a
+                // storage condition the person at the page can do anything about.
+                StorageError::UnknownTree(_) => None,
+            };
+            if let Some(kind) = kind {
+                self.last_error.replace(Some(StorageFailure { kind, message: e.to_string() }));
+            }
+        }
+        result
+    }
+
+    async fn get_inner(&self, tree: &'static str, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        let tx = self.transaction(&[tree], TransactionMode::Readonly)?;
+        let store = tx.object_store(tree).map_err(map_error)?;
+        let value: Option<JsValue> = store
+            .get::<JsValue, JsValue, _>(IdbRange::Only(bytes_to_js(key)))
+            .primitive()
+            .map_err(map_error)?
+            .await
+            .map_err(|e| self.map_closed(map_error(e)))?;
+        value.map(|v| js_to_bytes(&v)).transpose()
+    }
+
+    async fn scan_inner(
+        &self,
+        tree: &'static str,
+        range: KeyRange,
+        direction: Direction,
+        limit: usize,
+    ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        // Check the tree even for scans that cannot match, so a bad name is never silent.
+        let tx = self.transaction(&[tree], TransactionMode::Readonly)?;
+        // IndexedDB throws on inverted ranges; the trait promises an empty answer instead.
+        if range.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let store = tx.object_store(tree).map_err(map_error)?;
+        let query = idb_key_range(&range)?;
+        let count = u32::try_from(limit).unwrap_or(u32::MAX);
+        match direction {
+            Direction::Forward => {
+                // Two bulk reads in one transaction see the same snapshot, and are far cheaper
+                // than stepping a cursor record by record.
+                let keys = store
+                    .get_all_keys::<JsValue>()
+                    .with_query::<JsValue, _>(IdbRange::Only(query.clone()))
+                    .with_limit(count)
+                    .primitive()
+                    .map_err(map_error)?;
+                let values = store
+                    .get_all::<JsValue>()
+                    .with_query::<JsValue, _>(IdbRange::Only(query))
+                    .with_limit(count)
+                    .primitive()
+                    .map_err(map_error)?;
+                let keys = keys.await.map_err(|e| self.map_closed(map_error(e)))?;
+                let values = values.await.map_err(|e| self.map_closed(map_error(e)))?;
+                let mut out = Vec::new();
+                for (k, v) in keys.zip(values) {
+                    out.push((js_to_bytes(&k.map_err(map_error)?)?, js_to_bytes(&v.map_err(map_error)?)?));
+                }
+                Ok(out)
+            }
+            Direction::Backward => {
+                let cursor = store
+                    .open_cursor()
+                    .with_query::<JsValue, _>(IdbRange::Only(query))
+                    .with_direction(CursorDirection::Prev)
+                    .primitive()
+                    .map_err(map_error)?
+                    .await
+                    .map_err(|e| self.map_closed(map_error(e)))?;
+                let mut out = Vec::new();
+                let Some(mut cursor) = cursor else {
+                    return Ok(out);
+                };
+                while out.len() < limit {
+                    let Some(value) = cursor.next_record::<JsValue>().await.map_err(map_error)? else {
+                        break;
+                    };
+                    let key = cursor
+                        .key::<JsValue>()
+                        .map_err(map_error)?
+                        .ok_or_else(|| StorageError::Backend("cursor record without a key".into()))?;
+                    out.push((js_to_bytes(&key)?, js_to_bytes(&value)?));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    async fn write_inner(&self, batch: Batch) -> StorageResult<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut trees: Vec<&'static str> = Vec::new();
+        for op in &batch.ops {
+            let (Op::Put { tree, .. } | Op::Delete { tree, .. }) = op;
+            if !trees.contains(tree) {
+                trees.push(tree);
+            }
+        }
+        // Unknown trees are refused before the transaction exists, so nothing is half-applied.
+        let tx = self.transaction(&trees, TransactionMode::Readwrite)?;
+        let raw_tx: web_sys::IdbTransaction = tx.as_sys().clone().unchecked_into();
+        let mut stores = Vec::with_capacity(trees.len());
+        for tree in &trees {
+            stores.push((*tree, tx.object_store(tree).map_err(map_error)?));
+        }
+        let store_for = |tree: &str| {
+            stores
+                .iter()
+                .find(|(t, _)| *t == tree)
+                .map(|(_, s)| s)
+                .ok_or_else(|| StorageError::UnknownTree(tree.to_owned()))
+        };
+        // Requests are queued by the browser as they are built and run in order; their
+        // failures surface as the transaction's error on commit.
+        for op in &batch.ops {
+            match op {
+                Op::Put { tree, key, value } => {
+                    let req = store_for(tree)?
+                        .put(bytes_to_js(value))
+                        .with_key(bytes_to_js(key))
+                        .primitive()
+                        .map_err(map_error)?;
+                    drop(req);
+                }
+                Op::Delete { tree, key } => {
+                    let req = store_for(tree)?
+                        .delete::<JsValue, _>(IdbRange::Only(bytes_to_js(key)))
+                        .primitive()
+                        .map_err(map_error)?;
+                    drop(req);
+                }
+            }
+        }
+        drop(stores);
+        match tx.commit().await {
+            Ok(()) => Ok(()),
+            // An aborted transaction carries its real cause (quota, I/O) on `error`.
+            Err(e) => Err(self.map_closed(match raw_tx.error() {
+                Some(dom) => map_dom_exception(&dom),
+                None => map_error(e),
+            })),
+        }
+    }
+}
+
+impl Drop for IndexedDbStorage {
+    fn drop(&mut self) {
+        // Leaving the connection open would block the next release's upgrade until GC.
+        self.raw().close();
+    }
+}
+
+#[async_trait(?Send)]
+impl Storage for IndexedDbStorage {
+    async fn get(&self, tree: &'static str, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        let result = self.get_inner(tree, key).await;
+        self.note(result)
+    }
+
+    async fn scan(
+        &self,
+        tree: &'static str,
+        range: KeyRange,
+        direction: Direction,
+        limit: usize,
+    ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let result = self.scan_inner(tree, range, direction, limit).await;
+        self.note(result)
+    }
+
+    async fn write(&self, batch: Batch) -> StorageResult<()> {
+        let result = self.write_inner(batch).await;
+        self.note(result)
+    }
+
+    /// Bytes the origin uses, as the browser estimates them (IndexedDB has no per-database
+    /// figure; everything else the origin stores is small next to it).
+    async fn size_estimate(&self) -> StorageResult<u64> {
+        let promise = storage_estimate().map_err(|e| StorageError::Backend(js_message(&e)))?;
+        let estimate = JsFuture::from(promise).await.map_err(|e| StorageError::Backend(js_message(&e)))?;
+        let usage = js_sys::Reflect::get(&estimate, &JsValue::from_str("usage"))
+            .ok()
+            .and_then(|u| u.as_f64())
+            .unwrap_or(0.0);
+        Ok(usage.max(0.0) as u64)
+    }
+}
+
+/// Opens the database, giving up (and cleaning up) if another connection blocks the upgrade.
+async fn open_database(name: &str, version: u32) -> StorageResult<Database> {
+    let (blocked_tx, blocked_rx) = oneshot::channel::<()>();
+    let blocked_tx = Cell::new(Some(blocked_tx));
+    let request = Database::open(name.to_owned())
+        .with_version(version)
+        .with_on_blocked(move |_event| {
+            if let Some(tx) = blocked_tx.take() {
+                let _ = tx.send(());
+            }
+            Ok(())
+        })
+        .with_on_upgrade_needed(|event, db| upgrade(&db, event.old_version()));
+
+    // The open runs to completion in its own task even if we stop waiting for it, so that a
+    // connection that opens late is closed instead of leaking and blocking future upgrades.
+    let (done_tx, done_rx) = oneshot::channel();
+    wasm_bindgen_futures::spawn_local(async move {
+        let result = request.await;
+        if let Err(Ok(db)) = done_tx.send(result) {
+            db.close();
+        }
+    });
+
+    let outcome = match select(done_rx, blocked_rx).await {
+        Either::Left((outcome, _)) => outcome,
+        Either::Right((_, done_rx)) => {
+            match select(done_rx, TimeoutFuture::new(BLOCKED_GRACE_MS)).await {
+                Either::Left((outcome, _)) => outcome,
+                Either::Right(_) => {
+                    return Err(StorageError::Unavailable(format!(
+                        "the database {name:?} is blocked by another open Hearth tab or window \
+                         running an older version; close it and retry"
+                    )));
+                }
+            }
+        }
+    };
+    match outcome {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(map_open_error(e)),
+        Err(_canceled) => Err(StorageError::Backend("the open request vanished".into())),
+    }
+}
+
+/// `onupgradeneeded`: brings an older layout (or none) up to this build's.
+fn upgrade(db: &Database, old_version: f64) -> indexed_db_futures::Result<()> {
+    let old_schema = (old_version as u64) / 1000;
+    tracing::info!(old_version, old_schema, new_version = idb_version(), "upgrading IndexedDB layout");
+    // Schema 1 is the first layout: nothing to migrate yet, only stores to create. A future
+    // layout change matches on `old_schema` here and rewrites records before creating stores.
+    let present: Vec<String> = db.object_store_names().collect();
+    for tree in TREES {
+        if !present.iter().any(|p| p == tree) {
+            db.create_object_store(*tree).build()?;
+        }
+    }
+    Ok(())
+}
+
+fn idb_key_range(range: &KeyRange) -> StorageResult<JsValue> {
+    let bound = |b: &Bound<Vec<u8>>| match b {
+        Bound::Included(k) => Some((bytes_to_js(k), false)),
+        Bound::Excluded(k) => Some((bytes_to_js(k), true)),
+        Bound::Unbounded => None,
+    };
+    let made = match (bound(&range.start), bound(&range.end)) {
+        (None, None) => return Ok(JsValue::UNDEFINED),
+        (Some((lo, lo_open)), None) => web_sys::IdbKeyRange::lower_bound_with_open(&lo, lo_open),
+        (None, Some((hi, hi_open))) => web_sys::IdbKeyRange::upper_bound_with_open(&hi, hi_open),
+        (Some((lo, lo_open)), Some((hi, hi_open))) => {
+            web_sys::IdbKeyRange::bound_with_lower_open_and_upper_open(&lo, &hi, lo_open, hi_open)
+        }
+    };
+    made.map(JsValue::from).map_err(|e| StorageError::Backend(format!("bad key range: {}", js_message(&e))))
+}
+
+fn bytes_to_js(bytes: &[u8]) -> JsValue {
+    Uint8Array::from(bytes).into()
+}
+
+/// IndexedDB hands binary keys back as `ArrayBuffer`s and stored values as `Uint8Array`s.
+fn js_to_bytes(value: &JsValue) -> StorageResult<Vec<u8>> {
+    if let Some(array) = value.dyn_ref::<Uint8Array>() {
+        Ok(array.to_vec())
+    } else if let Some(buffer) = value.dyn_ref::<ArrayBuffer>() {
+        Ok(Uint8Array::new(buffer).to_vec())
+    } else {
+        Err(StorageError::Backend("stored record is not binary".into()))
+    }
+}
+
+fn map_open_error(e: OpenDbError) -> StorageError {
+    match e {
+        OpenDbError::Base(e) => match map_error(e) {
+            // VersionError: the database was created by a newer release than this one.
+            StorageError::Backend(msg) if msg.starts_with("VersionError") => StorageError::Unavailable(format!(
+                "the database was written by a newer version of Hearth; reload to update ({msg})"
+            )),
+            other => other,
+        },
+        OpenDbError::VersionZero => StorageError::Backend("IndexedDB version 0 requested".into()),
+        other => StorageError::Unavailable(format!("IndexedDB is not available here: {other}")),
+    }
+}
+
+pub(crate) fn map_error(e: IdbError) -> StorageError {
+    match e {
+        IdbError::DomException(dom) => map_dom_exception(dom.as_sys()),
+        other => StorageError::Backend(other.to_string()),
+    }
+}
+
+/// Maps a `DOMException` by its name, the only stable part of it.
+pub fn map_dom_exception(dom: &web_sys::DomException) -> StorageError {
+    let name = dom.name();
+    let message = dom.message();
+    match name.as_str() {
+        "QuotaExceededError" => StorageError::QuotaExceeded(message),
+        // The connection was closed under us (versionchange, close()).
+        "InvalidStateError" | "TransactionInactiveError" => {
+            StorageError::Unavailable(format!("{name}: {message}"))
+        }
+        "NotFoundError" => StorageError::UnknownTree(message),
+        _ => StorageError::Backend(format!("{name}: {message}")),
+    }
+}
+
+fn js_message(value: &JsValue) -> String {
+    if let Some(dom) = value.dyn_ref::<web_sys::DomException>() {
+        format!("{}: {}", dom.name(), dom.message())
+    } else if let Some(err) = value.dyn_ref::<js_sys::Error>() {
+        String::from(err.message())
+    } else {
+        format!("{value:?}")
+    }
+}

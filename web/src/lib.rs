@@ -1,0 +1,41 @@
+//! hearth-web: the Hearth homeserver in the browser.
+//!
+//! This crate is glue, with no Matrix logic of its own: an IndexedDB backend of
+//! `hearth_core::storage::Storage` ([`IndexedDbStorage`]), the browser's clock, randomness and
+//! timers ([`BrowserWorld`]), and [`HearthServer`], the wasm-bindgen API that
+//! `www/server-worker.js` drives.
+//!
+//! # Where it runs
+//! The server lives in one module SharedWorker (`/server-worker.js`, name `hearth-server`),
+//! which holds the Web Lock `hearth-server` while it writes IndexedDB. The service worker
+//! `/sw.js` is a stateless proxy that forwards `/_matrix/...` and `/.well-known/matrix/client`
+//! to it over a MessagePort; `/hearth.js` wires the two together from each page.
+//!
+//! # Building by hand
+//! ```text
+//! cargo build -p hearth-web --target wasm32-unknown-unknown --release
+//! wasm-bindgen --target web --no-typescript --out-dir www/pkg \
+//!     target/wasm32-unknown-unknown/release/hearth_web.wasm
+//! # optional, ~40% smaller: npm's binaryen, never Debian's (its wasm-opt 108 breaks the module)
+//! node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+//!     -o www/pkg/hearth_web_bg.wasm www/pkg/hearth_web_bg.wasm
+//! ```
+//! The `wasm-bindgen` CLI must be exactly the version pinned in `web/Cargo.toml`
+//! (`cargo install wasm-bindgen-cli --version 0.2.130`, without `--locked`).
+//!
+//! # Testing
+//! ```text
+//! CHROMEDRIVER=/usr/bin/chromedriver cargo test -p hearth-web --target wasm32-unknown-unknown
+//! ```
+//! runs the storage conformance suite and the server tests in headless Chromium. Natively the
+//! crate is empty and its tests run nothing.
+
+#![cfg(target_arch = "wasm32")]
+
+mod indexeddb;
+mod server;
+mod world;
+
+pub use indexeddb::{IndexedDbStorage, StorageFailure, idb_version, map_dom_exception};
+pub use server::HearthServer;
+pub use world::BrowserWorld;

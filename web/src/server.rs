@@ -1,0 +1,188 @@
+//! [`HearthServer`]: the JavaScript face of the homeserver, used by `www/server-worker.js`.
+//!
+//! Requests and responses cross the boundary as plain values (method, URL, header pairs,
+//! `Uint8Array` bodies) so the worker can move them over a `MessagePort` without re-encoding.
+
+use std::rc::Rc;
+use std::sync::Once;
+
+use hearth_core::storage::{Storage, StorageError};
+use hearth_core::{Config, Homeserver, StartError};
+use http::header::{HOST, HeaderName, HeaderValue};
+use http::{Method, Request, Uri};
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use tracing_subscriber::layer::SubscriberExt;
+use wasm_bindgen::prelude::*;
+
+use crate::indexeddb::{IndexedDbStorage, StorageFailure};
+use crate::world::BrowserWorld;
+
+/// Shown in the status until the federation relay client exists.
+const RELAY_NOT_CONNECTED: &str = "not connected";
+
+struct Inner {
+    hs: Homeserver,
+    store: Rc<IndexedDbStorage>,
+    boot_ms: f64,
+}
+
+/// A running homeserver over one IndexedDB database.
+#[wasm_bindgen]
+pub struct HearthServer {
+    inner: Rc<Inner>,
+}
+
+#[wasm_bindgen]
+impl HearthServer {
+    /// Boots the server over the IndexedDB database `db_name`: creates or upgrades the
+    /// database, then loads (first boot: generates and stores) the signing key.
+    ///
+    /// Rejects with an `Error` whose `kind` is `quota`, `unavailable` or `backend`.
+    pub async fn start(db_name: String) -> Result<HearthServer, JsValue> {
+        init_once();
+        let began = js_sys::Date::now();
+        let store = Rc::new(IndexedDbStorage::open(&db_name).await.map_err(storage_js_error)?);
+        let hs = Homeserver::new(store.clone(), Rc::new(BrowserWorld), Config::default())
+            .await
+            .map_err(|e| match e {
+                StartError::Storage(e) => storage_js_error(e),
+                other => tagged_error("backend", &other.to_string()),
+            })?;
+        let boot_ms = js_sys::Date::now() - began;
+        tracing::info!(server_name = %hs.server_name(), boot_ms, "hearth-web started");
+        Ok(HearthServer { inner: Rc::new(Inner { hs, store, boot_ms }) })
+    }
+
+    /// The server's name: the lowercase hex of its ed25519 public key.
+    #[wasm_bindgen(js_name = serverName)]
+    pub fn server_name(&self) -> String {
+        self.inner.hs.server_name().to_string()
+    }
+
+    /// Serves one request. `headers` is an array of `[name, value]` pairs (as
+    /// `[...request.headers]` gives). Resolves to `{status, headers, body}`; never rejects for
+    /// anything the request contains: bad input becomes a Matrix error response.
+    pub fn handle(&self, method: String, url: String, headers: Array, body: Uint8Array) -> js_sys::Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let response = match build_request(&method, &url, &headers, body.to_vec()) {
+                Ok(request) => inner.hs.handle(request).await,
+                Err(e) => hearth_core::Error::new(http::StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", e).into_response(),
+            };
+            response_to_js(response)
+        })
+    }
+
+    /// `{serverName, version, storageBytes, users, rooms, relay, bootMs, storageError}`.
+    pub fn status(&self) -> js_sys::Promise {
+        let inner = self.inner.clone();
+        wasm_bindgen_futures::future_to_promise(async move {
+            let status = Object::new();
+            set(&status, "serverName", &inner.hs.server_name().as_str().into())?;
+            set(&status, "version", &hearth_core::VERSION.into())?;
+            let bytes = inner.store.size_estimate().await.map_err(storage_js_error)?;
+            set(&status, "storageBytes", &(bytes as f64).into())?;
+            let users = inner.store.count("users").await.map_err(storage_js_error)?;
+            set(&status, "users", &(users as f64).into())?;
+            let rooms = inner.store.count("rooms").await.map_err(storage_js_error)?;
+            set(&status, "rooms", &(rooms as f64).into())?;
+            set(&status, "relay", &RELAY_NOT_CONNECTED.into())?;
+            set(&status, "bootMs", &inner.boot_ms.into())?;
+            let error = inner.store.last_error().map_or(JsValue::NULL, failure_to_js);
+            set(&status, "storageError", &error)?;
+            Ok(status.into())
+        })
+    }
+
+    /// The storage failure seen since the last call, if any (`{kind, message}`), so the
+    /// worker can tell the pages as soon as it happens.
+    #[wasm_bindgen(js_name = takeStorageError)]
+    pub fn take_storage_error(&self) -> JsValue {
+        self.inner.store.take_last_error().map_or(JsValue::UNDEFINED, failure_to_js)
+    }
+
+    /// Closes the database connection. Requests afterwards get `503` (retryable).
+    pub fn close(&self) {
+        self.inner.store.close();
+    }
+}
+
+fn init_once() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        console_error_panic_hook::set_once();
+        let config = tracing_wasm::WASMLayerConfigBuilder::new()
+            .set_max_level(tracing::Level::INFO)
+            .set_report_logs_in_timings(false)
+            .build();
+        let subscriber = tracing_subscriber::registry().with(tracing_wasm::WASMLayer::new(config));
+        // Someone (an embedder) may have installed a subscriber first; logs then go there.
+        let _ = tracing::subscriber::set_global_default(subscriber);
+    });
+}
+
+/// Turns what the service worker saw into the request a server would have received:
+/// origin-form URI, and the `Host` the browser never exposes to scripts.
+fn build_request(method: &str, url: &str, headers: &Array, body: Vec<u8>) -> Result<Request<Vec<u8>>, String> {
+    let method = Method::from_bytes(method.as_bytes()).map_err(|_| format!("invalid method {method:?}"))?;
+    let uri: Uri = url.parse().map_err(|_| format!("invalid URL {url:?}"))?;
+    let mut builder = Request::builder().method(method);
+    let mut has_host = false;
+    for pair in headers.iter() {
+        let pair = Array::from(&pair);
+        let (Some(name), Some(value)) = (pair.get(0).as_string(), pair.get(1).as_string()) else {
+            return Err("headers must be [name, value] string pairs".into());
+        };
+        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
+        let value = HeaderValue::from_str(&value).map_err(|_| format!("invalid value for header {name}"))?;
+        has_host |= name == HOST;
+        builder = builder.header(name, value);
+    }
+    if !has_host && let Some(authority) = uri.authority() {
+        builder = builder.header(HOST, authority.as_str());
+    }
+    let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
+    builder.uri(path_and_query).body(body).map_err(|e| format!("invalid request: {e}"))
+}
+
+fn response_to_js(response: http::Response<Vec<u8>>) -> Result<JsValue, JsValue> {
+    let out = Object::new();
+    set(&out, "status", &response.status().as_u16().into())?;
+    let headers = Array::new();
+    for (name, value) in response.headers() {
+        let value = String::from_utf8_lossy(value.as_bytes());
+        headers.push(&Array::of2(&name.as_str().into(), &value.as_ref().into()));
+    }
+    set(&out, "headers", &headers)?;
+    set(&out, "body", &Uint8Array::from(response.body().as_slice()))?;
+    Ok(out.into())
+}
+
+fn set(target: &Object, key: &str, value: &JsValue) -> Result<(), JsValue> {
+    Reflect::set(target, &key.into(), value).map(|_| ())
+}
+
+fn failure_to_js(failure: StorageFailure) -> JsValue {
+    let obj = Object::new();
+    // Setting properties on a fresh plain object cannot fail.
+    let _ = set(&obj, "kind", &failure.kind.into());
+    let _ = set(&obj, "message", &failure.message.into());
+    obj.into()
+}
+
+fn storage_js_error(e: StorageError) -> JsValue {
+    let kind = match e {
+        StorageError::QuotaExceeded(_) => "quota",
+        StorageError::Unavailable(_) => "unavailable",
+        StorageError::UnknownTree(_) | StorageError::Backend(_) => "backend",
+    };
+    tagged_error(kind, &e.to_string())
+}
+
+/// A JS `Error` with a machine-readable `kind`, so the page can say something useful.
+fn tagged_error(kind: &str, message: &str) -> JsValue {
+    let err = js_sys::Error::new(message);
+    err.set_name("HearthError");
+    let _ = set(&err, "kind", &kind.into());
+    err.into()
+}
