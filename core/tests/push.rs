@@ -9,25 +9,14 @@ use hearth_core::Homeserver;
 use hearth_core::client::account_data::account_data_since;
 use hearth_core::client::push::{evaluate_event, notification_counts};
 use hearth_core::db::rooms::{EventMeta, Pdu};
-use hearth_core::db::users::{UserRecord, new_device, put_user};
 use hearth_core::storage::Batch;
 use hearth_core::testing::{TestClient, enc, test_server};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId};
 use serde_json::{Value, json};
 
-/// A logged-in user, created directly in storage so these tests do not depend on `/register`.
+/// A logged-in user, registered through the real endpoint.
 async fn user(hs: &Homeserver, localpart: &str) -> TestClient {
-    let user_id = OwnedUserId::try_from(format!("@{localpart}:{}", hs.server_name())).unwrap();
-    let mut batch = Batch::new();
-    put_user(&mut batch, &user_id, &UserRecord { created_ts: hs.now_ms(), ..Default::default() }).unwrap();
-    let (dev, _) = new_device(hs, &mut batch, &user_id, None, None, false).unwrap();
-    hs.store.write(batch).await.unwrap();
-    TestClient {
-        hs: hs.clone(),
-        token: Some(dev.access_token),
-        user_id: user_id.to_string(),
-        device_id: dev.device_id.to_string(),
-    }
+    TestClient::register(hs, localpart).await
 }
 
 fn uid(c: &TestClient) -> OwnedUserId {
@@ -42,7 +31,11 @@ async fn rule_ids(c: &TestClient, kind: &str) -> Vec<String> {
     let all = c.get("/_matrix/client/v3/pushrules/").await;
     all.assert_ok()["global"][kind]
         .as_array()
-        .map(|a| a.iter().map(|r| r["rule_id"].as_str().unwrap().to_owned()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|r| r["rule_id"].as_str().unwrap().to_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -57,7 +50,13 @@ async fn server_default_rules_are_served_until_changed() {
     assert_eq!(global["override"][0]["rule_id"], ".m.rule.master");
     assert_eq!(global["override"][0]["enabled"], false);
     assert_eq!(global["override"][0]["default"], true);
-    assert!(global["underride"].as_array().unwrap().iter().any(|r| r["rule_id"] == ".m.rule.message"));
+    assert!(
+        global["underride"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rule_id"] == ".m.rule.message")
+    );
     let scoped = alice.get("/_matrix/client/v3/pushrules/global/").await;
     assert_eq!(scoped.assert_ok(), global);
     // The r0 prefix serves the same.
@@ -68,23 +67,40 @@ async fn server_default_rules_are_served_until_changed() {
 async fn push_rules_require_an_access_token() {
     let (hs, _) = test_server(1).await;
     let anon = TestClient::anonymous(&hs);
-    anon.get("/_matrix/client/v3/pushrules/").await.assert_error(401, "M_MISSING_TOKEN");
-    anon.put(&rule_path("content", "x"), json!({"actions": [], "pattern": "x"})).await.assert_error(401, "M_MISSING_TOKEN");
+    anon.get("/_matrix/client/v3/pushrules/")
+        .await
+        .assert_error(401, "M_MISSING_TOKEN");
+    anon.put(
+        &rule_path("content", "x"),
+        json!({"actions": [], "pattern": "x"}),
+    )
+    .await
+    .assert_error(401, "M_MISSING_TOKEN");
 }
 
 #[tokio::test]
 async fn created_rule_is_enabled_and_readable() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
-    alice.put(&rule_path("content", "nocake"), json!({"pattern": "cake*lie", "actions": ["notify"]})).await.assert_ok();
+    alice
+        .put(
+            &rule_path("content", "nocake"),
+            json!({"pattern": "cake*lie", "actions": ["notify"]}),
+        )
+        .await
+        .assert_ok();
     let got = alice.get(&rule_path("content", "nocake")).await;
     assert_eq!(
         got.assert_ok(),
         &json!({"rule_id": "nocake", "pattern": "cake*lie", "actions": ["notify"], "enabled": true, "default": false})
     );
-    let enabled = alice.get(&format!("{}/enabled", rule_path("content", "nocake"))).await;
+    let enabled = alice
+        .get(&format!("{}/enabled", rule_path("content", "nocake")))
+        .await;
     assert_eq!(enabled.assert_ok(), &json!({"enabled": true}));
-    let actions = alice.get(&format!("{}/actions", rule_path("content", "nocake"))).await;
+    let actions = alice
+        .get(&format!("{}/actions", rule_path("content", "nocake")))
+        .await;
     assert_eq!(actions.assert_ok(), &json!({"actions": ["notify"]}));
 }
 
@@ -92,12 +108,27 @@ async fn created_rule_is_enabled_and_readable() {
 async fn new_rule_becomes_the_most_important_user_rule() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
-    alice.put(&rule_path("override", "first"), json!({"actions": [], "conditions": []})).await.assert_ok();
-    alice.put(&rule_path("override", "second"), json!({"actions": [], "conditions": []})).await.assert_ok();
+    alice
+        .put(
+            &rule_path("override", "first"),
+            json!({"actions": [], "conditions": []}),
+        )
+        .await
+        .assert_ok();
+    alice
+        .put(
+            &rule_path("override", "second"),
+            json!({"actions": [], "conditions": []}),
+        )
+        .await
+        .assert_ok();
     let ids = rule_ids(&alice, "override").await;
     // The master rule stays on top; user rules come before the other server defaults.
     assert_eq!(&ids[..3], &[".m.rule.master", "second", "first"]);
-    assert_eq!(ids.iter().filter(|i| i.starts_with(".m.rule.")).count(), ids.len() - 2);
+    assert_eq!(
+        ids.iter().filter(|i| i.starts_with(".m.rule.")).count(),
+        ids.len() - 2
+    );
 }
 
 #[tokio::test]
@@ -105,13 +136,34 @@ async fn before_and_after_place_a_rule_among_user_rules() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
     for id in ["a", "b", "c"] {
-        alice.put(&rule_path("content", id), json!({"actions": [], "pattern": id})).await.assert_ok();
+        alice
+            .put(
+                &rule_path("content", id),
+                json!({"actions": [], "pattern": id}),
+            )
+            .await
+            .assert_ok();
     }
     assert_eq!(rule_ids(&alice, "content").await[..3], ["c", "b", "a"]);
-    alice.put(&format!("{}?after=a", rule_path("content", "d")), json!({"actions": [], "pattern": "d"})).await.assert_ok();
+    alice
+        .put(
+            &format!("{}?after=a", rule_path("content", "d")),
+            json!({"actions": [], "pattern": "d"}),
+        )
+        .await
+        .assert_ok();
     assert_eq!(rule_ids(&alice, "content").await[..4], ["c", "b", "a", "d"]);
-    alice.put(&format!("{}?before=b", rule_path("content", "e")), json!({"actions": [], "pattern": "e"})).await.assert_ok();
-    assert_eq!(rule_ids(&alice, "content").await[..5], ["c", "e", "b", "a", "d"]);
+    alice
+        .put(
+            &format!("{}?before=b", rule_path("content", "e")),
+            json!({"actions": [], "pattern": "e"}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(
+        rule_ids(&alice, "content").await[..5],
+        ["c", "e", "b", "a", "d"]
+    );
 }
 
 #[tokio::test]
@@ -120,13 +172,28 @@ async fn moving_an_existing_rule_after_the_last_one_keeps_its_state() {
     let alice = user(&hs, "alice").await;
     let room_a = "!a:example.org";
     let room_b = "!b:example.org";
-    alice.put(&rule_path("room", room_b), json!({"actions": []})).await.assert_ok();
-    alice.put(&rule_path("room", room_a), json!({"actions": []})).await.assert_ok();
-    alice.put(&format!("{}/enabled", rule_path("room", room_a)), json!({"enabled": false})).await.assert_ok();
+    alice
+        .put(&rule_path("room", room_b), json!({"actions": []}))
+        .await
+        .assert_ok();
+    alice
+        .put(&rule_path("room", room_a), json!({"actions": []}))
+        .await
+        .assert_ok();
+    alice
+        .put(
+            &format!("{}/enabled", rule_path("room", room_a)),
+            json!({"enabled": false}),
+        )
+        .await
+        .assert_ok();
     assert_eq!(rule_ids(&alice, "room").await, [room_a, room_b]);
     // Moving the first rule after the last one.
     let path = format!("{}?after={}", rule_path("room", room_a), enc(room_b));
-    alice.put(&path, json!({"actions": ["notify"]})).await.assert_ok();
+    alice
+        .put(&path, json!({"actions": ["notify"]}))
+        .await
+        .assert_ok();
     assert_eq!(rule_ids(&alice, "room").await, [room_b, room_a]);
     let moved = alice.get(&rule_path("room", room_a)).await;
     assert_eq!(moved.assert_ok()["enabled"], false);
@@ -137,10 +204,34 @@ async fn moving_an_existing_rule_after_the_last_one_keeps_its_state() {
 async fn updating_a_rule_in_place_keeps_position_and_enabled() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
-    alice.put(&rule_path("content", "x"), json!({"actions": [], "pattern": "x"})).await.assert_ok();
-    alice.put(&rule_path("content", "y"), json!({"actions": [], "pattern": "y"})).await.assert_ok();
-    alice.put(&format!("{}/enabled", rule_path("content", "x")), json!({"enabled": false})).await.assert_ok();
-    alice.put(&rule_path("content", "x"), json!({"actions": ["notify"], "pattern": "xx"})).await.assert_ok();
+    alice
+        .put(
+            &rule_path("content", "x"),
+            json!({"actions": [], "pattern": "x"}),
+        )
+        .await
+        .assert_ok();
+    alice
+        .put(
+            &rule_path("content", "y"),
+            json!({"actions": [], "pattern": "y"}),
+        )
+        .await
+        .assert_ok();
+    alice
+        .put(
+            &format!("{}/enabled", rule_path("content", "x")),
+            json!({"enabled": false}),
+        )
+        .await
+        .assert_ok();
+    alice
+        .put(
+            &rule_path("content", "x"),
+            json!({"actions": ["notify"], "pattern": "xx"}),
+        )
+        .await
+        .assert_ok();
     assert_eq!(rule_ids(&alice, "content").await[..2], ["y", "x"]);
     let x = alice.get(&rule_path("content", "x")).await;
     assert_eq!(x.assert_ok()["pattern"], "xx");
@@ -151,31 +242,68 @@ async fn updating_a_rule_in_place_keeps_position_and_enabled() {
 async fn unknown_before_or_after_rule_is_refused() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
-    let r = alice.put(&format!("{}?before=ghost", rule_path("content", "x")), json!({"actions": [], "pattern": "x"})).await;
+    let r = alice
+        .put(
+            &format!("{}?before=ghost", rule_path("content", "x")),
+            json!({"actions": [], "pattern": "x"}),
+        )
+        .await;
     r.assert_error(400, "M_UNKNOWN");
-    alice.get(&rule_path("content", "x")).await.assert_error(404, "M_NOT_FOUND");
+    alice
+        .get(&rule_path("content", "x"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
 }
 
 #[tokio::test]
 async fn reserved_rule_ids_and_server_default_anchors_are_refused() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
-    alice.put(&rule_path("override", ".m.rule.mine"), json!({"actions": [], "conditions": []})).await.assert_error(400, "M_INVALID_PARAM");
-    alice.put(&rule_path("content", "a\\b"), json!({"actions": [], "pattern": "x"})).await.assert_error(400, "M_INVALID_PARAM");
+    alice
+        .put(
+            &rule_path("override", ".m.rule.mine"),
+            json!({"actions": [], "conditions": []}),
+        )
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    alice
+        .put(
+            &rule_path("content", "a\\b"),
+            json!({"actions": [], "pattern": "x"}),
+        )
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
     let anchored = format!("{}?after=.m.rule.master", rule_path("override", "mine"));
-    alice.put(&anchored, json!({"actions": [], "conditions": []})).await.assert_error(400, "M_INVALID_PARAM");
+    alice
+        .put(&anchored, json!({"actions": [], "conditions": []}))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
     // A sender rule's id must be a user id.
-    alice.put(&rule_path("sender", "not-a-user"), json!({"actions": []})).await.assert_error(400, "M_INVALID_PARAM");
+    alice
+        .put(&rule_path("sender", "not-a-user"), json!({"actions": []}))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
 }
 
 #[tokio::test]
 async fn rule_body_is_validated() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
-    alice.put(&rule_path("content", "x"), json!({"pattern": "x"})).await.assert_error(400, "M_BAD_JSON");
-    alice.put(&rule_path("content", "x"), json!({"actions": []})).await.assert_error(400, "M_BAD_JSON");
     alice
-        .request_raw(http::Method::PUT, &rule_path("content", "x"), b"{".to_vec(), "application/json")
+        .put(&rule_path("content", "x"), json!({"pattern": "x"}))
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    alice
+        .put(&rule_path("content", "x"), json!({"actions": []}))
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    alice
+        .request_raw(
+            http::Method::PUT,
+            &rule_path("content", "x"),
+            b"{".to_vec(),
+            "application/json",
+        )
         .await
         .assert_error(400, "M_NOT_JSON");
 }
@@ -184,7 +312,13 @@ async fn rule_body_is_validated() {
 async fn override_rule_without_conditions_is_accepted() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
-    alice.put(&rule_path("override", "everything"), json!({"actions": ["notify"]})).await.assert_ok();
+    alice
+        .put(
+            &rule_path("override", "everything"),
+            json!({"actions": ["notify"]}),
+        )
+        .await
+        .assert_ok();
     let got = alice.get(&rule_path("override", "everything")).await;
     assert_eq!(got.assert_ok()["conditions"], json!([]));
 }
@@ -193,31 +327,76 @@ async fn override_rule_without_conditions_is_accepted() {
 async fn deleted_rule_is_gone() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
-    alice.put(&rule_path("content", "x"), json!({"actions": [], "pattern": "x"})).await.assert_ok();
+    alice
+        .put(
+            &rule_path("content", "x"),
+            json!({"actions": [], "pattern": "x"}),
+        )
+        .await
+        .assert_ok();
     alice.delete(&rule_path("content", "x")).await.assert_ok();
-    alice.get(&rule_path("content", "x")).await.assert_error(404, "M_NOT_FOUND");
-    alice.delete(&rule_path("content", "x")).await.assert_error(404, "M_NOT_FOUND");
+    alice
+        .get(&rule_path("content", "x"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    alice
+        .delete(&rule_path("content", "x"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
 }
 
 #[tokio::test]
 async fn server_default_rules_cannot_be_deleted() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
-    alice.delete(&rule_path("override", ".m.rule.master")).await.assert_error(400, "M_INVALID_PARAM");
-    alice.get(&rule_path("override", ".m.rule.master")).await.assert_ok();
+    alice
+        .delete(&rule_path("override", ".m.rule.master"))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    alice
+        .get(&rule_path("override", ".m.rule.master"))
+        .await
+        .assert_ok();
 }
 
 #[tokio::test]
 async fn unknown_rules_and_kinds_are_errors() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
-    alice.get(&rule_path("content", "ghost")).await.assert_error(404, "M_NOT_FOUND");
-    alice.get(&format!("{}/enabled", rule_path("content", "ghost"))).await.assert_error(404, "M_NOT_FOUND");
-    alice.put(&format!("{}/enabled", rule_path("content", "ghost")), json!({"enabled": true})).await.assert_error(404, "M_NOT_FOUND");
-    alice.get(&format!("{}/actions", rule_path("content", "ghost"))).await.assert_error(404, "M_NOT_FOUND");
-    alice.put(&format!("{}/actions", rule_path("content", "ghost")), json!({"actions": []})).await.assert_error(404, "M_NOT_FOUND");
-    alice.get(&rule_path("sideways", "x")).await.assert_error(400, "M_INVALID_PARAM");
-    alice.delete(&rule_path("sideways", "x")).await.assert_error(400, "M_INVALID_PARAM");
+    alice
+        .get(&rule_path("content", "ghost"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    alice
+        .get(&format!("{}/enabled", rule_path("content", "ghost")))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    alice
+        .put(
+            &format!("{}/enabled", rule_path("content", "ghost")),
+            json!({"enabled": true}),
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    alice
+        .get(&format!("{}/actions", rule_path("content", "ghost")))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    alice
+        .put(
+            &format!("{}/actions", rule_path("content", "ghost")),
+            json!({"actions": []}),
+        )
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    alice
+        .get(&rule_path("sideways", "x"))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    alice
+        .delete(&rule_path("sideways", "x"))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
 }
 
 #[tokio::test]
@@ -225,13 +404,28 @@ async fn server_default_rules_can_be_toggled_and_given_actions() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
     let master = rule_path("override", ".m.rule.master");
-    alice.put(&format!("{master}/enabled"), json!({"enabled": true})).await.assert_ok();
-    assert_eq!(alice.get(&format!("{master}/enabled")).await.assert_ok(), &json!({"enabled": true}));
+    alice
+        .put(&format!("{master}/enabled"), json!({"enabled": true}))
+        .await
+        .assert_ok();
+    assert_eq!(
+        alice.get(&format!("{master}/enabled")).await.assert_ok(),
+        &json!({"enabled": true})
+    );
     let msg = rule_path("underride", ".m.rule.message");
     let actions = json!(["notify", {"set_tweak": "sound", "value": "bing"}]);
-    alice.put(&format!("{msg}/actions"), json!({"actions": actions})).await.assert_ok();
-    assert_eq!(alice.get(&format!("{msg}/actions")).await.assert_ok()["actions"], actions);
-    alice.put(&format!("{master}/enabled"), json!({"enabled": "yes"})).await.assert_error(400, "M_BAD_JSON");
+    alice
+        .put(&format!("{msg}/actions"), json!({"actions": actions}))
+        .await
+        .assert_ok();
+    assert_eq!(
+        alice.get(&format!("{msg}/actions")).await.assert_ok()["actions"],
+        actions
+    );
+    alice
+        .put(&format!("{master}/enabled"), json!({"enabled": "yes"}))
+        .await
+        .assert_error(400, "M_BAD_JSON");
 }
 
 #[tokio::test]
@@ -239,7 +433,13 @@ async fn rule_changes_reach_sync_as_push_rules_account_data() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
     let since = hs.current_pos();
-    alice.put(&rule_path("content", "kw"), json!({"actions": ["notify"], "pattern": "kw"})).await.assert_ok();
+    alice
+        .put(
+            &rule_path("content", "kw"),
+            json!({"actions": ["notify"], "pattern": "kw"}),
+        )
+        .await
+        .assert_ok();
     let (global, _) = account_data_since(&hs, &uid(&alice), since).await.unwrap();
     assert_eq!(global.len(), 1);
     let event: Value = global[0].deserialize_as_unchecked().unwrap();
@@ -252,8 +452,16 @@ async fn rules_are_per_user() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
     let bob = user(&hs, "bob").await;
-    alice.put(&rule_path("content", "mine"), json!({"actions": [], "pattern": "x"})).await.assert_ok();
-    bob.get(&rule_path("content", "mine")).await.assert_error(404, "M_NOT_FOUND");
+    alice
+        .put(
+            &rule_path("content", "mine"),
+            json!({"actions": [], "pattern": "x"}),
+        )
+        .await
+        .assert_ok();
+    bob.get(&rule_path("content", "mine"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
 }
 
 // --- Pushers ------------------------------------------------------------------------------
@@ -275,27 +483,45 @@ fn http_pusher(pushkey: &str, append: bool) -> Value {
 async fn pusher_is_stored_listed_and_deleted() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
-    assert_eq!(alice.get("/_matrix/client/v3/pushers").await.assert_ok(), &json!({"pushers": []}));
-    alice.post("/_matrix/client/v3/pushers/set", http_pusher("key1", false)).await.assert_ok();
+    assert_eq!(
+        alice.get("/_matrix/client/v3/pushers").await.assert_ok(),
+        &json!({"pushers": []})
+    );
+    alice
+        .post("/_matrix/client/v3/pushers/set", http_pusher("key1", false))
+        .await
+        .assert_ok();
     let listed = alice.get("/_matrix/client/v3/pushers").await;
     let pushers = listed.assert_ok()["pushers"].as_array().unwrap().clone();
     assert_eq!(pushers.len(), 1);
     assert_eq!(pushers[0]["pushkey"], "key1");
     assert_eq!(pushers[0]["kind"], "http");
-    assert_eq!(pushers[0]["data"]["url"], "https://push.example.org/_matrix/push/v1/notify");
+    assert_eq!(
+        pushers[0]["data"]["url"],
+        "https://push.example.org/_matrix/push/v1/notify"
+    );
     assert_eq!(pushers[0]["data"]["format"], "event_id_only");
 
     // Same app id and pushkey updates in place.
     let mut changed = http_pusher("key1", false);
     changed["lang"] = json!("de");
-    alice.post("/_matrix/client/v3/pushers/set", changed).await.assert_ok();
+    alice
+        .post("/_matrix/client/v3/pushers/set", changed)
+        .await
+        .assert_ok();
     let listed = alice.get("/_matrix/client/v3/pushers").await;
     assert_eq!(listed.assert_ok()["pushers"].as_array().unwrap().len(), 1);
     assert_eq!(listed.assert_ok()["pushers"][0]["lang"], "de");
 
     let delete = json!({"pushkey": "key1", "app_id": "org.example.app.ios", "kind": null});
-    alice.post("/_matrix/client/v3/pushers/set", delete).await.assert_ok();
-    assert_eq!(alice.get("/_matrix/client/v3/pushers").await.assert_ok(), &json!({"pushers": []}));
+    alice
+        .post("/_matrix/client/v3/pushers/set", delete)
+        .await
+        .assert_ok();
+    assert_eq!(
+        alice.get("/_matrix/client/v3/pushers").await.assert_ok(),
+        &json!({"pushers": []})
+    );
 }
 
 #[tokio::test]
@@ -304,14 +530,55 @@ async fn pusher_without_append_takes_the_pushkey_from_other_users() {
     let alice = user(&hs, "alice").await;
     let bob = user(&hs, "bob").await;
     let carol = user(&hs, "carol").await;
-    alice.post("/_matrix/client/v3/pushers/set", http_pusher("shared", false)).await.assert_ok();
-    bob.post("/_matrix/client/v3/pushers/set", http_pusher("shared", true)).await.assert_ok();
-    assert_eq!(alice.get("/_matrix/client/v3/pushers").await.assert_ok()["pushers"].as_array().unwrap().len(), 1);
-    assert_eq!(bob.get("/_matrix/client/v3/pushers").await.assert_ok()["pushers"].as_array().unwrap().len(), 1);
-    carol.post("/_matrix/client/v3/pushers/set", http_pusher("shared", false)).await.assert_ok();
-    assert_eq!(alice.get("/_matrix/client/v3/pushers").await.assert_ok(), &json!({"pushers": []}));
-    assert_eq!(bob.get("/_matrix/client/v3/pushers").await.assert_ok(), &json!({"pushers": []}));
-    assert_eq!(carol.get("/_matrix/client/v3/pushers").await.assert_ok()["pushers"].as_array().unwrap().len(), 1);
+    alice
+        .post(
+            "/_matrix/client/v3/pushers/set",
+            http_pusher("shared", false),
+        )
+        .await
+        .assert_ok();
+    bob.post(
+        "/_matrix/client/v3/pushers/set",
+        http_pusher("shared", true),
+    )
+    .await
+    .assert_ok();
+    assert_eq!(
+        alice.get("/_matrix/client/v3/pushers").await.assert_ok()["pushers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        bob.get("/_matrix/client/v3/pushers").await.assert_ok()["pushers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    carol
+        .post(
+            "/_matrix/client/v3/pushers/set",
+            http_pusher("shared", false),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(
+        alice.get("/_matrix/client/v3/pushers").await.assert_ok(),
+        &json!({"pushers": []})
+    );
+    assert_eq!(
+        bob.get("/_matrix/client/v3/pushers").await.assert_ok(),
+        &json!({"pushers": []})
+    );
+    assert_eq!(
+        carol.get("/_matrix/client/v3/pushers").await.assert_ok()["pushers"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[tokio::test]
@@ -321,25 +588,58 @@ async fn invalid_pushers_are_refused() {
     let set = "/_matrix/client/v3/pushers/set";
     let mut bad_path = http_pusher("k", false);
     bad_path["data"]["url"] = json!("https://push.example.org/somewhere");
-    alice.post(set, bad_path).await.assert_error(400, "M_INVALID_PARAM");
+    alice
+        .post(set, bad_path)
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
     let mut not_url = http_pusher("k", false);
     not_url["data"]["url"] = json!("not a url");
-    alice.post(set, not_url).await.assert_error(400, "M_INVALID_PARAM");
+    alice
+        .post(set, not_url)
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
     let mut long_app = http_pusher("k", false);
     long_app["app_id"] = json!("a".repeat(65));
-    alice.post(set, long_app).await.assert_error(400, "M_INVALID_PARAM");
+    alice
+        .post(set, long_app)
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
     let mut long_key = http_pusher("k", false);
     long_key["pushkey"] = json!("k".repeat(513));
-    alice.post(set, long_key).await.assert_error(400, "M_INVALID_PARAM");
+    alice
+        .post(set, long_key)
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
     let mut email = http_pusher("alice@example.org", false);
     email["kind"] = json!("email");
     email["app_id"] = json!("m.email");
-    alice.post(set, email).await.assert_error(400, "M_INVALID_PARAM");
+    alice
+        .post(set, email)
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
     let mut no_lang = http_pusher("k", false);
     no_lang.as_object_mut().unwrap().remove("lang");
-    alice.post(set, no_lang).await.assert_error(400, "M_BAD_JSON");
-    alice.post(set, json!({"pushkey": "k", "app_id": "a"})).await.assert_error(400, "M_BAD_JSON");
-    assert_eq!(alice.get("/_matrix/client/v3/pushers").await.assert_ok(), &json!({"pushers": []}));
+    let r = alice.post(set, no_lang).await;
+    r.assert_error(400, "M_MISSING_PARAM");
+    assert!(r.body["error"].as_str().unwrap().contains("lang"));
+    alice
+        .post(set, json!({"pushkey": "k", "app_id": "a"}))
+        .await
+        .assert_error(400, "M_MISSING_PARAM");
+    let mut no_url = http_pusher("k", false);
+    no_url["data"] = json!({"format": "event_id_only"});
+    alice
+        .post(set, no_url)
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    alice
+        .post(set, json!({"pushkey": 7, "app_id": "a", "kind": null}))
+        .await
+        .assert_error(400, "M_BAD_JSON");
+    assert_eq!(
+        alice.get("/_matrix/client/v3/pushers").await.assert_ok(),
+        &json!({"pushers": []})
+    );
 }
 
 // --- Evaluation of hand-built events ----------------------------------------------------------
@@ -353,7 +653,14 @@ fn room() -> OwnedRoomId {
     OwnedRoomId::try_from(ROOM).unwrap()
 }
 
-fn pdu(hs: &Homeserver, n: u64, sender: &TestClient, event_type: &str, state_key: Option<&str>, content: Value) -> Pdu {
+fn pdu(
+    hs: &Homeserver,
+    n: u64,
+    sender: &TestClient,
+    event_type: &str,
+    state_key: Option<&str>,
+    content: Value,
+) -> Pdu {
     let event_id = OwnedEventId::try_from(format!("$event{n}")).unwrap();
     let mut json = json!({
         "event_id": event_id,
@@ -366,7 +673,15 @@ fn pdu(hs: &Homeserver, n: u64, sender: &TestClient, event_type: &str, state_key
     if let Some(sk) = state_key {
         json["state_key"] = json!(sk);
     }
-    Pdu::from_parts(event_id, json, EventMeta { pos: n, ..Default::default() }).unwrap()
+    Pdu::from_parts(
+        event_id,
+        json,
+        EventMeta {
+            pos: n,
+            ..Default::default()
+        },
+    )
+    .unwrap()
 }
 
 async fn evaluate(hs: &Homeserver, pdu: &Pdu, members: &[&TestClient]) {
@@ -387,7 +702,11 @@ fn text(body: &str) -> Value {
 #[tokio::test]
 async fn message_notifies_every_local_member_but_its_sender() {
     let (hs, _) = test_server(1).await;
-    let (alice, bob, carol) = (user(&hs, "alice").await, user(&hs, "bob").await, user(&hs, "carol").await);
+    let (alice, bob, carol) = (
+        user(&hs, "alice").await,
+        user(&hs, "bob").await,
+        user(&hs, "carol").await,
+    );
     let ev = pdu(&hs, 1, &alice, "m.room.message", None, text("hello"));
     evaluate(&hs, &ev, &[&alice, &bob, &carol]).await;
     assert_eq!(counts(&hs, &alice).await, (0, 0));
@@ -399,16 +718,30 @@ async fn message_notifies_every_local_member_but_its_sender() {
 async fn one_to_one_message_notifies() {
     let (hs, _) = test_server(1).await;
     let (alice, bob) = (user(&hs, "alice").await, user(&hs, "bob").await);
-    evaluate(&hs, &pdu(&hs, 1, &alice, "m.room.message", None, text("hi")), &[&alice, &bob]).await;
+    evaluate(
+        &hs,
+        &pdu(&hs, 1, &alice, "m.room.message", None, text("hi")),
+        &[&alice, &bob],
+    )
+    .await;
     assert_eq!(counts(&hs, &bob).await, (1, 0));
 }
 
 #[tokio::test]
 async fn user_mention_highlights_only_the_mentioned_user() {
     let (hs, _) = test_server(1).await;
-    let (alice, bob, carol) = (user(&hs, "alice").await, user(&hs, "bob").await, user(&hs, "carol").await);
+    let (alice, bob, carol) = (
+        user(&hs, "alice").await,
+        user(&hs, "bob").await,
+        user(&hs, "carol").await,
+    );
     let content = json!({"msgtype": "m.text", "body": "bob: look", "m.mentions": {"user_ids": [bob.user_id]}});
-    evaluate(&hs, &pdu(&hs, 1, &alice, "m.room.message", None, content), &[&alice, &bob, &carol]).await;
+    evaluate(
+        &hs,
+        &pdu(&hs, 1, &alice, "m.room.message", None, content),
+        &[&alice, &bob, &carol],
+    )
+    .await;
     assert_eq!(counts(&hs, &bob).await, (1, 1));
     assert_eq!(counts(&hs, &carol).await, (1, 0));
 }
@@ -418,7 +751,12 @@ async fn notices_do_not_notify() {
     let (hs, _) = test_server(1).await;
     let (alice, bob) = (user(&hs, "alice").await, user(&hs, "bob").await);
     let content = json!({"msgtype": "m.notice", "body": "bot says hi"});
-    evaluate(&hs, &pdu(&hs, 1, &alice, "m.room.message", None, content), &[&alice, &bob]).await;
+    evaluate(
+        &hs,
+        &pdu(&hs, 1, &alice, "m.room.message", None, content),
+        &[&alice, &bob],
+    )
+    .await;
     assert_eq!(counts(&hs, &bob).await, (0, 0));
 }
 
@@ -429,18 +767,33 @@ async fn remote_members_are_not_evaluated() {
     let remote = OwnedUserId::try_from("@zed:remote.example.org").unwrap();
     let ev = pdu(&hs, 1, &alice, "m.room.message", None, text("hi"));
     let mut batch = Batch::new();
-    evaluate_event(&hs, &mut batch, &ev, &[uid(&alice), remote.clone()]).await.unwrap();
+    evaluate_event(&hs, &mut batch, &ev, &[uid(&alice), remote.clone()])
+        .await
+        .unwrap();
     assert!(batch.is_empty());
-    assert_eq!(notification_counts(&hs, &remote, &room()).await.unwrap(), (0, 0));
+    assert_eq!(
+        notification_counts(&hs, &remote, &room()).await.unwrap(),
+        (0, 0)
+    );
 }
 
 #[tokio::test]
 async fn ignored_senders_do_not_notify() {
     let (hs, _) = test_server(1).await;
     let (alice, bob) = (user(&hs, "alice").await, user(&hs, "bob").await);
-    let path = format!("/_matrix/client/v3/user/{}/account_data/m.ignored_user_list", enc(&bob.user_id));
-    bob.put(&path, json!({"ignored_users": {alice.user_id.clone(): {}}})).await.assert_ok();
-    evaluate(&hs, &pdu(&hs, 1, &alice, "m.room.message", None, text("hi")), &[&alice, &bob]).await;
+    let path = format!(
+        "/_matrix/client/v3/user/{}/account_data/m.ignored_user_list",
+        enc(&bob.user_id)
+    );
+    bob.put(&path, json!({"ignored_users": {alice.user_id.clone(): {}}}))
+        .await
+        .assert_ok();
+    evaluate(
+        &hs,
+        &pdu(&hs, 1, &alice, "m.room.message", None, text("hi")),
+        &[&alice, &bob],
+    )
+    .await;
     assert_eq!(counts(&hs, &bob).await, (0, 0));
 }
 
@@ -448,9 +801,20 @@ async fn ignored_senders_do_not_notify() {
 async fn enabled_master_rule_silences_everything() {
     let (hs, _) = test_server(1).await;
     let (alice, bob) = (user(&hs, "alice").await, user(&hs, "bob").await);
-    bob.put(&format!("{}/enabled", rule_path("override", ".m.rule.master")), json!({"enabled": true})).await.assert_ok();
-    let content = json!({"msgtype": "m.text", "body": "hey", "m.mentions": {"user_ids": [bob.user_id]}});
-    evaluate(&hs, &pdu(&hs, 1, &alice, "m.room.message", None, content), &[&alice, &bob]).await;
+    bob.put(
+        &format!("{}/enabled", rule_path("override", ".m.rule.master")),
+        json!({"enabled": true}),
+    )
+    .await
+    .assert_ok();
+    let content =
+        json!({"msgtype": "m.text", "body": "hey", "m.mentions": {"user_ids": [bob.user_id]}});
+    evaluate(
+        &hs,
+        &pdu(&hs, 1, &alice, "m.room.message", None, content),
+        &[&alice, &bob],
+    )
+    .await;
     assert_eq!(counts(&hs, &bob).await, (0, 0));
 }
 
@@ -458,20 +822,51 @@ async fn enabled_master_rule_silences_everything() {
 async fn room_rule_without_actions_mutes_the_room() {
     let (hs, _) = test_server(1).await;
     let (alice, bob) = (user(&hs, "alice").await, user(&hs, "bob").await);
-    bob.put(&rule_path("room", ROOM), json!({"actions": []})).await.assert_ok();
-    evaluate(&hs, &pdu(&hs, 1, &alice, "m.room.message", None, text("hi")), &[&alice, &bob]).await;
+    bob.put(&rule_path("room", ROOM), json!({"actions": []}))
+        .await
+        .assert_ok();
+    evaluate(
+        &hs,
+        &pdu(&hs, 1, &alice, "m.room.message", None, text("hi")),
+        &[&alice, &bob],
+    )
+    .await;
     assert_eq!(counts(&hs, &bob).await, (0, 0));
 }
 
 #[tokio::test]
 async fn keyword_rule_highlights() {
     let (hs, _) = test_server(1).await;
-    let (alice, bob, carol) = (user(&hs, "alice").await, user(&hs, "bob").await, user(&hs, "carol").await);
-    bob.put(&rule_path("content", "cake"), json!({"pattern": "cake", "actions": ["notify", {"set_tweak": "highlight"}]}))
-        .await
-        .assert_ok();
-    evaluate(&hs, &pdu(&hs, 1, &alice, "m.room.message", None, text("who wants cake?")), &[&alice, &bob, &carol]).await;
-    evaluate(&hs, &pdu(&hs, 2, &alice, "m.room.message", None, text("nothing here")), &[&alice, &bob, &carol]).await;
+    let (alice, bob, carol) = (
+        user(&hs, "alice").await,
+        user(&hs, "bob").await,
+        user(&hs, "carol").await,
+    );
+    bob.put(
+        &rule_path("content", "cake"),
+        json!({"pattern": "cake", "actions": ["notify", {"set_tweak": "highlight"}]}),
+    )
+    .await
+    .assert_ok();
+    evaluate(
+        &hs,
+        &pdu(
+            &hs,
+            1,
+            &alice,
+            "m.room.message",
+            None,
+            text("who wants cake?"),
+        ),
+        &[&alice, &bob, &carol],
+    )
+    .await;
+    evaluate(
+        &hs,
+        &pdu(&hs, 2, &alice, "m.room.message", None, text("nothing here")),
+        &[&alice, &bob, &carol],
+    )
+    .await;
     assert_eq!(counts(&hs, &bob).await, (2, 1));
     assert_eq!(counts(&hs, &carol).await, (2, 0));
 }
@@ -484,7 +879,9 @@ async fn several_events_in_one_batch_accumulate() {
     let mut batch = Batch::new();
     for n in 1..=3 {
         let ev = pdu(&hs, n, &alice, "m.room.message", None, text("spam"));
-        evaluate_event(&hs, &mut batch, &ev, &members).await.unwrap();
+        evaluate_event(&hs, &mut batch, &ev, &members)
+            .await
+            .unwrap();
     }
     hs.store.write(batch).await.unwrap();
     assert_eq!(counts(&hs, &bob).await, (3, 0));
@@ -494,7 +891,14 @@ async fn several_events_in_one_batch_accumulate() {
 async fn invite_notifies_the_invited_local_user() {
     let (hs, _) = test_server(1).await;
     let (alice, bob) = (user(&hs, "alice").await, user(&hs, "bob").await);
-    let invite = pdu(&hs, 1, &alice, "m.room.member", Some(&bob.user_id), json!({"membership": "invite"}));
+    let invite = pdu(
+        &hs,
+        1,
+        &alice,
+        "m.room.member",
+        Some(&bob.user_id),
+        json!({"membership": "invite"}),
+    );
     evaluate(&hs, &invite, &[&alice]).await;
     assert_eq!(counts(&hs, &bob).await, (1, 0));
 }
@@ -504,26 +908,48 @@ async fn invite_notifies_the_invited_local_user() {
 // These need rooms (create, join, send) and the event-append path calling `evaluate_event`.
 
 async fn shared_room(owner: &TestClient, others: &[&TestClient]) -> String {
-    let created = owner.post("/_matrix/client/v3/createRoom", json!({"preset": "public_chat"})).await;
+    let created = owner
+        .post(
+            "/_matrix/client/v3/createRoom",
+            json!({"preset": "public_chat"}),
+        )
+        .await;
     let room = created.assert_ok()["room_id"].as_str().unwrap().to_owned();
     for c in others {
-        c.post(&format!("/_matrix/client/v3/join/{}", enc(&room)), json!({})).await.assert_ok();
+        c.post(
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            json!({}),
+        )
+        .await
+        .assert_ok();
     }
     room
 }
 
 async fn send(c: &TestClient, room: &str, content: Value) -> String {
     let txn = c.hs.random_string(8);
-    let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}", enc(room));
-    c.put(&path, content).await.assert_ok()["event_id"].as_str().unwrap().to_owned()
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+        enc(room)
+    );
+    c.put(&path, content).await.assert_ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
 }
 
 async fn room_counts(c: &TestClient, room: &str) -> (u64, u64) {
-    notification_counts(&c.hs, &uid(c), &OwnedRoomId::try_from(room).unwrap()).await.unwrap()
+    notification_counts(&c.hs, &uid(c), &OwnedRoomId::try_from(room).unwrap())
+        .await
+        .unwrap()
 }
 
 async fn receipt(c: &TestClient, room: &str, receipt_type: &str, event: &str) {
-    let path = format!("/_matrix/client/v3/rooms/{}/receipt/{receipt_type}/{}", enc(room), enc(event));
+    let path = format!(
+        "/_matrix/client/v3/rooms/{}/receipt/{receipt_type}/{}",
+        enc(room),
+        enc(event)
+    );
     c.post(&path, json!({})).await.assert_ok();
 }
 
@@ -532,7 +958,8 @@ async fn read_receipt_resets_notification_counts_up_to_its_event() {
     let (hs, _) = test_server(1).await;
     let (alice, bob) = (user(&hs, "alice").await, user(&hs, "bob").await);
     let room = shared_room(&alice, &[&bob]).await;
-    let mention = json!({"msgtype": "m.text", "body": "bob!", "m.mentions": {"user_ids": [bob.user_id]}});
+    let mention =
+        json!({"msgtype": "m.text", "body": "bob!", "m.mentions": {"user_ids": [bob.user_id]}});
     let first = send(&alice, &room, mention).await;
     let second = send(&alice, &room, text("two")).await;
     let third = send(&alice, &room, text("three")).await;
@@ -552,10 +979,20 @@ async fn room_mention_by_a_privileged_sender_highlights() {
     let (hs, _) = test_server(1).await;
     let (alice, bob) = (user(&hs, "alice").await, user(&hs, "bob").await);
     let room = shared_room(&alice, &[&bob]).await;
-    send(&alice, &room, json!({"msgtype": "m.text", "body": "all", "m.mentions": {"room": true}})).await;
+    send(
+        &alice,
+        &room,
+        json!({"msgtype": "m.text", "body": "all", "m.mentions": {"room": true}}),
+    )
+    .await;
     assert_eq!(room_counts(&bob, &room).await, (1, 1));
     // Bob has power level 0, below the room's notification level of 50.
-    send(&bob, &room, json!({"msgtype": "m.text", "body": "all", "m.mentions": {"room": true}})).await;
+    send(
+        &bob,
+        &room,
+        json!({"msgtype": "m.text", "body": "all", "m.mentions": {"room": true}}),
+    )
+    .await;
     assert_eq!(room_counts(&alice, &room).await, (1, 0));
 }
 
@@ -564,10 +1001,21 @@ async fn display_name_in_body_highlights() {
     let (hs, _) = test_server(1).await;
     let (alice, bob) = (user(&hs, "alice").await, user(&hs, "bob").await);
     let room = shared_room(&alice, &[&bob]).await;
-    let member = format!("/_matrix/client/v3/rooms/{}/state/m.room.member/{}", enc(&room), enc(&bob.user_id));
-    bob.put(&member, json!({"membership": "join", "displayname": "Bobby"})).await.assert_ok();
+    let member = format!(
+        "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+        enc(&room),
+        enc(&bob.user_id)
+    );
+    bob.put(
+        &member,
+        json!({"membership": "join", "displayname": "Bobby"}),
+    )
+    .await
+    .assert_ok();
     let rule = json!({"conditions": [{"kind": "contains_display_name"}], "actions": ["notify", {"set_tweak": "highlight"}]});
-    bob.put(&rule_path("override", "my-name"), rule).await.assert_ok();
+    bob.put(&rule_path("override", "my-name"), rule)
+        .await
+        .assert_ok();
     send(&alice, &room, text("hey Bobby, lunch?")).await;
     send(&alice, &room, text("hey Bob, lunch?")).await;
     assert_eq!(room_counts(&bob, &room).await, (2, 1));
@@ -578,7 +1026,8 @@ async fn notifications_are_listed_newest_first_and_paginated() {
     let (hs, _) = test_server(1).await;
     let (alice, bob) = (user(&hs, "alice").await, user(&hs, "bob").await);
     let room = shared_room(&alice, &[&bob]).await;
-    let mention = json!({"msgtype": "m.text", "body": "bob!", "m.mentions": {"user_ids": [bob.user_id]}});
+    let mention =
+        json!({"msgtype": "m.text", "body": "bob!", "m.mentions": {"user_ids": [bob.user_id]}});
     let e1 = send(&alice, &room, mention).await;
     let e2 = send(&alice, &room, text("two")).await;
     let e3 = send(&alice, &room, text("three")).await;
@@ -593,23 +1042,46 @@ async fn notifications_are_listed_newest_first_and_paginated() {
     assert_eq!(notes[0]["room_id"], room.as_str());
     assert!(notes[0]["event"].get("room_id").is_none());
     assert!(notes[0]["ts"].is_u64());
-    assert!(notes[0]["actions"].as_array().unwrap().iter().any(|a| a == "notify"));
+    assert!(
+        notes[0]["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "notify")
+    );
     assert_eq!(notes[1]["event"]["event_id"], e2.as_str());
     assert_eq!(notes[1]["read"], true);
     let next = body["next_token"].as_str().unwrap().to_owned();
 
-    let rest = bob.get(&format!("/_matrix/client/v3/notifications?limit=2&from={next}")).await;
+    let rest = bob
+        .get(&format!(
+            "/_matrix/client/v3/notifications?limit=2&from={next}"
+        ))
+        .await;
     let rest = rest.assert_ok();
     let notes = rest["notifications"].as_array().unwrap();
     assert_eq!(notes.len(), 1);
     assert_eq!(notes[0]["event"]["event_id"], e1.as_str());
     assert!(rest.get("next_token").is_none());
 
-    let highlights = bob.get("/_matrix/client/v3/notifications?only=highlight").await;
-    let highlights = highlights.assert_ok()["notifications"].as_array().unwrap().clone();
+    let highlights = bob
+        .get("/_matrix/client/v3/notifications?only=highlight")
+        .await;
+    let highlights = highlights.assert_ok()["notifications"]
+        .as_array()
+        .unwrap()
+        .clone();
     assert_eq!(highlights.len(), 1);
     assert_eq!(highlights[0]["event"]["event_id"], e1.as_str());
 
-    assert_eq!(alice.get("/_matrix/client/v3/notifications").await.assert_ok()["notifications"], json!([]));
-    bob.get("/_matrix/client/v3/notifications?from=bogus").await.assert_error(400, "M_INVALID_PARAM");
+    assert_eq!(
+        alice
+            .get("/_matrix/client/v3/notifications")
+            .await
+            .assert_ok()["notifications"],
+        json!([])
+    );
+    bob.get("/_matrix/client/v3/notifications?from=bogus")
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
 }

@@ -18,11 +18,13 @@ scenarios=("$@")
 
 log_dir="$(mktemp -d "${TMPDIR:-/tmp}/hearth-interop.XXXXXX")"
 host_pid=""
+keep_logs=1
 cleanup() {
     if [ -n "$host_pid" ] && kill -0 "$host_pid" 2>/dev/null; then
         kill "$host_pid" 2>/dev/null
         wait "$host_pid" 2>/dev/null
     fi
+    if [ "$keep_logs" -eq 0 ]; then rm -rf "$log_dir"; else echo "interop: logs kept in $log_dir" >&2; fi
 }
 trap cleanup EXIT
 
@@ -113,4 +115,8 @@ elif grep -q "panicked" "$log_dir/host.err"; then
 fi
 
 echo "interop: $total_passed passed, $total_failed failed, $total_skipped skipped"
-[ "$total_failed" -eq 0 ] && [ "$total_skipped" -eq 0 ]
+if [ "$total_failed" -eq 0 ] && [ "$total_skipped" -eq 0 ]; then
+    keep_logs=0
+    exit 0
+fi
+exit 1

@@ -69,7 +69,9 @@ pub struct StorageFailure {
 
 impl std::fmt::Debug for IndexedDbStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IndexedDbStorage").field("name", &self.name).finish_non_exhaustive()
+        f.debug_struct("IndexedDbStorage")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -112,7 +114,9 @@ impl IndexedDbStorage {
             let closed = closed.clone();
             move || {
                 tracing::error!("IndexedDB connection closed by the browser");
-                closed.replace(Some("the browser closed the database connection".to_owned()));
+                closed.replace(Some(
+                    "the browser closed the database connection".to_owned(),
+                ));
             }
         });
         raw.set_onversionchange(Some(on_versionchange.as_ref().unchecked_ref()));
@@ -135,7 +139,8 @@ impl IndexedDbStorage {
     /// Closes the connection; later calls fail with [`StorageError::Unavailable`].
     pub fn close(&self) {
         self.raw().close();
-        self.closed.replace(Some("the database was closed".to_owned()));
+        self.closed
+            .replace(Some("the database was closed".to_owned()));
     }
 
     /// The most recent failure, cleared by reading it.
@@ -153,7 +158,12 @@ impl IndexedDbStorage {
         let result = async {
             let tx = self.transaction(&[tree], TransactionMode::Readonly)?;
             let store = tx.object_store(tree).map_err(map_error)?;
-            let n = store.count().primitive().map_err(map_error)?.await.map_err(map_error)?;
+            let n = store
+                .count()
+                .primitive()
+                .map_err(map_error)?
+                .await
+                .map_err(map_error)?;
             Ok(u64::from(n))
         }
         .await;
@@ -180,12 +190,16 @@ impl IndexedDbStorage {
         if let Some(unknown) = trees.iter().find(|t| !TREES.contains(t)) {
             return Err(StorageError::UnknownTree((*unknown).to_owned()));
         }
-        self.db.transaction(trees).with_mode(mode).build().map_err(|e| match e {
-            IdbError::DomException(DomException::NotFoundError(_)) => {
-                StorageError::UnknownTree(trees.join(","))
-            }
-            other => self.map_closed(map_error(other)),
-        })
+        self.db
+            .transaction(trees)
+            .with_mode(mode)
+            .build()
+            .map_err(|e| match e {
+                IdbError::DomException(DomException::NotFoundError(_)) => {
+                    StorageError::UnknownTree(trees.join(","))
+                }
+                other => self.map_closed(map_error(other)),
+            })
     }
 
     /// An `InvalidStateError` after the browser closed us means "unavailable", not "bug".
@@ -208,7 +222,10 @@ impl IndexedDbStorage {
                 StorageError::UnknownTree(_) => None,
             };
             if let Some(kind) = kind {
-                self.last_error.replace(Some(StorageFailure { kind, message: e.to_string() }));
+                self.last_error.replace(Some(StorageFailure {
+                    kind,
+                    message: e.to_string(),
+                }));
             }
         }
         result
@@ -262,7 +279,10 @@ impl IndexedDbStorage {
                 let values = values.await.map_err(|e| self.map_closed(map_error(e)))?;
                 let mut out = Vec::new();
                 for (k, v) in keys.zip(values) {
-                    out.push((js_to_bytes(&k.map_err(map_error)?)?, js_to_bytes(&v.map_err(map_error)?)?));
+                    out.push((
+                        js_to_bytes(&k.map_err(map_error)?)?,
+                        js_to_bytes(&v.map_err(map_error)?)?,
+                    ));
                 }
                 Ok(out)
             }
@@ -280,13 +300,13 @@ impl IndexedDbStorage {
                     return Ok(out);
                 };
                 while out.len() < limit {
-                    let Some(value) = cursor.next_record::<JsValue>().await.map_err(map_error)? else {
+                    let Some(value) = cursor.next_record::<JsValue>().await.map_err(map_error)?
+                    else {
                         break;
                     };
-                    let key = cursor
-                        .key::<JsValue>()
-                        .map_err(map_error)?
-                        .ok_or_else(|| StorageError::Backend("cursor record without a key".into()))?;
+                    let key = cursor.key::<JsValue>().map_err(map_error)?.ok_or_else(|| {
+                        StorageError::Backend("cursor record without a key".into())
+                    })?;
                     out.push((js_to_bytes(&key)?, js_to_bytes(&value)?));
                 }
                 Ok(out)
@@ -386,7 +406,9 @@ impl Storage for IndexedDbStorage {
     /// figure; everything else the origin stores is small next to it).
     async fn size_estimate(&self) -> StorageResult<u64> {
         let promise = storage_estimate().map_err(|e| StorageError::Backend(js_message(&e)))?;
-        let estimate = JsFuture::from(promise).await.map_err(|e| StorageError::Backend(js_message(&e)))?;
+        let estimate = JsFuture::from(promise)
+            .await
+            .map_err(|e| StorageError::Backend(js_message(&e)))?;
         let usage = js_sys::Reflect::get(&estimate, &JsValue::from_str("usage"))
             .ok()
             .and_then(|u| u.as_f64())
@@ -443,7 +465,12 @@ async fn open_database(name: &str, version: u32) -> StorageResult<Database> {
 /// `onupgradeneeded`: brings an older layout (or none) up to this build's.
 fn upgrade(db: &Database, old_version: f64) -> indexed_db_futures::Result<()> {
     let old_schema = (old_version as u64) / 1000;
-    tracing::info!(old_version, old_schema, new_version = idb_version(), "upgrading IndexedDB layout");
+    tracing::info!(
+        old_version,
+        old_schema,
+        new_version = idb_version(),
+        "upgrading IndexedDB layout"
+    );
     // Schema 1 is the first layout: nothing to migrate yet, only stores to create. A future
     // layout change matches on `old_schema` here and rewrites records before creating stores.
     let present: Vec<String> = db.object_store_names().collect();
@@ -469,7 +496,8 @@ fn idb_key_range(range: &KeyRange) -> StorageResult<JsValue> {
             web_sys::IdbKeyRange::bound_with_lower_open_and_upper_open(&lo, &hi, lo_open, hi_open)
         }
     };
-    made.map(JsValue::from).map_err(|e| StorageError::Backend(format!("bad key range: {}", js_message(&e))))
+    made.map(JsValue::from)
+        .map_err(|e| StorageError::Backend(format!("bad key range: {}", js_message(&e))))
 }
 
 fn bytes_to_js(bytes: &[u8]) -> JsValue {
@@ -491,9 +519,11 @@ fn map_open_error(e: OpenDbError) -> StorageError {
     match e {
         OpenDbError::Base(e) => match map_error(e) {
             // VersionError: the database was created by a newer release than this one.
-            StorageError::Backend(msg) if msg.starts_with("VersionError") => StorageError::Unavailable(format!(
-                "the database was written by a newer version of Hearth; reload to update ({msg})"
-            )),
+            StorageError::Backend(msg) if msg.starts_with("VersionError") => {
+                StorageError::Unavailable(format!(
+                    "the database was written by a newer version of Hearth; reload to update ({msg})"
+                ))
+            }
             other => other,
         },
         OpenDbError::VersionZero => StorageError::Backend("IndexedDB version 0 requested".into()),
@@ -513,6 +543,9 @@ pub fn map_dom_exception(dom: &web_sys::DomException) -> StorageError {
     let name = dom.name();
     let message = dom.message();
     match name.as_str() {
+        "QuotaExceededError" if message.is_empty() => StorageError::QuotaExceeded(
+            "the browser refused to store more data for this site".into(),
+        ),
         "QuotaExceededError" => StorageError::QuotaExceeded(message),
         // The connection was closed under us (versionchange, close()).
         "InvalidStateError" | "TransactionInactiveError" => {

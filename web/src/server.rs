@@ -41,7 +41,11 @@ impl HearthServer {
     pub async fn start(db_name: String) -> Result<HearthServer, JsValue> {
         init_once();
         let began = js_sys::Date::now();
-        let store = Rc::new(IndexedDbStorage::open(&db_name).await.map_err(storage_js_error)?);
+        let store = Rc::new(
+            IndexedDbStorage::open(&db_name)
+                .await
+                .map_err(storage_js_error)?,
+        );
         let hs = Homeserver::new(store.clone(), Rc::new(BrowserWorld), Config::default())
             .await
             .map_err(|e| match e {
@@ -50,7 +54,9 @@ impl HearthServer {
             })?;
         let boot_ms = js_sys::Date::now() - began;
         tracing::info!(server_name = %hs.server_name(), boot_ms, "hearth-web started");
-        Ok(HearthServer { inner: Rc::new(Inner { hs, store, boot_ms }) })
+        Ok(HearthServer {
+            inner: Rc::new(Inner { hs, store, boot_ms }),
+        })
     }
 
     /// The server's name: the lowercase hex of its ed25519 public key.
@@ -62,12 +68,21 @@ impl HearthServer {
     /// Serves one request. `headers` is an array of `[name, value]` pairs (as
     /// `[...request.headers]` gives). Resolves to `{status, headers, body}`; never rejects for
     /// anything the request contains: bad input becomes a Matrix error response.
-    pub fn handle(&self, method: String, url: String, headers: Array, body: Uint8Array) -> js_sys::Promise {
+    pub fn handle(
+        &self,
+        method: String,
+        url: String,
+        headers: Array,
+        body: Uint8Array,
+    ) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let response = match build_request(&method, &url, &headers, body.to_vec()) {
                 Ok(request) => inner.hs.handle(request).await,
-                Err(e) => hearth_core::Error::new(http::StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", e).into_response(),
+                Err(e) => {
+                    hearth_core::Error::new(http::StatusCode::BAD_REQUEST, "M_UNRECOGNIZED", e)
+                        .into_response()
+                }
             };
             response_to_js(response)
         })
@@ -78,9 +93,17 @@ impl HearthServer {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
             let status = Object::new();
-            set(&status, "serverName", &inner.hs.server_name().as_str().into())?;
+            set(
+                &status,
+                "serverName",
+                &inner.hs.server_name().as_str().into(),
+            )?;
             set(&status, "version", &hearth_core::VERSION.into())?;
-            let bytes = inner.store.size_estimate().await.map_err(storage_js_error)?;
+            let bytes = inner
+                .store
+                .size_estimate()
+                .await
+                .map_err(storage_js_error)?;
             set(&status, "storageBytes", &(bytes as f64).into())?;
             let users = inner.store.count("users").await.map_err(storage_js_error)?;
             set(&status, "users", &(users as f64).into())?;
@@ -88,7 +111,10 @@ impl HearthServer {
             set(&status, "rooms", &(rooms as f64).into())?;
             set(&status, "relay", &RELAY_NOT_CONNECTED.into())?;
             set(&status, "bootMs", &inner.boot_ms.into())?;
-            let error = inner.store.last_error().map_or(JsValue::NULL, failure_to_js);
+            let error = inner
+                .store
+                .last_error()
+                .map_or(JsValue::NULL, failure_to_js);
             set(&status, "storageError", &error)?;
             Ok(status.into())
         })
@@ -98,7 +124,10 @@ impl HearthServer {
     /// worker can tell the pages as soon as it happens.
     #[wasm_bindgen(js_name = takeStorageError)]
     pub fn take_storage_error(&self) -> JsValue {
-        self.inner.store.take_last_error().map_or(JsValue::UNDEFINED, failure_to_js)
+        self.inner
+            .store
+            .take_last_error()
+            .map_or(JsValue::UNDEFINED, failure_to_js)
     }
 
     /// Closes the database connection. Requests afterwards get `503` (retryable).
@@ -123,8 +152,14 @@ fn init_once() {
 
 /// Turns what the service worker saw into the request a server would have received:
 /// origin-form URI, and the `Host` the browser never exposes to scripts.
-fn build_request(method: &str, url: &str, headers: &Array, body: Vec<u8>) -> Result<Request<Vec<u8>>, String> {
-    let method = Method::from_bytes(method.as_bytes()).map_err(|_| format!("invalid method {method:?}"))?;
+fn build_request(
+    method: &str,
+    url: &str,
+    headers: &Array,
+    body: Vec<u8>,
+) -> Result<Request<Vec<u8>>, String> {
+    let method =
+        Method::from_bytes(method.as_bytes()).map_err(|_| format!("invalid method {method:?}"))?;
     let uri: Uri = url.parse().map_err(|_| format!("invalid URL {url:?}"))?;
     let mut builder = Request::builder().method(method);
     let mut has_host = false;
@@ -133,8 +168,10 @@ fn build_request(method: &str, url: &str, headers: &Array, body: Vec<u8>) -> Res
         let (Some(name), Some(value)) = (pair.get(0).as_string(), pair.get(1).as_string()) else {
             return Err("headers must be [name, value] string pairs".into());
         };
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| format!("invalid header name {name:?}"))?;
-        let value = HeaderValue::from_str(&value).map_err(|_| format!("invalid value for header {name}"))?;
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name {name:?}"))?;
+        let value = HeaderValue::from_str(&value)
+            .map_err(|_| format!("invalid value for header {name}"))?;
         has_host |= name == HOST;
         builder = builder.header(name, value);
     }
@@ -142,7 +179,10 @@ fn build_request(method: &str, url: &str, headers: &Array, body: Vec<u8>) -> Res
         builder = builder.header(HOST, authority.as_str());
     }
     let path_and_query = uri.path_and_query().map_or("/", |p| p.as_str());
-    builder.uri(path_and_query).body(body).map_err(|e| format!("invalid request: {e}"))
+    builder
+        .uri(path_and_query)
+        .body(body)
+        .map_err(|e| format!("invalid request: {e}"))
 }
 
 fn response_to_js(response: http::Response<Vec<u8>>) -> Result<JsValue, JsValue> {

@@ -40,7 +40,9 @@ impl World for BrowserWorld {
 
     fn sleep(&self, duration: Duration) -> LocalBoxFuture<'static, ()> {
         // setTimeout takes an i32 of milliseconds; longer waits are clamped rather than wrapped.
-        let ms = u32::try_from(duration.as_millis()).unwrap_or(u32::MAX).min(i32::MAX as u32);
+        let ms = u32::try_from(duration.as_millis())
+            .unwrap_or(u32::MAX)
+            .min(i32::MAX as u32);
         // Dropping a TimeoutFuture clears its timer, so abandoned long-polls leave nothing behind.
         Box::pin(TimeoutFuture::new(ms))
     }

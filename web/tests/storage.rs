@@ -33,7 +33,9 @@ fn unique_name(label: &str) -> String {
 }
 
 async fn fresh_db() -> IndexedDbStorage {
-    IndexedDbStorage::open(&unique_name("conformance")).await.expect("open a fresh database")
+    IndexedDbStorage::open(&unique_name("conformance"))
+        .await
+        .expect("open a fresh database")
 }
 
 hearth_core::storage_conformance_tests!(wasm, fresh_db);
@@ -74,9 +76,15 @@ async fn reopened_database_keeps_acknowledged_writes() {
     drop(s);
 
     let s = IndexedDbStorage::open(&name).await.expect("reopen");
-    assert_eq!(s.get("meta", b"signing_key_seed").await.expect("get"), Some(vec![7u8; 32]));
+    assert_eq!(
+        s.get("meta", b"signing_key_seed").await.expect("get"),
+        Some(vec![7u8; 32])
+    );
     assert_eq!(s.get("test", b"k\x00\xff").await.expect("get"), None);
-    let all = s.scan("test", KeyRange::all(), Direction::Forward, 10).await.expect("scan");
+    let all = s
+        .scan("test", KeyRange::all(), Direction::Forward, 10)
+        .await
+        .expect("scan");
     assert_eq!(all, vec![(b"k2".to_vec(), b"v2".to_vec())]);
 }
 
@@ -85,7 +93,11 @@ async fn older_layout_is_upgraded_in_place_keeping_records() {
     let name = unique_name("upgrade");
     // A database from a release that only knew the "meta" tree, holding a record.
     let old = open_raw(&name, 1, &["meta"]).await;
-    let tx = old.transaction("meta").with_mode(TransactionMode::Readwrite).build().expect("tx");
+    let tx = old
+        .transaction("meta")
+        .with_mode(TransactionMode::Readwrite)
+        .build()
+        .expect("tx");
     let store = tx.object_store("meta").expect("store");
     store
         .put(JsValue::from(js_sys::Uint8Array::from(&b"seed"[..])))
@@ -98,11 +110,19 @@ async fn older_layout_is_upgraded_in_place_keeping_records() {
     tx.commit().await.expect("commit");
     old.close();
 
-    let s = IndexedDbStorage::open(&name).await.expect("upgrade on open");
-    assert_eq!(s.get("meta", b"old_key").await.expect("get"), Some(b"seed".to_vec()));
+    let s = IndexedDbStorage::open(&name)
+        .await
+        .expect("upgrade on open");
+    assert_eq!(
+        s.get("meta", b"old_key").await.expect("get"),
+        Some(b"seed".to_vec())
+    );
     // Every tree of this build exists now and takes writes.
     for tree in TREES {
-        assert_eq!(s.get(tree, b"nothing").await.expect("every tree exists"), None);
+        assert_eq!(
+            s.get(tree, b"nothing").await.expect("every tree exists"),
+            None
+        );
     }
     put(&s, "users", b"@a:x", b"{}").await;
 }
@@ -110,16 +130,25 @@ async fn older_layout_is_upgraded_in_place_keeping_records() {
 #[wasm_bindgen_test]
 async fn database_from_newer_release_is_unavailable_and_untouched() {
     let name = unique_name("newer");
-    let newer = IndexedDbStorage::open_at(&name, idb_version() + 1000).await.expect("open as newer release");
+    let newer = IndexedDbStorage::open_at(&name, idb_version() + 1000)
+        .await
+        .expect("open as newer release");
     put(&newer, "test", b"k", b"from the future").await;
     newer.close();
     drop(newer);
 
-    let err = IndexedDbStorage::open(&name).await.expect_err("an older release must not open a newer database");
+    let err = IndexedDbStorage::open(&name)
+        .await
+        .expect_err("an older release must not open a newer database");
     assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
 
-    let newer = IndexedDbStorage::open_at(&name, idb_version() + 1000).await.expect("reopen as newer");
-    assert_eq!(newer.get("test", b"k").await.expect("get"), Some(b"from the future".to_vec()));
+    let newer = IndexedDbStorage::open_at(&name, idb_version() + 1000)
+        .await
+        .expect("reopen as newer");
+    assert_eq!(
+        newer.get("test", b"k").await.expect("get"),
+        Some(b"from the future".to_vec())
+    );
 }
 
 #[wasm_bindgen_test]
@@ -128,14 +157,21 @@ async fn open_blocked_by_stale_connection_is_unavailable_then_recovers() {
     // An old tab's connection that never closes on versionchange.
     let stale = open_raw(&name, 1, &["meta"]).await;
     let started = js_sys::Date::now();
-    let err = IndexedDbStorage::open(&name).await.expect_err("a blocked upgrade must not hang");
+    let err = IndexedDbStorage::open(&name)
+        .await
+        .expect_err("a blocked upgrade must not hang");
     assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
-    assert!(js_sys::Date::now() - started < 5_000.0, "gave up in bounded time");
+    assert!(
+        js_sys::Date::now() - started < 5_000.0,
+        "gave up in bounded time"
+    );
 
     // Once the old tab goes away the next attempt succeeds: the abandoned open was closed
     // when it finally completed instead of holding the database.
     stale.close();
-    let s = IndexedDbStorage::open(&name).await.expect("open after the stale tab closed");
+    let s = IndexedDbStorage::open(&name)
+        .await
+        .expect("open after the stale tab closed");
     put(&s, "test", b"k", b"v").await;
 }
 
@@ -153,9 +189,15 @@ async fn connection_steps_aside_for_an_upgrade_elsewhere() {
     };
     opened.close();
 
-    let err = s.get("test", b"k").await.expect_err("the stepped-aside connection is unusable");
+    let err = s
+        .get("test", b"k")
+        .await
+        .expect_err("the stepped-aside connection is unusable");
     assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
-    let err = s.write(Batch::new_with_put()).await.expect_err("writes too");
+    let err = s
+        .write(Batch::new_with_put())
+        .await
+        .expect_err("writes too");
     assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
     assert_eq!(s.last_error().map(|e| e.kind), Some("unavailable"));
 }
@@ -166,22 +208,33 @@ async fn closed_storage_reports_unavailable() {
     s.close();
     let err = s.get("test", b"k").await.expect_err("closed");
     assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
-    let err = s.scan("test", KeyRange::all(), Direction::Backward, 5).await.expect_err("closed");
+    let err = s
+        .scan("test", KeyRange::all(), Direction::Backward, 5)
+        .await
+        .expect_err("closed");
     assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
 }
 
 #[wasm_bindgen_test]
 fn quota_exceeded_exception_maps_to_quota_error() {
-    let dom = web_sys::DomException::new_with_message_and_name("disk is full", "QuotaExceededError")
-        .expect("construct DOMException");
-    assert!(matches!(map_dom_exception(&dom), StorageError::QuotaExceeded(m) if m == "disk is full"));
+    let dom =
+        web_sys::DomException::new_with_message_and_name("disk is full", "QuotaExceededError")
+            .expect("construct DOMException");
+    assert!(
+        matches!(map_dom_exception(&dom), StorageError::QuotaExceeded(m) if m == "disk is full")
+    );
     let err = hearth_core::Error::from(StorageError::QuotaExceeded("disk is full".into()));
     assert_eq!(err.status.as_u16(), 507);
     assert_eq!(err.errcode, "M_RESOURCE_LIMIT_EXCEEDED");
 
-    let dom = web_sys::DomException::new_with_message_and_name("gone", "InvalidStateError").expect("construct");
-    assert!(matches!(map_dom_exception(&dom), StorageError::Unavailable(_)));
-    let dom = web_sys::DomException::new_with_message_and_name("io", "UnknownError").expect("construct");
+    let dom = web_sys::DomException::new_with_message_and_name("gone", "InvalidStateError")
+        .expect("construct");
+    assert!(matches!(
+        map_dom_exception(&dom),
+        StorageError::Unavailable(_)
+    ));
+    let dom =
+        web_sys::DomException::new_with_message_and_name("io", "UnknownError").expect("construct");
     assert!(matches!(map_dom_exception(&dom), StorageError::Backend(_)));
 }
 
@@ -196,18 +249,32 @@ async fn count_and_size_estimate_follow_the_data() {
     s.write(b).await.expect("write");
     assert_eq!(s.count("users").await.expect("count"), 25);
     assert!(s.size_estimate().await.expect("estimate") > 0);
-    assert!(matches!(s.count("no_such_tree").await, Err(StorageError::UnknownTree(_))));
+    assert!(matches!(
+        s.count("no_such_tree").await,
+        Err(StorageError::UnknownTree(_))
+    ));
 }
 
 #[wasm_bindgen_test]
 async fn empty_key_and_empty_batch_are_fine() {
     let s = fresh_db().await;
-    s.write(Batch::new()).await.expect("an empty batch is a no-op");
+    s.write(Batch::new())
+        .await
+        .expect("an empty batch is a no-op");
     put(&s, "test", b"", b"empty key").await;
     put(&s, "test", b"\x00", b"zero").await;
-    assert_eq!(s.get("test", b"").await.expect("get"), Some(b"empty key".to_vec()));
-    let all = s.scan("test", KeyRange::all(), Direction::Backward, 10).await.expect("scan");
-    assert_eq!(all.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), vec![b"\x00".to_vec(), Vec::new()]);
+    assert_eq!(
+        s.get("test", b"").await.expect("get"),
+        Some(b"empty key".to_vec())
+    );
+    let all = s
+        .scan("test", KeyRange::all(), Direction::Backward, 10)
+        .await
+        .expect("scan");
+    assert_eq!(
+        all.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        vec![b"\x00".to_vec(), Vec::new()]
+    );
 }
 
 trait BatchExt {

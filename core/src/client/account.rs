@@ -34,7 +34,9 @@ pub fn routes(r: &mut Router) {
 /// whole id must fit in 255 bytes.
 pub fn user_id_for_username(hs: &Homeserver, username: &str) -> Result<OwnedUserId> {
     if username.is_empty() {
-        return Err(MatrixError::invalid_username("the username must not be empty"));
+        return Err(MatrixError::invalid_username(
+            "the username must not be empty",
+        ));
     }
     if let Some(c) = username
         .chars()
@@ -46,7 +48,9 @@ pub fn user_id_for_username(hs: &Homeserver, username: &str) -> Result<OwnedUser
     }
     let id = format!("@{username}:{}", hs.server_name());
     if id.len() > 255 {
-        return Err(MatrixError::invalid_username("the user id would be longer than 255 bytes"));
+        return Err(MatrixError::invalid_username(
+            "the user id would be longer than 255 bytes",
+        ));
     }
     UserId::parse(id).map_err(|e| MatrixError::invalid_username(format!("invalid username: {e}")))
 }
@@ -56,7 +60,9 @@ pub fn check_new_password(password: &str) -> Result<()> {
         return Err(MatrixError::weak_password("the password must not be empty"));
     }
     if password.len() > MAX_PASSWORD_BYTES {
-        return Err(MatrixError::invalid_param(format!("the password is longer than {MAX_PASSWORD_BYTES} bytes")));
+        return Err(MatrixError::invalid_param(format!(
+            "the password is longer than {MAX_PASSWORD_BYTES} bytes"
+        )));
     }
     Ok(())
 }
@@ -79,12 +85,19 @@ async fn generate_user_id(hs: &Homeserver) -> Result<OwnedUserId> {
     Err(MatrixError::unknown("could not find a free user id"))
 }
 
-async fn register(hs: &Homeserver, _ctx: Ctx, req: register::v3::Request) -> Result<register::v3::Response, UiaError> {
+async fn register(
+    hs: &Homeserver,
+    _ctx: Ctx,
+    req: register::v3::Request,
+) -> Result<register::v3::Response, UiaError> {
     match req.kind {
         RegistrationKind::User => {}
         // Guests would need guest-access checks in every room endpoint; this server has none.
         RegistrationKind::Guest => {
-            return Err(MatrixError::guest_access_forbidden("this server does not offer guest accounts").into());
+            return Err(MatrixError::guest_access_forbidden(
+                "this server does not offer guest accounts",
+            )
+            .into());
         }
         _ => return Err(MatrixError::invalid_param("kind must be user or guest").into()),
     }
@@ -98,7 +111,11 @@ async fn register(hs: &Homeserver, _ctx: Ctx, req: register::v3::Request) -> Res
         users::check_device_id(d)?;
     }
     // The spec wants username errors before authentication, so clients learn them first.
-    let wanted = req.username.as_deref().map(|u| user_id_for_username(hs, u)).transpose()?;
+    let wanted = req
+        .username
+        .as_deref()
+        .map(|u| user_id_for_username(hs, u))
+        .transpose()?;
     if let Some(id) = &wanted {
         ensure_free(hs, id).await?;
     }
@@ -113,7 +130,11 @@ async fn register(hs: &Homeserver, _ctx: Ctx, req: register::v3::Request) -> Res
         }
         None => generate_user_id(hs).await?,
     };
-    let password_hash = req.password.as_deref().map(|p| users::hash_password(hs, p)).transpose()?;
+    let password_hash = req
+        .password
+        .as_deref()
+        .map(|p| users::hash_password(hs, p))
+        .transpose()?;
     let mut batch = Batch::new();
     let record = UserRecord {
         password_hash,
@@ -155,7 +176,9 @@ async fn available(
     req: get_username_availability::v3::Request,
 ) -> Result<get_username_availability::v3::Response> {
     if !hs.config.registration_open {
-        return Err(MatrixError::forbidden("registration is disabled on this server"));
+        return Err(MatrixError::forbidden(
+            "registration is disabled on this server",
+        ));
     }
     let id = user_id_for_username(hs, &req.username)?;
     ensure_free(hs, &id).await?;
@@ -164,7 +187,9 @@ async fn available(
 
 /// `is_guest` is always present: ruma's response type drops it when false.
 async fn whoami(hs: Homeserver, session: Session) -> Result<Value> {
-    let is_guest = users::get_user(&hs, &session.user_id).await?.is_some_and(|u| u.is_guest);
+    let is_guest = users::get_user(&hs, &session.user_id)
+        .await?
+        .is_some_and(|u| u.is_guest);
     Ok(json!({
         "user_id": session.user_id,
         "device_id": session.device_id,
@@ -185,7 +210,9 @@ async fn change_password(
 ) -> Result<change_password::v3::Response, UiaError> {
     // Without a token the spec's route is a reset by email, which this server cannot send.
     let session = ctx.session.ok_or_else(|| {
-        MatrixError::missing_token("log in to change your password; this server cannot reset passwords by email")
+        MatrixError::missing_token(
+            "log in to change your password; this server cannot reset passwords by email",
+        )
     })?;
     let user = &session.user_id;
     check_new_password(&req.new_password)?;
@@ -193,7 +220,9 @@ async fn change_password(
     let done = uia::authenticate(hs, &op, req.auth.as_ref()).await?;
 
     let _g = hs.write_lock().await;
-    let mut record = users::get_user(hs, user).await?.ok_or_else(|| MatrixError::unknown_token("the account no longer exists"))?;
+    let mut record = users::get_user(hs, user)
+        .await?
+        .ok_or_else(|| MatrixError::unknown_token("the account no longer exists"))?;
     record.password_hash = Some(users::hash_password(hs, &req.new_password)?);
     let mut batch = Batch::new();
     users::put_user(&mut batch, user, &record)?;

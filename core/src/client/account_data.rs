@@ -58,7 +58,11 @@ pub fn routes(r: &mut Router) {
 }
 
 fn record_key(user: &UserId, room: Option<&RoomId>, event_type: &str) -> Vec<u8> {
-    key(&[user.as_bytes(), room.map(|r| r.as_bytes()).unwrap_or_default(), event_type.as_bytes()])
+    key(&[
+        user.as_bytes(),
+        room.map(|r| r.as_bytes()).unwrap_or_default(),
+        event_type.as_bytes(),
+    ])
 }
 
 fn stream_key(user: &UserId, pos: u64) -> Vec<u8> {
@@ -66,8 +70,15 @@ fn stream_key(user: &UserId, pos: u64) -> Vec<u8> {
 }
 
 /// The stored content of one account data type, or `None`.
-pub async fn get(hs: &Homeserver, user: &UserId, room: Option<&RoomId>, event_type: &str) -> Result<Option<Value>> {
-    let rec: Option<Record> = hs.get_json("account_data", &record_key(user, room, event_type)).await?;
+pub async fn get(
+    hs: &Homeserver,
+    user: &UserId,
+    room: Option<&RoomId>,
+    event_type: &str,
+) -> Result<Option<Value>> {
+    let rec: Option<Record> = hs
+        .get_json("account_data", &record_key(user, room, event_type))
+        .await?;
     Ok(rec.map(|r| r.content))
 }
 
@@ -91,18 +102,32 @@ pub async fn put(
     if let Some(prev) = previous {
         batch.delete("account_data_stream", stream_key(user, prev.pos));
     }
-    let rec = Record { pos, room_id: room.map(ToOwned::to_owned), event_type: event_type.to_owned(), content };
+    let rec = Record {
+        pos,
+        room_id: room.map(ToOwned::to_owned),
+        event_type: event_type.to_owned(),
+        content,
+    };
     batch.put("account_data", rk, to_json(&rec)?);
     batch.put(
         "account_data_stream",
         stream_key(user, pos),
-        to_json(&StreamEntry { room_id: rec.room_id.clone(), event_type: rec.event_type.clone() })?,
+        to_json(&StreamEntry {
+            room_id: rec.room_id.clone(),
+            event_type: rec.event_type.clone(),
+        })?,
     );
     Ok(())
 }
 
 /// Stores one value under its own stream position and wakes `/sync`.
-pub async fn put_now(hs: &Homeserver, user: &UserId, room: Option<&RoomId>, event_type: &str, content: Value) -> Result<()> {
+pub async fn put_now(
+    hs: &Homeserver,
+    user: &UserId,
+    room: Option<&RoomId>,
+    event_type: &str,
+    content: Value,
+) -> Result<()> {
     let _g = hs.write_lock().await;
     let pos = hs.alloc_pos();
     let mut batch = Batch::new();
@@ -117,7 +142,10 @@ pub async fn account_data_since(
     hs: &Homeserver,
     user: &UserId,
     since: u64,
-) -> Result<(Vec<Raw<AnyGlobalAccountDataEvent>>, BTreeMap<OwnedRoomId, Vec<Raw<AnyRoomAccountDataEvent>>>)> {
+) -> Result<(
+    Vec<Raw<AnyGlobalAccountDataEvent>>,
+    BTreeMap<OwnedRoomId, Vec<Raw<AnyRoomAccountDataEvent>>>,
+)> {
     let records: Vec<Record> = if since == 0 {
         hs.scan_prefix("account_data", &prefix(&[user.as_bytes()]))
             .await?
@@ -133,7 +161,12 @@ pub async fn account_data_since(
         };
         let rows = hs
             .store
-            .scan("account_data_stream", KeyRange::new(Bound::Included(start), end), Direction::Forward, usize::MAX)
+            .scan(
+                "account_data_stream",
+                KeyRange::new(Bound::Included(start), end),
+                Direction::Forward,
+                usize::MAX,
+            )
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for (_, v) in rows {
@@ -160,19 +193,24 @@ pub async fn account_data_since(
         }
     }
     if since == 0 && !saw_push_rules {
-        let content = serde_json::to_value(PushRulesEventContent::new(Ruleset::server_default(user)))?;
+        let content =
+            serde_json::to_value(PushRulesEventContent::new(Ruleset::server_default(user)))?;
         global.push(Raw::from_json(event_json(PUSH_RULES, &content)?));
     }
     Ok((global, rooms))
 }
 
 fn event_json(event_type: &str, content: &Value) -> Result<Box<RawValue>> {
-    Ok(to_raw_value(&json!({ "type": event_type, "content": content }))?)
+    Ok(to_raw_value(
+        &json!({ "type": event_type, "content": content }),
+    )?)
 }
 
 fn check_owner(ctx: &Ctx, user: &UserId) -> Result<()> {
     if ctx.user_id()? != user {
-        return Err(MatrixError::forbidden("cannot access account data of other users"));
+        return Err(MatrixError::forbidden(
+            "cannot access account data of other users",
+        ));
     }
     Ok(())
 }
@@ -199,15 +237,23 @@ fn check_writable(event_type: &str) -> Result<()> {
 
 /// The body of a PUT, which must be a JSON object.
 fn content_object(raw: &RawValue) -> Result<Value> {
-    let v: Value = serde_json::from_str(raw.get()).map_err(|e| MatrixError::not_json(e.to_string()))?;
+    let v: Value =
+        serde_json::from_str(raw.get()).map_err(|e| MatrixError::not_json(e.to_string()))?;
     if !v.is_object() {
-        return Err(MatrixError::bad_json("account data content must be a JSON object"));
+        return Err(MatrixError::bad_json(
+            "account data content must be a JSON object",
+        ));
     }
     Ok(v)
 }
 
 /// Reads a type for a GET, answering `m.push_rules` with the effective rules.
-async fn get_for_client(hs: &Homeserver, user: &UserId, room: Option<&RoomId>, event_type: &str) -> Result<Box<RawValue>> {
+async fn get_for_client(
+    hs: &Homeserver,
+    user: &UserId,
+    room: Option<&RoomId>,
+    event_type: &str,
+) -> Result<Box<RawValue>> {
     check_type(event_type)?;
     let content = match get(hs, user, room, event_type).await? {
         Some(c) => c,
@@ -226,7 +272,9 @@ async fn get_global(
 ) -> Result<get_global_account_data::v3::Response> {
     check_owner(&ctx, &req.user_id)?;
     let raw = get_for_client(hs, &req.user_id, None, &req.event_type.to_string()).await?;
-    Ok(get_global_account_data::v3::Response::new(Raw::from_json(raw)))
+    Ok(get_global_account_data::v3::Response::new(Raw::from_json(
+        raw,
+    )))
 }
 
 async fn get_room(
@@ -235,8 +283,16 @@ async fn get_room(
     req: get_room_account_data::v3::Request,
 ) -> Result<get_room_account_data::v3::Response> {
     check_owner(&ctx, &req.user_id)?;
-    let raw = get_for_client(hs, &req.user_id, Some(&req.room_id), &req.event_type.to_string()).await?;
-    Ok(get_room_account_data::v3::Response::new(Raw::from_json(raw)))
+    let raw = get_for_client(
+        hs,
+        &req.user_id,
+        Some(&req.room_id),
+        &req.event_type.to_string(),
+    )
+    .await?;
+    Ok(get_room_account_data::v3::Response::new(Raw::from_json(
+        raw,
+    )))
 }
 
 async fn set_global(

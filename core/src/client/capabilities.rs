@@ -36,17 +36,28 @@ const KNOWN_ROOM_VERSIONS: &[RoomVersionId] = &[
 
 /// The room versions this server creates and joins.
 pub fn supported_room_versions() -> Vec<RoomVersionId> {
-    KNOWN_ROOM_VERSIONS.iter().filter(|v| supported_version(v).is_some()).cloned().collect()
+    KNOWN_ROOM_VERSIONS
+        .iter()
+        .filter(|v| supported_version(v).is_some())
+        .cloned()
+        .collect()
 }
 
 pub fn routes(r: &mut Router) {
-    add_json_route(r, Method::GET, "/_matrix/client/v3/capabilities", |_hs, _session| async { capabilities() });
+    add_json_route(
+        r,
+        Method::GET,
+        "/_matrix/client/v3/capabilities",
+        |_hs, _session| async { capabilities() },
+    );
 }
 
 fn capabilities() -> Result<Value> {
     let mut caps = Capabilities::new();
-    let available: BTreeMap<RoomVersionId, RoomVersionStability> =
-        supported_room_versions().into_iter().map(|v| (v, RoomVersionStability::Stable)).collect();
+    let available: BTreeMap<RoomVersionId, RoomVersionStability> = supported_room_versions()
+        .into_iter()
+        .map(|v| (v, RoomVersionStability::Stable))
+        .collect();
     caps.room_versions = RoomVersionsCapability::new(DEFAULT_ROOM_VERSION, available);
     let mut value = serde_json::to_value(&caps)?;
     // ruma leaves out capabilities that sit at their spec default (enabled); spelled out, no

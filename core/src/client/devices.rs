@@ -1,9 +1,12 @@
 //! Device management: list, show, rename and delete the caller's devices.
 
-use ruma::api::client::device::{self, delete_device, delete_devices, get_device, get_devices, update_device};
+use ruma::api::client::device::{
+    self, delete_device, delete_devices, get_device, get_devices, update_device,
+};
 use ruma::{MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt, UserId};
 
 use crate::client::uia::{self, Completed, Operation, UiaError};
+use crate::db::e2ee;
 use crate::db::users::{self, DeviceRecord};
 use crate::error::{MatrixError, OptionExt, Result};
 use crate::router::Router;
@@ -24,7 +27,12 @@ pub fn routes(r: &mut Router) {
 /// Deletes a device with everything that belongs to it: its access and refresh tokens and its
 /// end-to-end encryption keys. The caller holds the write lock and commits `batch` with
 /// [`Homeserver::commit`], since the key removal is a device-list change at a stream position.
-pub async fn remove_device(hs: &Homeserver, batch: &mut Batch, user: &UserId, dev: &DeviceRecord) -> Result<()> {
+pub async fn remove_device(
+    hs: &Homeserver,
+    batch: &mut Batch,
+    user: &UserId,
+    dev: &DeviceRecord,
+) -> Result<()> {
     users::delete_device(hs, batch, user, dev);
     crate::client::keys::delete_device_keys(hs, batch, user, &dev.device_id).await?;
     Ok(())
@@ -34,16 +42,28 @@ fn to_ruma(dev: DeviceRecord) -> device::Device {
     let mut d = device::Device::new(dev.device_id);
     d.display_name = dev.display_name;
     d.last_seen_ip = dev.last_seen_ip;
-    d.last_seen_ts = dev.last_seen_ts.map(|ts| MilliSecondsSinceUnixEpoch(UInt::new_saturating(ts)));
+    d.last_seen_ts = dev
+        .last_seen_ts
+        .map(|ts| MilliSecondsSinceUnixEpoch(UInt::new_saturating(ts)));
     d
 }
 
-async fn list(hs: &Homeserver, ctx: Ctx, _req: get_devices::v3::Request) -> Result<get_devices::v3::Response> {
+async fn list(
+    hs: &Homeserver,
+    ctx: Ctx,
+    _req: get_devices::v3::Request,
+) -> Result<get_devices::v3::Response> {
     let devices = users::list_devices(hs, ctx.user_id()?).await?;
-    Ok(get_devices::v3::Response::new(devices.into_iter().map(to_ruma).collect()))
+    Ok(get_devices::v3::Response::new(
+        devices.into_iter().map(to_ruma).collect(),
+    ))
 }
 
-async fn show(hs: &Homeserver, ctx: Ctx, req: get_device::v3::Request) -> Result<get_device::v3::Response> {
+async fn show(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: get_device::v3::Request,
+) -> Result<get_device::v3::Response> {
     let dev = users::get_device(hs, ctx.user_id()?, req.device_id.as_str())
         .await?
         .or_not_found("you have no device with that id")?;
@@ -52,14 +72,18 @@ async fn show(hs: &Homeserver, ctx: Ctx, req: get_device::v3::Request) -> Result
 
 /// Renames a device. Only application services may create devices here, and this server has
 /// none, so an unknown device is `404`.
-async fn update(hs: &Homeserver, ctx: Ctx, req: update_device::v3::Request) -> Result<update_device::v3::Response> {
+async fn update(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: update_device::v3::Request,
+) -> Result<update_device::v3::Response> {
     let user = ctx.user_id()?;
-    if let Some(name) = &req.display_name {
-        if name.chars().count() > MAX_DISPLAY_NAME_CHARS {
-            return Err(MatrixError::invalid_param(format!(
-                "device display names are limited to {MAX_DISPLAY_NAME_CHARS} characters"
-            )));
-        }
+    if let Some(name) = &req.display_name
+        && name.chars().count() > MAX_DISPLAY_NAME_CHARS
+    {
+        return Err(MatrixError::invalid_param(format!(
+            "device display names are limited to {MAX_DISPLAY_NAME_CHARS} characters"
+        )));
     }
     let _g = hs.write_lock().await;
     let mut dev = users::get_device(hs, user, req.device_id.as_str())
@@ -69,12 +93,21 @@ async fn update(hs: &Homeserver, ctx: Ctx, req: update_device::v3::Request) -> R
         dev.display_name = Some(name);
         let mut batch = Batch::new();
         users::put_device(&mut batch, user, &dev)?;
+        // `/keys/query` serves the display name with the device's keys, so the user's device
+        // list changed for everyone who tracks it.
+        if e2ee::device_keys(hs, user, &dev.device_id).await?.is_some() {
+            e2ee::record_key_change(&mut batch, hs.alloc_pos(), user);
+        }
         hs.commit(batch).await?;
     }
     Ok(update_device::v3::Response::new())
 }
 
-async fn delete_one(hs: &Homeserver, ctx: Ctx, req: delete_device::v3::Request) -> Result<delete_device::v3::Response, UiaError> {
+async fn delete_one(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: delete_device::v3::Request,
+) -> Result<delete_device::v3::Response, UiaError> {
     let user = ctx.user_id()?;
     let op = Operation::sensitive(hs, "delete_device", user).await?;
     let done = uia::authenticate(hs, &op, req.auth.as_ref()).await?;
@@ -96,7 +129,12 @@ async fn delete_many(
 
 /// Deletes the devices in one batch. Unknown ids are skipped: the spec answers `200` for a
 /// device "removed previously".
-async fn delete_all(hs: &Homeserver, user: &UserId, ids: &[OwnedDeviceId], done: Completed) -> Result<()> {
+async fn delete_all(
+    hs: &Homeserver,
+    user: &UserId,
+    ids: &[OwnedDeviceId],
+    done: Completed,
+) -> Result<()> {
     let _g = hs.write_lock().await;
     let mut batch = Batch::new();
     done.consume(&mut batch);

@@ -25,21 +25,36 @@ fn filter_key(user: &UserId, filter_id: &str) -> Vec<u8> {
 }
 
 /// A stored filter of `user`, or `None` when the id is unknown.
-pub async fn load_filter(hs: &Homeserver, user: &UserId, filter_id: &str) -> Result<Option<FilterDefinition>> {
+pub async fn load_filter(
+    hs: &Homeserver,
+    user: &UserId,
+    filter_id: &str,
+) -> Result<Option<FilterDefinition>> {
     if filter_id.is_empty() || filter_id.contains('\0') {
         return Ok(None);
     }
     hs.get_json("filters", &filter_key(user, filter_id)).await
 }
 
-async fn create(hs: &Homeserver, ctx: Ctx, req: create_filter::v3::Request) -> Result<create_filter::v3::Response> {
+async fn create(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: create_filter::v3::Request,
+) -> Result<create_filter::v3::Response> {
     if ctx.user_id()? != &req.user_id {
-        return Err(MatrixError::forbidden("cannot create filters for other users"));
+        return Err(MatrixError::forbidden(
+            "cannot create filters for other users",
+        ));
     }
     let value = to_json(&req.filter)?;
     // Ids are alphanumeric, so they never start with `{` (the mark of an inline filter).
     let mut filter_id = hs.random_string(FILTER_ID_LEN);
-    while hs.store.get("filters", &filter_key(&req.user_id, &filter_id)).await?.is_some() {
+    while hs
+        .store
+        .get("filters", &filter_key(&req.user_id, &filter_id))
+        .await?
+        .is_some()
+    {
         filter_id = hs.random_string(FILTER_ID_LEN);
     }
     let mut batch = Batch::new();
@@ -48,7 +63,11 @@ async fn create(hs: &Homeserver, ctx: Ctx, req: create_filter::v3::Request) -> R
     Ok(create_filter::v3::Response::new(filter_id))
 }
 
-async fn get(hs: &Homeserver, ctx: Ctx, req: get_filter::v3::Request) -> Result<get_filter::v3::Response> {
+async fn get(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: get_filter::v3::Request,
+) -> Result<get_filter::v3::Response> {
     if ctx.user_id()? != &req.user_id {
         return Err(MatrixError::forbidden("cannot read filters of other users"));
     }

@@ -10,6 +10,7 @@ use ruma::serde::Raw;
 use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedUserId, UInt, UserId};
 use serde_json::{Value, json};
 
+use crate::client::tokens;
 use crate::db::e2ee::{self, FallbackKeyRecord, OneTimeKeyRecord};
 use crate::db::{rooms, users};
 use crate::error::{MatrixError, Result};
@@ -26,7 +27,10 @@ pub fn routes(r: &mut Router) {
 
 /// Two JSON texts with the same meaning (key order and whitespace aside).
 fn same_json(a: &str, b: &str) -> bool {
-    match (serde_json::from_str::<Value>(a), serde_json::from_str::<Value>(b)) {
+    match (
+        serde_json::from_str::<Value>(a),
+        serde_json::from_str::<Value>(b),
+    ) {
         (Ok(a), Ok(b)) => a == b,
         _ => false,
     }
@@ -38,13 +42,18 @@ fn check_one_time_key(id: &str, key: &Raw<OneTimeKey>) -> Result<()> {
         .map_err(|e| MatrixError::bad_json(format!("one-time key {id} is malformed: {e}")))
 }
 
-async fn upload(hs: &Homeserver, ctx: Ctx, req: upload_keys::v3::Request) -> Result<upload_keys::v3::Response> {
+async fn upload(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: upload_keys::v3::Request,
+) -> Result<upload_keys::v3::Response> {
     let session = ctx.session()?;
     let (user, device) = (&session.user_id, &session.device_id);
 
     if let Some(raw) = &req.device_keys {
-        let keys: DeviceKeys =
-            raw.deserialize().map_err(|e| MatrixError::bad_json(format!("device_keys is malformed: {e}")))?;
+        let keys: DeviceKeys = raw
+            .deserialize()
+            .map_err(|e| MatrixError::bad_json(format!("device_keys is malformed: {e}")))?;
         if keys.user_id != *user || keys.device_id != *device {
             return Err(MatrixError::invalid_param(format!(
                 "device_keys belong to {} / {}, but this session is {user} / {device}",
@@ -81,8 +90,10 @@ async fn upload(hs: &Homeserver, ctx: Ctx, req: upload_keys::v3::Request) -> Res
 
     if !req.one_time_keys.is_empty() {
         let existing = e2ee::one_time_keys(hs, user, device).await?;
-        let by_id: HashMap<&str, &Raw<OneTimeKey>> =
-            existing.iter().map(|k| (k.record.id.as_str(), &k.record.key)).collect();
+        let by_id: HashMap<&str, &Raw<OneTimeKey>> = existing
+            .iter()
+            .map(|k| (k.record.id.as_str(), &k.record.key))
+            .collect();
         let seq = existing.iter().map(|k| k.seq).max().map_or(0, |s| s + 1);
         for (id, key) in &req.one_time_keys {
             match by_id.get(id.as_str()) {
@@ -98,7 +109,10 @@ async fn upload(hs: &Homeserver, ctx: Ctx, req: upload_keys::v3::Request) -> Res
                     user,
                     device,
                     seq,
-                    &OneTimeKeyRecord { id: id.clone(), key: key.clone() },
+                    &OneTimeKeyRecord {
+                        id: id.clone(),
+                        key: key.clone(),
+                    },
                 )?,
             }
         }
@@ -107,8 +121,19 @@ async fn upload(hs: &Homeserver, ctx: Ctx, req: upload_keys::v3::Request) -> Res
     for (id, key) in &req.fallback_keys {
         let old = e2ee::fallback_key_for(hs, user, device, &id.algorithm()).await?;
         // Re-uploading the current fallback key must not make a used key look fresh.
-        let used = old.is_some_and(|o| o.id == *id && same_json(o.key.json().get(), key.json().get()) && o.used);
-        e2ee::put_fallback_key(&mut batch, user, device, &FallbackKeyRecord { id: id.clone(), key: key.clone(), used })?;
+        let used = old.is_some_and(|o| {
+            o.id == *id && same_json(o.key.json().get(), key.json().get()) && o.used
+        });
+        e2ee::put_fallback_key(
+            &mut batch,
+            user,
+            device,
+            &FallbackKeyRecord {
+                id: id.clone(),
+                key: key.clone(),
+                used,
+            },
+        )?;
     }
 
     if device_list_changed {
@@ -121,7 +146,9 @@ async fn upload(hs: &Homeserver, ctx: Ctx, req: upload_keys::v3::Request) -> Res
     }
     drop(_guard);
 
-    Ok(upload_keys::v3::Response::new(one_time_key_counts(hs, user, device).await?))
+    Ok(upload_keys::v3::Response::new(
+        one_time_key_counts(hs, user, device).await?,
+    ))
 }
 
 /// The `failures` entry for a server we cannot reach: federation is not wired up yet.
@@ -132,33 +159,48 @@ fn unreachable_server() -> Value {
 /// Device keys as served by `/keys/query`: the uploaded object plus `unsigned.device_display_name`.
 /// Edited as a JSON map so that fields this server does not know survive (signatures cover them).
 fn with_display_name(raw: &Raw<DeviceKeys>, display_name: Option<&str>) -> Result<Raw<DeviceKeys>> {
-    let Some(name) = display_name else { return Ok(raw.clone()) };
+    let Some(name) = display_name else {
+        return Ok(raw.clone());
+    };
     let mut obj: serde_json::Map<String, Value> = serde_json::from_str(raw.json().get())
         .map_err(|e| MatrixError::unknown(format!("stored device keys are corrupt: {e}")))?;
     let unsigned = obj.entry("unsigned").or_insert_with(|| json!({}));
     if let Some(u) = unsigned.as_object_mut() {
-        u.insert("device_display_name".to_owned(), Value::String(name.to_owned()));
+        u.insert(
+            "device_display_name".to_owned(),
+            Value::String(name.to_owned()),
+        );
     }
     Ok(Raw::from_json(serde_json::value::to_raw_value(&obj)?))
 }
 
-async fn query(hs: &Homeserver, ctx: Ctx, req: get_keys::v3::Request) -> Result<get_keys::v3::Response> {
+async fn query(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: get_keys::v3::Request,
+) -> Result<get_keys::v3::Response> {
     ctx.session()?;
     let mut resp = get_keys::v3::Response::new();
     for (user, wanted) in &req.device_keys {
         if user.server_name() != hs.server_name() {
-            resp.failures.insert(user.server_name().to_string(), unreachable_server());
+            resp.failures
+                .insert(user.server_name().to_string(), unreachable_server());
             continue;
         }
         if users::get_user(hs, user).await?.is_none() {
             continue;
         }
         // Only devices that still exist: keys are never served for a deleted device.
-        let names: HashMap<OwnedDeviceId, Option<String>> =
-            users::list_devices(hs, user).await?.into_iter().map(|d| (d.device_id, d.display_name)).collect();
+        let names: HashMap<OwnedDeviceId, Option<String>> = users::list_devices(hs, user)
+            .await?
+            .into_iter()
+            .map(|d| (d.device_id, d.display_name))
+            .collect();
         let mut devices = BTreeMap::new();
         for (device, raw) in e2ee::all_device_keys(hs, user).await? {
-            let Some(name) = names.get(&device) else { continue };
+            let Some(name) = names.get(&device) else {
+                continue;
+            };
             if !wanted.is_empty() && !wanted.contains(&device) {
                 continue;
             }
@@ -169,7 +211,11 @@ async fn query(hs: &Homeserver, ctx: Ctx, req: get_keys::v3::Request) -> Result<
     Ok(resp)
 }
 
-async fn claim(hs: &Homeserver, ctx: Ctx, req: claim_keys::v3::Request) -> Result<claim_keys::v3::Response> {
+async fn claim(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: claim_keys::v3::Request,
+) -> Result<claim_keys::v3::Response> {
     ctx.session()?;
     let mut claimed: BTreeMap<OwnedUserId, claim_keys::v3::OneTimeKeys> = BTreeMap::new();
     let mut failures = BTreeMap::new();
@@ -182,10 +228,14 @@ async fn claim(hs: &Homeserver, ctx: Ctx, req: claim_keys::v3::Request) -> Resul
             continue;
         }
         for (device, algorithm) in devices {
-            let key = if let Some((storage_key, rec)) = e2ee::oldest_one_time_key(hs, user, device, algorithm).await? {
+            let key = if let Some((storage_key, rec)) =
+                e2ee::oldest_one_time_key(hs, user, device, algorithm).await?
+            {
                 batch.delete("one_time_keys", storage_key);
                 Some((rec.id, rec.key))
-            } else if let Some(mut fallback) = e2ee::fallback_key_for(hs, user, device, algorithm).await? {
+            } else if let Some(mut fallback) =
+                e2ee::fallback_key_for(hs, user, device, algorithm).await?
+            {
                 if !fallback.used {
                     fallback.used = true;
                     e2ee::put_fallback_key(&mut batch, user, device, &fallback)?;
@@ -195,7 +245,12 @@ async fn claim(hs: &Homeserver, ctx: Ctx, req: claim_keys::v3::Request) -> Resul
                 None
             };
             if let Some((id, key)) = key {
-                claimed.entry(user.clone()).or_default().entry(device.clone()).or_default().insert(id, key);
+                claimed
+                    .entry(user.clone())
+                    .or_default()
+                    .entry(device.clone())
+                    .or_default()
+                    .insert(id, key);
             }
         }
     }
@@ -209,20 +264,15 @@ async fn claim(hs: &Homeserver, ctx: Ctx, req: claim_keys::v3::Request) -> Resul
     Ok(resp)
 }
 
-/// Reads the stream position out of a sync token: `123`, `s123` or `s123_...` (anything after
-/// the first non-digit belongs to other streams).
-pub fn stream_pos_of_token(token: &str) -> Option<u64> {
-    let digits = token.strip_prefix('s').unwrap_or(token);
-    let end = digits.find(|c: char| !c.is_ascii_digit()).unwrap_or(digits.len());
-    digits.get(..end).filter(|d| !d.is_empty())?.parse().ok()
-}
-
-async fn changes(hs: &Homeserver, ctx: Ctx, req: get_key_changes::v3::Request) -> Result<get_key_changes::v3::Response> {
+async fn changes(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: get_key_changes::v3::Request,
+) -> Result<get_key_changes::v3::Response> {
     let user = ctx.user_id()?;
-    let from = stream_pos_of_token(&req.from)
-        .ok_or_else(|| MatrixError::invalid_param(format!("`from` is not a sync token: {:?}", req.from)))?;
-    let to = stream_pos_of_token(&req.to)
-        .ok_or_else(|| MatrixError::invalid_param(format!("`to` is not a sync token: {:?}", req.to)))?;
+    // `from` and `to` are `/sync` `next_batch` tokens.
+    let from = tokens::parse(&req.from)?;
+    let to = tokens::parse(&req.to)?;
     let (changed, left) = changes_between(hs, user, from, to.min(hs.current_pos())).await?;
     Ok(get_key_changes::v3::Response::new(changed, left))
 }
@@ -241,7 +291,10 @@ async fn changes_between(
     }
     let mut visible = rooms::users_sharing_room_with(hs, user).await?;
     visible.insert(user.to_owned());
-    let changed = changed.into_iter().filter(|u| visible.contains(u)).collect();
+    let changed = changed
+        .into_iter()
+        .filter(|u| visible.contains(u))
+        .collect();
     // `left` needs the membership history of shared rooms; it stays empty until that exists.
     Ok((changed, Vec::new()))
 }
@@ -267,12 +320,15 @@ pub async fn one_time_key_counts(
     user: &UserId,
     device: &DeviceId,
 ) -> Result<BTreeMap<OneTimeKeyAlgorithm, UInt>> {
-    let mut counts: BTreeMap<OneTimeKeyAlgorithm, UInt> = e2ee::count_one_time_keys(hs, user, device)
-        .await?
-        .into_iter()
-        .map(|(alg, n)| (alg, UInt::new_saturating(n)))
-        .collect();
-    counts.entry(OneTimeKeyAlgorithm::SignedCurve25519).or_insert(UInt::MIN);
+    let mut counts: BTreeMap<OneTimeKeyAlgorithm, UInt> =
+        e2ee::count_one_time_keys(hs, user, device)
+            .await?
+            .into_iter()
+            .map(|(alg, n)| (alg, UInt::new_saturating(n)))
+            .collect();
+    counts
+        .entry(OneTimeKeyAlgorithm::SignedCurve25519)
+        .or_insert(UInt::MIN);
     Ok(counts)
 }
 
@@ -294,26 +350,15 @@ pub async fn unused_fallback_key_types(
 /// keys, its to-device inbox) into `batch`. When the device had identity keys, this is a
 /// device-list change that other users' `/sync` must see, so it allocates a stream position:
 /// call it with `hs.write_lock()` held and write `batch` with `hs.commit`.
-pub async fn delete_device_keys(hs: &Homeserver, batch: &mut Batch, user: &UserId, device: &DeviceId) -> Result<()> {
+pub async fn delete_device_keys(
+    hs: &Homeserver,
+    batch: &mut Batch,
+    user: &UserId,
+    device: &DeviceId,
+) -> Result<()> {
     if e2ee::delete_device(hs, batch, user, device).await? {
         let pos = hs.alloc_pos();
         e2ee::record_key_change(batch, pos, user);
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::stream_pos_of_token;
-
-    #[test]
-    fn sync_tokens_yield_their_stream_position() {
-        assert_eq!(stream_pos_of_token("42"), Some(42));
-        assert_eq!(stream_pos_of_token("s42"), Some(42));
-        assert_eq!(stream_pos_of_token("s42_7_1"), Some(42));
-        assert_eq!(stream_pos_of_token(""), None);
-        assert_eq!(stream_pos_of_token("s"), None);
-        assert_eq!(stream_pos_of_token("abc"), None);
-        assert_eq!(stream_pos_of_token("99999999999999999999999"), None);
-    }
 }

@@ -37,8 +37,10 @@ const MAX_THUMBNAIL_PIXELS: u64 = 40_000_000;
 const MAX_ORIGINAL_AS_THUMBNAIL: u64 = 1024 * 1024;
 /// Served with every media response: uploaded content must never run script on this origin,
 /// which is also the origin of the homeserver and its client.
-const CONTENT_SECURITY_POLICY: &str =
-    "sandbox; default-src 'none'; script-src 'none'; style-src 'unsafe-inline'; media-src 'self'; object-src 'self';";
+const CONTENT_SECURITY_POLICY: &str = concat!(
+    "sandbox; default-src 'none'; script-src 'none'; ",
+    "style-src 'unsafe-inline'; media-src 'self'; object-src 'self';"
+);
 
 /// Registers a media endpoint like `route!` does, and adds the media security headers to every
 /// response it gives (errors included).
@@ -68,9 +70,18 @@ fn with_media_headers(inner: Handler) -> Handler {
         Box::pin(async move {
             let mut resp = fut.await;
             let h = resp.headers_mut();
-            h.insert("content-security-policy", HeaderValue::from_static(CONTENT_SECURITY_POLICY));
-            h.insert("cross-origin-resource-policy", HeaderValue::from_static("cross-origin"));
-            h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+            h.insert(
+                "content-security-policy",
+                HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+            );
+            h.insert(
+                "cross-origin-resource-policy",
+                HeaderValue::from_static("cross-origin"),
+            );
+            h.insert(
+                "x-content-type-options",
+                HeaderValue::from_static("nosniff"),
+            );
             resp
         })
     })
@@ -81,7 +92,11 @@ pub fn routes(r: &mut Router) {
     media_route!(r, create_content::v3::Request, upload);
     media_route!(r, create_mxc_uri::v1::Request, create);
     for path in create_content_async::v3::Request::PATH_BUILDER.all_paths() {
-        r.add_raw(http::Method::PUT, path, with_media_headers(upload_to_reserved_route()));
+        r.add_raw(
+            http::Method::PUT,
+            path,
+            with_media_headers(upload_to_reserved_route()),
+        );
     }
     media_route!(r, get_media_config::v3::Request, config_v3);
     media_route!(r, get_content::v3::Request, download_v3);
@@ -89,7 +104,11 @@ pub fn routes(r: &mut Router) {
     media_route!(r, get_content_thumbnail::v3::Request, thumbnail_v3);
     media_route!(r, authed::get_media_config::v1::Request, config_v1);
     media_route!(r, authed::get_content::v1::Request, download_v1);
-    media_route!(r, authed::get_content_as_filename::v1::Request, download_as_v1);
+    media_route!(
+        r,
+        authed::get_content_as_filename::v1::Request,
+        download_as_v1
+    );
     media_route!(r, authed::get_content_thumbnail::v1::Request, thumbnail_v1);
 }
 
@@ -102,7 +121,10 @@ fn upload_limit(hs: &Homeserver) -> usize {
 
 fn check_size(hs: &Homeserver, len: usize) -> Result<()> {
     if len > upload_limit(hs) {
-        return Err(MatrixError::too_large(format!("cannot upload files larger than {} bytes", upload_limit(hs))));
+        return Err(MatrixError::too_large(format!(
+            "cannot upload files larger than {} bytes",
+            upload_limit(hs)
+        )));
     }
     Ok(())
 }
@@ -114,10 +136,19 @@ fn mxc(server: &ServerName, media_id: &str) -> OwnedMxcUri {
 /// Media ids this server hands out are `[A-Za-z0-9_-]`; anything else cannot exist here (and
 /// must not reach storage keys, which use NUL as a separator).
 fn valid_media_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 255 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !id.is_empty()
+        && id.len() <= 255
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-fn new_record(uploader: &UserId, now: u64, content_type: Option<String>, filename: Option<String>) -> MediaRecord {
+fn new_record(
+    uploader: &UserId,
+    now: u64,
+    content_type: Option<String>,
+    filename: Option<String>,
+) -> MediaRecord {
     MediaRecord {
         uploader: uploader.to_owned(),
         created_ts: now,
@@ -129,14 +160,24 @@ fn new_record(uploader: &UserId, now: u64, content_type: Option<String>, filenam
     }
 }
 
-fn write_content(batch: &mut Batch, server: &ServerName, media_id: &str, rec: &mut MediaRecord, file: &[u8]) -> Result<()> {
+fn write_content(
+    batch: &mut Batch,
+    server: &ServerName,
+    media_id: &str,
+    rec: &mut MediaRecord,
+    file: &[u8],
+) -> Result<()> {
     rec.chunks = store::put_content(batch, server, media_id, file)?;
     rec.size = file.len() as u64;
     rec.pending_until = None;
     store::put_record(batch, server, media_id, rec)
 }
 
-async fn upload(hs: &Homeserver, ctx: Ctx, req: create_content::v3::Request) -> Result<create_content::v3::Response> {
+async fn upload(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: create_content::v3::Request,
+) -> Result<create_content::v3::Response> {
     let user = ctx.user_id()?;
     check_size(hs, req.file.len())?;
     let media_id = hs.random_string(24);
@@ -149,7 +190,11 @@ async fn upload(hs: &Homeserver, ctx: Ctx, req: create_content::v3::Request) -> 
     Ok(create_content::v3::Response::new(mxc(server, &media_id)))
 }
 
-async fn create(hs: &Homeserver, ctx: Ctx, _req: create_mxc_uri::v1::Request) -> Result<create_mxc_uri::v1::Response> {
+async fn create(
+    hs: &Homeserver,
+    ctx: Ctx,
+    _req: create_mxc_uri::v1::Request,
+) -> Result<create_mxc_uri::v1::Response> {
     let user = ctx.user_id()?;
     let now = hs.now_ms();
     let server = hs.server_name();
@@ -164,7 +209,10 @@ async fn create(hs: &Homeserver, ctx: Ctx, _req: create_mxc_uri::v1::Request) ->
             continue;
         }
         // A lapsed reservation: forget it and the empty record behind it.
-        if let Some(media_id) = k.get(user_prefix_len..).and_then(|m| std::str::from_utf8(m).ok()) {
+        if let Some(media_id) = k
+            .get(user_prefix_len..)
+            .and_then(|m| std::str::from_utf8(m).ok())
+        {
             store::delete_record(&mut batch, server, media_id);
         }
         batch.delete("media_pending", k);
@@ -194,21 +242,35 @@ async fn create(hs: &Homeserver, ctx: Ctx, _req: create_mxc_uri::v1::Request) ->
 /// `PUT /_matrix/media/v3/upload/{serverName}/{mediaId}`. ruma 0.17's response type for it has
 /// no constructor (it is empty and non-exhaustive), so this endpoint answers `{}` itself: see
 /// [`upload_to_reserved_route`].
-async fn upload_to_reserved(hs: &Homeserver, ctx: Ctx, req: create_content_async::v3::Request) -> Result<()> {
+async fn upload_to_reserved(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: create_content_async::v3::Request,
+) -> Result<()> {
     let user = ctx.user_id()?;
-    let unknown = || MatrixError::not_found("unknown media id: it was not created with /media/v1/create or has expired");
+    let unknown = || {
+        MatrixError::not_found(
+            "unknown media id: it was not created with /media/v1/create or has expired",
+        )
+    };
     if req.server_name != hs.server_name() || !valid_media_id(&req.media_id) {
         return Err(unknown());
     }
     check_size(hs, req.file.len())?;
     let server = hs.server_name();
     let _guard = hs.write_lock().await;
-    let mut rec = store::get(hs, server, &req.media_id).await?.ok_or_else(unknown)?;
+    let mut rec = store::get(hs, server, &req.media_id)
+        .await?
+        .ok_or_else(unknown)?;
     if rec.uploader != *user {
-        return Err(MatrixError::forbidden("this media id was created by another user"));
+        return Err(MatrixError::forbidden(
+            "this media id was created by another user",
+        ));
     }
     let Some(expires_at) = rec.pending_until else {
-        return Err(MatrixError::cannot_overwrite_media("media already uploaded"));
+        return Err(MatrixError::cannot_overwrite_media(
+            "media already uploaded",
+        ));
     };
     if expires_at <= hs.now_ms() {
         return Err(unknown());
@@ -225,23 +287,28 @@ async fn upload_to_reserved(hs: &Homeserver, ctx: Ctx, req: create_content_async
 /// Parses and authenticates like the router's own endpoints, then answers `200 {}`.
 fn upload_to_reserved_route() -> Handler {
     type R = create_content_async::v3::Request;
-    Rc::new(|hs: Homeserver, req: http::Request<Vec<u8>>, args: Vec<String>| {
-        Box::pin(async move {
-            let result = async {
-                let ctx = hs.authenticate(&req, auth_of::<R>()).await?;
-                let (parts, body) = req.into_parts();
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                let parsed = R::try_from_http_request(http::Request::from_parts(parts, body.as_slice()), &args)
+    Rc::new(
+        |hs: Homeserver, req: http::Request<Vec<u8>>, args: Vec<String>| {
+            Box::pin(async move {
+                let result = async {
+                    let ctx = hs.authenticate(&req, auth_of::<R>()).await?;
+                    let (parts, body) = req.into_parts();
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    let parsed = R::try_from_http_request(
+                        http::Request::from_parts(parts, body.as_slice()),
+                        &args,
+                    )
                     .map_err(|e| request_error(e, &body))?;
-                upload_to_reserved(&hs, ctx, parsed).await
-            }
-            .await;
-            match result {
-                Ok(()) => json_response(http::StatusCode::OK, &serde_json::json!({})),
-                Err(e) => e.into_response(),
-            }
-        })
-    })
+                    upload_to_reserved(&hs, ctx, parsed).await
+                }
+                .await;
+                match result {
+                    Ok(()) => json_response(http::StatusCode::OK, &serde_json::json!({})),
+                    Err(e) => e.into_response(),
+                }
+            })
+        },
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -252,7 +319,11 @@ fn upload_size(hs: &Homeserver) -> UInt {
 }
 
 #[allow(deprecated)]
-async fn config_v3(hs: &Homeserver, _ctx: Ctx, _req: get_media_config::v3::Request) -> Result<get_media_config::v3::Response> {
+async fn config_v3(
+    hs: &Homeserver,
+    _ctx: Ctx,
+    _req: get_media_config::v3::Request,
+) -> Result<get_media_config::v3::Response> {
     Ok(get_media_config::v3::Response::new(upload_size(hs)))
 }
 
@@ -276,7 +347,12 @@ struct Served {
 
 /// The media's record and bytes, waiting up to `timeout` for content that was reserved but not
 /// uploaded yet.
-async fn fetch(hs: &Homeserver, server: &ServerName, media_id: &str, timeout: Duration) -> Result<(MediaRecord, Vec<u8>)> {
+async fn fetch(
+    hs: &Homeserver,
+    server: &ServerName,
+    media_id: &str,
+    timeout: Duration,
+) -> Result<(MediaRecord, Vec<u8>)> {
     if server != hs.server_name() {
         return Err(MatrixError::not_found(format!(
             "media on {server} is not available: this server does not fetch remote media yet"
@@ -286,9 +362,13 @@ async fn fetch(hs: &Homeserver, server: &ServerName, media_id: &str, timeout: Du
     if !valid_media_id(media_id) {
         return Err(unknown());
     }
-    let deadline = hs.now_ms().saturating_add(timeout.min(MAX_DOWNLOAD_WAIT).as_millis() as u64);
+    let deadline = hs
+        .now_ms()
+        .saturating_add(timeout.min(MAX_DOWNLOAD_WAIT).as_millis() as u64);
     loop {
-        let rec = store::get(hs, server, media_id).await?.ok_or_else(unknown)?;
+        let rec = store::get(hs, server, media_id)
+            .await?
+            .ok_or_else(unknown)?;
         let Some(expires_at) = rec.pending_until else {
             let bytes = store::read_content(hs, server, media_id, &rec).await?;
             return Ok((rec, bytes));
@@ -298,15 +378,24 @@ async fn fetch(hs: &Homeserver, server: &ServerName, media_id: &str, timeout: Du
             return Err(unknown());
         }
         if now >= deadline {
-            return Err(MatrixError::not_yet_uploaded("content has not yet been uploaded"));
+            return Err(MatrixError::not_yet_uploaded(
+                "content has not yet been uploaded",
+            ));
         }
-        hs.world.sleep(PENDING_POLL.min(Duration::from_millis(deadline - now))).await;
+        hs.world
+            .sleep(PENDING_POLL.min(Duration::from_millis(deadline - now)))
+            .await;
     }
 }
 
 /// `text/plain; charset=utf-8` → `text/plain`.
 fn mime_essence(content_type: &str) -> String {
-    content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase()
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// The spec's "serving inline content" rule: inline only for types a browser cannot turn into
@@ -328,15 +417,29 @@ async fn download(
     timeout: Duration,
 ) -> Result<Served> {
     let (rec, file) = fetch(hs, server, media_id, timeout).await?;
-    let content_type = rec.content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
+    let content_type = rec
+        .content_type
+        .unwrap_or_else(|| "application/octet-stream".to_owned());
     let disposition = disposition_for(&content_type, filename.or(rec.filename));
-    Ok(Served { file, content_type, disposition })
+    Ok(Served {
+        file,
+        content_type,
+        disposition,
+    })
 }
 
 #[allow(deprecated)]
-async fn download_v3(hs: &Homeserver, _ctx: Ctx, req: get_content::v3::Request) -> Result<get_content::v3::Response> {
+async fn download_v3(
+    hs: &Homeserver,
+    _ctx: Ctx,
+    req: get_content::v3::Request,
+) -> Result<get_content::v3::Response> {
     let s = download(hs, &req.server_name, &req.media_id, None, req.timeout_ms).await?;
-    Ok(get_content::v3::Response::new(s.file, s.content_type, s.disposition))
+    Ok(get_content::v3::Response::new(
+        s.file,
+        s.content_type,
+        s.disposition,
+    ))
 }
 
 #[allow(deprecated)]
@@ -345,13 +448,32 @@ async fn download_as_v3(
     _ctx: Ctx,
     req: get_content_as_filename::v3::Request,
 ) -> Result<get_content_as_filename::v3::Response> {
-    let s = download(hs, &req.server_name, &req.media_id, Some(req.filename), req.timeout_ms).await?;
-    Ok(get_content_as_filename::v3::Response::new(s.file, s.content_type, s.disposition))
+    let s = download(
+        hs,
+        &req.server_name,
+        &req.media_id,
+        Some(req.filename),
+        req.timeout_ms,
+    )
+    .await?;
+    Ok(get_content_as_filename::v3::Response::new(
+        s.file,
+        s.content_type,
+        s.disposition,
+    ))
 }
 
-async fn download_v1(hs: &Homeserver, _ctx: Ctx, req: authed::get_content::v1::Request) -> Result<authed::get_content::v1::Response> {
+async fn download_v1(
+    hs: &Homeserver,
+    _ctx: Ctx,
+    req: authed::get_content::v1::Request,
+) -> Result<authed::get_content::v1::Response> {
     let s = download(hs, &req.server_name, &req.media_id, None, req.timeout_ms).await?;
-    Ok(authed::get_content::v1::Response::new(s.file, s.content_type, s.disposition))
+    Ok(authed::get_content::v1::Response::new(
+        s.file,
+        s.content_type,
+        s.disposition,
+    ))
 }
 
 async fn download_as_v1(
@@ -359,8 +481,19 @@ async fn download_as_v1(
     _ctx: Ctx,
     req: authed::get_content_as_filename::v1::Request,
 ) -> Result<authed::get_content_as_filename::v1::Response> {
-    let s = download(hs, &req.server_name, &req.media_id, Some(req.filename), req.timeout_ms).await?;
-    Ok(authed::get_content_as_filename::v1::Response::new(s.file, s.content_type, s.disposition))
+    let s = download(
+        hs,
+        &req.server_name,
+        &req.media_id,
+        Some(req.filename),
+        req.timeout_ms,
+    )
+    .await?;
+    Ok(authed::get_content_as_filename::v1::Response::new(
+        s.file,
+        s.content_type,
+        s.disposition,
+    ))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -379,7 +512,9 @@ struct ThumbnailQuery<'a> {
 async fn serve_thumbnail(hs: &Homeserver, q: ThumbnailQuery<'_>) -> Result<Served> {
     let dim = |v: UInt, name: &str| -> Result<u32> {
         match u32::try_from(u64::from(v)) {
-            Ok(0) => Err(MatrixError::invalid_param(format!("{name} must be positive"))),
+            Ok(0) => Err(MatrixError::invalid_param(format!(
+                "{name} must be positive"
+            ))),
             Ok(n) => Ok(n),
             Err(_) => Err(MatrixError::invalid_param(format!("{name} is too large"))),
         }
@@ -398,16 +533,24 @@ async fn serve_thumbnail(hs: &Homeserver, q: ThumbnailQuery<'_>) -> Result<Serve
     let animated = q.animated == Some(true);
     let (rec, file) = fetch(hs, q.server, q.media_id, q.timeout).await?;
     let plan = thumbnail::plan(width, height, method);
-    let variant = format!("{}{}", plan.variant(), if animated { "-animated" } else { "" });
+    let variant = format!(
+        "{}{}",
+        plan.variant(),
+        if animated { "-animated" } else { "" }
+    );
 
     let thumb = match store::get_thumbnail(hs, q.server, q.media_id, &variant).await? {
         Some(t) => t,
         None => {
             let t = match thumbnail::make(&file, plan, animated) {
                 Ok(t) => t,
-                Err(thumbnail::ThumbnailError::NotAnImage) if original_is_own_thumbnail(&rec) => Thumbnail::Original,
+                Err(thumbnail::ThumbnailError::NotAnImage) if original_is_own_thumbnail(&rec) => {
+                    Thumbnail::Original
+                }
                 Err(thumbnail::ThumbnailError::NotAnImage) => {
-                    return Err(cannot_thumbnail("cannot generate thumbnails for the requested content".into()));
+                    return Err(cannot_thumbnail(
+                        "cannot generate thumbnails for the requested content".into(),
+                    ));
                 }
                 Err(thumbnail::ThumbnailError::TooLarge { width, height }) => {
                     return Err(MatrixError::too_large(format!(
@@ -416,7 +559,9 @@ async fn serve_thumbnail(hs: &Homeserver, q: ThumbnailQuery<'_>) -> Result<Serve
                 }
                 Err(thumbnail::ThumbnailError::Image(e)) => {
                     tracing::debug!(media_id = q.media_id, error = %e, "thumbnailing failed");
-                    return Err(cannot_thumbnail(format!("cannot generate a thumbnail for this image: {e}")));
+                    return Err(cannot_thumbnail(format!(
+                        "cannot generate a thumbnail for this image: {e}"
+                    )));
                 }
             };
             let mut batch = Batch::new();
@@ -431,12 +576,29 @@ async fn serve_thumbnail(hs: &Homeserver, q: ThumbnailQuery<'_>) -> Result<Serve
     let inline = ContentDispositionType::Inline;
     Ok(match thumb {
         Thumbnail::Original => {
-            let content_type = rec.content_type.unwrap_or_else(|| "application/octet-stream".to_owned());
-            Served { file, content_type, disposition: ContentDisposition::new(inline).with_filename(rec.filename) }
+            let content_type = rec
+                .content_type
+                .unwrap_or_else(|| "application/octet-stream".to_owned());
+            Served {
+                file,
+                content_type,
+                disposition: ContentDisposition::new(inline).with_filename(rec.filename),
+            }
         }
-        Thumbnail::Image { content_type, bytes } => {
-            let name = if content_type == "image/jpeg" { "thumbnail.jpg" } else { "thumbnail.png" };
-            Served { file: bytes, content_type, disposition: ContentDisposition::new(inline).with_filename(Some(name.into())) }
+        Thumbnail::Image {
+            content_type,
+            bytes,
+        } => {
+            let name = if content_type == "image/jpeg" {
+                "thumbnail.jpg"
+            } else {
+                "thumbnail.png"
+            };
+            Served {
+                file: bytes,
+                content_type,
+                disposition: ContentDisposition::new(inline).with_filename(Some(name.into())),
+            }
         }
     })
 }
@@ -449,8 +611,14 @@ fn cannot_thumbnail(error: String) -> MatrixError {
 /// Content this server cannot decode may stand in as its own thumbnail only when it is a small
 /// image of a type that is safe to show inline.
 fn original_is_own_thumbnail(rec: &MediaRecord) -> bool {
-    let essence = rec.content_type.as_deref().map(mime_essence).unwrap_or_default();
-    essence.starts_with("image/") && is_safe_inline_content_type(&essence) && rec.size <= MAX_ORIGINAL_AS_THUMBNAIL
+    let essence = rec
+        .content_type
+        .as_deref()
+        .map(mime_essence)
+        .unwrap_or_default();
+    essence.starts_with("image/")
+        && is_safe_inline_content_type(&essence)
+        && rec.size <= MAX_ORIGINAL_AS_THUMBNAIL
 }
 
 #[allow(deprecated)]
@@ -472,7 +640,11 @@ async fn thumbnail_v3(
         },
     )
     .await?;
-    Ok(get_content_thumbnail::v3::Response::new(s.file, s.content_type, s.disposition))
+    Ok(get_content_thumbnail::v3::Response::new(
+        s.file,
+        s.content_type,
+        s.disposition,
+    ))
 }
 
 async fn thumbnail_v1(
@@ -493,7 +665,11 @@ async fn thumbnail_v1(
         },
     )
     .await?;
-    Ok(authed::get_content_thumbnail::v1::Response::new(s.file, s.content_type, s.disposition))
+    Ok(authed::get_content_thumbnail::v1::Response::new(
+        s.file,
+        s.content_type,
+        s.disposition,
+    ))
 }
 
 /// Thumbnail generation: which size to make, and making it. Pure functions over bytes.
@@ -533,11 +709,31 @@ mod thumbnail {
 
     /// The sizes the spec says servers should produce.
     const STANDARD: [Plan; 5] = [
-        Plan { width: 32, height: 32, method: Method::Crop },
-        Plan { width: 96, height: 96, method: Method::Crop },
-        Plan { width: 320, height: 240, method: Method::Scale },
-        Plan { width: 640, height: 480, method: Method::Scale },
-        Plan { width: 800, height: 600, method: Method::Scale },
+        Plan {
+            width: 32,
+            height: 32,
+            method: Method::Crop,
+        },
+        Plan {
+            width: 96,
+            height: 96,
+            method: Method::Crop,
+        },
+        Plan {
+            width: 320,
+            height: 240,
+            method: Method::Scale,
+        },
+        Plan {
+            width: 640,
+            height: 480,
+            method: Method::Scale,
+        },
+        Plan {
+            width: 800,
+            height: 600,
+            method: Method::Scale,
+        },
     ];
 
     /// The smallest standard size with the requested method that is at least as large as the
@@ -548,11 +744,17 @@ mod thumbnail {
             .iter()
             .filter(|p| p.method == method && p.width >= width && p.height >= height)
             .filter(|p| {
-                method == Method::Scale || u64::from(p.width) * u64::from(height) == u64::from(p.height) * u64::from(width)
+                method == Method::Scale
+                    || u64::from(p.width) * u64::from(height)
+                        == u64::from(p.height) * u64::from(width)
             })
             .min_by_key(|p| u64::from(p.width) * u64::from(p.height))
             .copied()
-            .unwrap_or(Plan { width, height, method })
+            .unwrap_or(Plan {
+                width,
+                height,
+                method,
+            })
     }
 
     #[derive(Debug, thiserror::Error)]
@@ -566,7 +768,9 @@ mod thumbnail {
     }
 
     fn is_apng(bytes: &[u8]) -> bool {
-        PngDecoder::new(Cursor::new(bytes)).and_then(|d| d.is_apng()).unwrap_or(false)
+        PngDecoder::new(Cursor::new(bytes))
+            .and_then(|d| d.is_apng())
+            .unwrap_or(false)
     }
 
     /// Whether the original may be served as is. It never is upscaled; but it must not be
@@ -615,12 +819,17 @@ mod thumbnail {
     /// [`Thumbnail::Original`] when the original is already small enough to serve.
     pub fn make(bytes: &[u8], plan: Plan, animated: bool) -> Result<Thumbnail, ThumbnailError> {
         let format = match image::guess_format(bytes) {
-            Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::WebP)) => f,
+            Ok(
+                f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::WebP),
+            ) => f,
             _ => return Err(ThumbnailError::NotAnImage),
         };
         let (ow, oh) = ImageReader::with_format(Cursor::new(bytes), format).into_dimensions()?;
         if u64::from(ow) * u64::from(oh) > super::MAX_THUMBNAIL_PIXELS {
-            return Err(ThumbnailError::TooLarge { width: ow, height: oh });
+            return Err(ThumbnailError::TooLarge {
+                width: ow,
+                height: oh,
+            });
         }
         let fits = ow <= plan.width && oh <= plan.height;
         if fits && original_allowed(format, bytes, animated) {
@@ -636,13 +845,17 @@ mod thumbnail {
 
         let mut buf = Cursor::new(Vec::new());
         let content_type = if format == ImageFormat::Jpeg {
-            out.to_rgb8().write_with_encoder(JpegEncoder::new_with_quality(&mut buf, 85))?;
+            out.to_rgb8()
+                .write_with_encoder(JpegEncoder::new_with_quality(&mut buf, 85))?;
             "image/jpeg"
         } else {
             out.write_to(&mut buf, ImageFormat::Png)?;
             "image/png"
         };
-        Ok(Thumbnail::Image { content_type: content_type.to_owned(), bytes: buf.into_inner() })
+        Ok(Thumbnail::Image {
+            content_type: content_type.to_owned(),
+            bytes: buf.into_inner(),
+        })
     }
 
     #[cfg(test)]
@@ -651,17 +864,59 @@ mod thumbnail {
 
         #[test]
         fn plan_picks_the_smallest_standard_size_that_is_large_enough() {
-            assert_eq!(plan(20, 20, Method::Crop), Plan { width: 32, height: 32, method: Method::Crop });
-            assert_eq!(plan(64, 64, Method::Crop), Plan { width: 96, height: 96, method: Method::Crop });
-            assert_eq!(plan(100, 100, Method::Scale), Plan { width: 320, height: 240, method: Method::Scale });
-            assert_eq!(plan(700, 500, Method::Scale), Plan { width: 800, height: 600, method: Method::Scale });
+            assert_eq!(
+                plan(20, 20, Method::Crop),
+                Plan {
+                    width: 32,
+                    height: 32,
+                    method: Method::Crop
+                }
+            );
+            assert_eq!(
+                plan(64, 64, Method::Crop),
+                Plan {
+                    width: 96,
+                    height: 96,
+                    method: Method::Crop
+                }
+            );
+            assert_eq!(
+                plan(100, 100, Method::Scale),
+                Plan {
+                    width: 320,
+                    height: 240,
+                    method: Method::Scale
+                }
+            );
+            assert_eq!(
+                plan(700, 500, Method::Scale),
+                Plan {
+                    width: 800,
+                    height: 600,
+                    method: Method::Scale
+                }
+            );
         }
 
         #[test]
         fn plan_keeps_requests_no_standard_size_satisfies() {
             // Bigger than every standard size, and a crop of another aspect ratio.
-            assert_eq!(plan(1000, 900, Method::Scale), Plan { width: 1000, height: 900, method: Method::Scale });
-            assert_eq!(plan(60, 30, Method::Crop), Plan { width: 60, height: 30, method: Method::Crop });
+            assert_eq!(
+                plan(1000, 900, Method::Scale),
+                Plan {
+                    width: 1000,
+                    height: 900,
+                    method: Method::Scale
+                }
+            );
+            assert_eq!(
+                plan(60, 30, Method::Crop),
+                Plan {
+                    width: 60,
+                    height: 30,
+                    method: Method::Crop
+                }
+            );
         }
 
         #[test]

@@ -14,7 +14,12 @@ use crate::router::{Auth, Router, json_response};
 use crate::{Ctx, Homeserver, Session, route};
 
 pub fn routes(r: &mut Router) {
-    add_json_route(r, Method::GET, "/_matrix/client/v3/voip/turnServer", |_hs, _session| async { turn_server() });
+    add_json_route(
+        r,
+        Method::GET,
+        "/_matrix/client/v3/voip/turnServer",
+        |_hs, _session| async { turn_server() },
+    );
     route!(r, get_protocols::v3::Request, protocols);
 }
 
@@ -27,7 +32,11 @@ fn turn_server() -> Result<Value> {
 }
 
 /// No bridges: no third-party protocols.
-async fn protocols(_hs: &Homeserver, _ctx: Ctx, _req: get_protocols::v3::Request) -> Result<get_protocols::v3::Response> {
+async fn protocols(
+    _hs: &Homeserver,
+    _ctx: Ctx,
+    _req: get_protocols::v3::Request,
+) -> Result<get_protocols::v3::Response> {
     Ok(get_protocols::v3::Response::new(Default::default()))
 }
 
@@ -46,7 +55,11 @@ where
         Rc::new(move |hs: Homeserver, req, _args| {
             let f = f.clone();
             Box::pin(async move {
-                let session = match hs.authenticate(&req, Auth::Required).await.and_then(|ctx| ctx.session().cloned()) {
+                let session = match hs
+                    .authenticate(&req, Auth::Required)
+                    .await
+                    .and_then(|ctx| ctx.session().cloned())
+                {
                     Ok(s) => s,
                     Err(e) => return e.into_response(),
                 };

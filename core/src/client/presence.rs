@@ -60,14 +60,26 @@ pub async fn get_record(hs: &Homeserver, user: &UserId) -> Result<Option<Presenc
 fn check_state(state: &PresenceState) -> Result<()> {
     match state {
         PresenceState::Online | PresenceState::Offline | PresenceState::Unavailable => Ok(()),
-        other => Err(MatrixError::invalid_param(format!("unknown presence state {other}"))),
+        other => Err(MatrixError::invalid_param(format!(
+            "unknown presence state {other}"
+        ))),
     }
 }
 
-/// Stores a new presence for `user`, marking them active now.
-async fn write(hs: &Homeserver, user: &UserId, presence: PresenceState, status_msg: Option<String>) -> Result<()> {
+/// Stores a new presence for `user`, marking them active now. Call with the write lock held.
+async fn write(
+    hs: &Homeserver,
+    user: &UserId,
+    presence: PresenceState,
+    status_msg: Option<String>,
+) -> Result<()> {
     let pos = hs.alloc_pos();
-    let rec = PresenceRecord { presence, status_msg, last_active_ts: hs.now_ms(), pos };
+    let rec = PresenceRecord {
+        presence,
+        status_msg,
+        last_active_ts: hs.now_ms(),
+        pos,
+    };
     let mut batch = Batch::new();
     batch.put("presence", user.as_bytes(), to_json(&rec)?);
     hs.commit(batch).await
@@ -91,11 +103,17 @@ pub async fn set_from_sync(hs: &Homeserver, user: &UserId, state: PresenceState)
 
 /// The presence events of `viewer` and everyone sharing a room with them that changed after
 /// `since` (every known one when `since` is 0).
-pub async fn presence_since(hs: &Homeserver, viewer: &UserId, since: u64) -> Result<Vec<Raw<PresenceEvent>>> {
+pub async fn presence_since(
+    hs: &Homeserver,
+    viewer: &UserId,
+    since: u64,
+) -> Result<Vec<Raw<PresenceEvent>>> {
     let now = hs.now_ms();
     let mut out = Vec::new();
     for user in crate::db::rooms::users_sharing_room_with(hs, viewer).await? {
-        let Some(rec) = get_record(hs, &user).await? else { continue };
+        let Some(rec) = get_record(hs, &user).await? else {
+            continue;
+        };
         if rec.pos <= since {
             continue;
         }
@@ -106,28 +124,42 @@ pub async fn presence_since(hs: &Homeserver, viewer: &UserId, since: u64) -> Res
     Ok(out)
 }
 
-async fn event_content(hs: &Homeserver, user: &UserId, rec: &PresenceRecord, now: u64) -> Result<PresenceEventContent> {
+async fn event_content(
+    hs: &Homeserver,
+    user: &UserId,
+    rec: &PresenceRecord,
+    now: u64,
+) -> Result<PresenceEventContent> {
     let mut content = PresenceEventContent::new(rec.presence.clone());
     content.status_msg = rec.status_msg.clone();
     content.last_active_ago = Some(UInt::new_saturating(rec.last_active_ago(now)));
     content.currently_active = Some(rec.currently_active(now));
-    if user.server_name() == hs.server_name() {
-        if let Some(profile) = crate::db::users::get_user(hs, user).await? {
-            content.displayname = profile.displayname;
-            content.avatar_url = profile.avatar_url.map(OwnedMxcUri::from);
-        }
+    if user.server_name() == hs.server_name()
+        && let Some(profile) = crate::db::users::get_user(hs, user).await?
+    {
+        content.displayname = profile.displayname;
+        content.avatar_url = profile.avatar_url.map(OwnedMxcUri::from);
     }
     Ok(content)
 }
 
 async fn may_see(hs: &Homeserver, viewer: &UserId, target: &UserId) -> Result<bool> {
-    Ok(viewer == target || crate::db::rooms::users_sharing_room_with(hs, viewer).await?.contains(target))
+    Ok(viewer == target
+        || crate::db::rooms::users_sharing_room_with(hs, viewer)
+            .await?
+            .contains(target))
 }
 
-async fn get_status(hs: &Homeserver, ctx: Ctx, req: get_presence::v3::Request) -> Result<get_presence::v3::Response> {
+async fn get_status(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: get_presence::v3::Request,
+) -> Result<get_presence::v3::Response> {
     let viewer = ctx.user_id()?;
     if !may_see(hs, viewer, &req.user_id).await? {
-        return Err(MatrixError::forbidden("you are not allowed to see this user's presence"));
+        return Err(MatrixError::forbidden(
+            "you are not allowed to see this user's presence",
+        ));
     }
     let now = hs.now_ms();
     let Some(rec) = get_record(hs, &req.user_id).await? else {
@@ -140,9 +172,15 @@ async fn get_status(hs: &Homeserver, ctx: Ctx, req: get_presence::v3::Request) -
     Ok(resp)
 }
 
-async fn set_status(hs: &Homeserver, ctx: Ctx, req: set_presence::v3::Request) -> Result<set_presence::v3::Response> {
+async fn set_status(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: set_presence::v3::Request,
+) -> Result<set_presence::v3::Response> {
     if ctx.user_id()? != &req.user_id {
-        return Err(MatrixError::forbidden("cannot set the presence of another user"));
+        return Err(MatrixError::forbidden(
+            "cannot set the presence of another user",
+        ));
     }
     check_state(&req.presence)?;
     let _g = hs.write_lock().await;

@@ -1,7 +1,9 @@
 //! Profiles: display name and avatar, and their propagation into the user's room memberships.
 
 use http::StatusCode;
-use ruma::api::client::profile::{get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name};
+use ruma::api::client::profile::{
+    get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
+};
 use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
 use ruma::{OwnedMxcUri, UserId};
 use serde_json::json;
@@ -34,7 +36,11 @@ async fn local_profile(hs: &Homeserver, user: &UserId) -> Result<UserRecord> {
     users::get_user(hs, user).await?.ok_or_else(not_found)
 }
 
-async fn profile(hs: &Homeserver, _ctx: Ctx, req: get_profile::v3::Request) -> Result<get_profile::v3::Response> {
+async fn profile(
+    hs: &Homeserver,
+    _ctx: Ctx,
+    req: get_profile::v3::Request,
+) -> Result<get_profile::v3::Response> {
     let record = local_profile(hs, &req.user_id).await?;
     let mut resp = get_profile::v3::Response::new();
     if let Some(name) = record.displayname {
@@ -60,7 +66,11 @@ async fn display_name(
     Ok(resp)
 }
 
-async fn avatar_url(hs: &Homeserver, _ctx: Ctx, req: get_avatar_url::v3::Request) -> Result<get_avatar_url::v3::Response> {
+async fn avatar_url(
+    hs: &Homeserver,
+    _ctx: Ctx,
+    req: get_avatar_url::v3::Request,
+) -> Result<get_avatar_url::v3::Response> {
     let url = local_profile(hs, &req.user_id)
         .await?
         .avatar_url
@@ -81,28 +91,49 @@ async fn set_display_name(
     Ok(set_display_name::v3::Response::new())
 }
 
-async fn set_avatar_url(hs: &Homeserver, ctx: Ctx, req: set_avatar_url::v3::Request) -> Result<set_avatar_url::v3::Response> {
+async fn set_avatar_url(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: set_avatar_url::v3::Request,
+) -> Result<set_avatar_url::v3::Response> {
     // Element clears the avatar with an empty string.
     let url = req.avatar_url.filter(|u| !u.as_str().is_empty());
     if let Some(u) = &url {
-        u.validate().map_err(|e| MatrixError::invalid_param(format!("avatar_url must be an mxc:// URI: {e}")))?;
+        u.validate().map_err(|e| {
+            MatrixError::invalid_param(format!("avatar_url must be an mxc:// URI: {e}"))
+        })?;
     }
-    update(hs, &ctx, &req.user_id, |p| p.avatar_url = url.map(String::from)).await?;
+    update(hs, &ctx, &req.user_id, |p| {
+        p.avatar_url = url.map(String::from)
+    })
+    .await?;
     Ok(set_avatar_url::v3::Response::new())
 }
 
 /// Applies `change` to the caller's own profile, then carries the new profile into every room
 /// the caller has joined.
-async fn update(hs: &Homeserver, ctx: &Ctx, target: &UserId, change: impl FnOnce(&mut UserRecord)) -> Result<()> {
+async fn update(
+    hs: &Homeserver,
+    ctx: &Ctx,
+    target: &UserId,
+    change: impl FnOnce(&mut UserRecord),
+) -> Result<()> {
     let user = ctx.user_id()?;
     if target != user {
-        return Err(MatrixError::forbidden("you can only change your own profile"));
+        return Err(MatrixError::forbidden(
+            "you can only change your own profile",
+        ));
     }
     let record = {
         let _g = hs.write_lock().await;
-        let mut record = users::get_user(hs, user).await?.ok_or_else(|| MatrixError::not_found("Profile not found"))?;
+        let mut record = users::get_user(hs, user)
+            .await?
+            .ok_or_else(|| MatrixError::not_found("Profile not found"))?;
         change(&mut record);
-        let size = serde_json::to_vec(&json!({ "displayname": record.displayname, "avatar_url": record.avatar_url }))?.len();
+        let size = serde_json::to_vec(
+            &json!({ "displayname": record.displayname, "avatar_url": record.avatar_url }),
+        )?
+        .len();
         if size > MAX_PROFILE_BYTES {
             return Err(MatrixError::new(
                 StatusCode::BAD_REQUEST,
@@ -140,7 +171,9 @@ async fn propagate(hs: &Homeserver, user: &UserId, record: &UserRecord) {
                 continue;
             }
         };
-        let Ok(mut content) = serde_json::from_value::<RoomMemberEventContent>(current.content.clone()) else {
+        let Ok(mut content) =
+            serde_json::from_value::<RoomMemberEventContent>(current.content.clone())
+        else {
             tracing::warn!(room = %room, "unreadable membership event; profile not propagated");
             continue;
         };
@@ -164,7 +197,9 @@ async fn propagate(hs: &Homeserver, user: &UserId, record: &UserRecord) {
                 continue;
             }
         };
-        if let Err(e) = rooms::send_state_event(hs, user, &room, "m.room.member", user.as_str(), value).await {
+        if let Err(e) =
+            rooms::send_state_event(hs, user, &room, "m.room.member", user.as_str(), value).await
+        {
             tracing::warn!(room = %room, error = %e, "profile change not propagated");
         }
     }

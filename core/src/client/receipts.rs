@@ -66,7 +66,13 @@ pub fn routes(r: &mut Router) {
 }
 
 fn latest_key(room: &RoomId, receipt_type: &str, user: &UserId, thread: Option<&str>) -> Vec<u8> {
-    key(&[b"l", room.as_bytes(), receipt_type.as_bytes(), user.as_bytes(), thread.unwrap_or_default().as_bytes()])
+    key(&[
+        b"l",
+        room.as_bytes(),
+        receipt_type.as_bytes(),
+        user.as_bytes(),
+        thread.unwrap_or_default().as_bytes(),
+    ])
 }
 
 fn stream_key(room: &RoomId, pos: u64) -> Vec<u8> {
@@ -81,7 +87,11 @@ pub async fn latest(
     user: &UserId,
     thread: Option<&str>,
 ) -> Result<Option<ReceiptRecord>> {
-    hs.get_json("receipts", &latest_key(room, receipt_type.as_str(), user, thread)).await
+    hs.get_json(
+        "receipts",
+        &latest_key(room, receipt_type.as_str(), user, thread),
+    )
+    .await
 }
 
 /// Timeline position up to which `user` has read `room`: the furthest of their unthreaded and
@@ -112,7 +122,15 @@ pub async fn receipts_since(
         None => Bound::Unbounded,
     };
     let start = Bound::Included(stream_key(room, since.saturating_add(1)));
-    let rows = hs.store.scan("receipts", KeyRange::new(start, end), Direction::Forward, usize::MAX).await?;
+    let rows = hs
+        .store
+        .scan(
+            "receipts",
+            KeyRange::new(start, end),
+            Direction::Forward,
+            usize::MAX,
+        )
+        .await?;
     let mut content = ReceiptEventContent(BTreeMap::new());
     for (_, v) in rows {
         let rec: ReceiptRecord = from_json(&v)?;
@@ -122,13 +140,20 @@ pub async fn receipts_since(
         }
         let mut receipt = Receipt::new(MilliSecondsSinceUnixEpoch(UInt::new_saturating(rec.ts)));
         receipt.thread = ReceiptThread::try_from(rec.thread.as_deref()).unwrap_or_default();
-        content.entry(rec.event_id).or_default().entry(receipt_type).or_default().insert(rec.user_id, receipt);
+        content
+            .entry(rec.event_id)
+            .or_default()
+            .entry(receipt_type)
+            .or_default()
+            .insert(rec.user_id, receipt);
     }
     if content.is_empty() {
         return Ok(None);
     }
     let event = json!({ "type": "m.receipt", "content": content });
-    Ok(Some(Raw::from_json(serde_json::value::to_raw_value(&event)?)))
+    Ok(Some(Raw::from_json(serde_json::value::to_raw_value(
+        &event,
+    )?)))
 }
 
 /// Checks that `event_id` is an event of `room` and that `thread` fits the marker and event.
@@ -146,17 +171,29 @@ async fn plan(
     match (&marker, &thread) {
         (Marker::FullyRead, ReceiptThread::Unthreaded) => {}
         (Marker::FullyRead, _) => {
-            return Err(MatrixError::invalid_param("thread_id cannot be given for m.fully_read"));
+            return Err(MatrixError::invalid_param(
+                "thread_id cannot be given for m.fully_read",
+            ));
         }
         (_, ReceiptThread::Unthreaded | ReceiptThread::Main) => {}
         (_, ReceiptThread::Thread(root)) => {
             if pdu.event_id != *root && thread_root(&pdu).as_deref() != Some(root.as_str()) {
-                return Err(MatrixError::invalid_param("the event is not part of the thread given as thread_id"));
+                return Err(MatrixError::invalid_param(
+                    "the event is not part of the thread given as thread_id",
+                ));
             }
         }
-        _ => return Err(MatrixError::invalid_param("thread_id must be \"main\" or a thread root's event id")),
+        _ => {
+            return Err(MatrixError::invalid_param(
+                "thread_id must be \"main\" or a thread root's event id",
+            ));
+        }
     }
-    Ok(Planned { marker, pdu, thread })
+    Ok(Planned {
+        marker,
+        pdu,
+        thread,
+    })
 }
 
 /// The root of the thread an event belongs to, from its `m.thread` relation.
@@ -177,8 +214,12 @@ async fn check_joined(hs: &Homeserver, user: &UserId, room: &RoomId) -> Result<(
 
 /// Timeline position of the event the user's read marker points at.
 async fn fully_read_pos(hs: &Homeserver, user: &UserId, room: &RoomId) -> Result<Option<u64>> {
-    let Some(content) = account_data::get(hs, user, Some(room), FULLY_READ).await? else { return Ok(None) };
-    let Some(id) = content.get("event_id").and_then(Value::as_str) else { return Ok(None) };
+    let Some(content) = account_data::get(hs, user, Some(room), FULLY_READ).await? else {
+        return Ok(None);
+    };
+    let Some(id) = content.get("event_id").and_then(Value::as_str) else {
+        return Ok(None);
+    };
     Ok(get_pdu(hs, id).await?.map(|p| p.pos))
 }
 
@@ -189,12 +230,16 @@ async fn apply(hs: &Homeserver, user: &UserId, room: &RoomId, planned: Vec<Plann
     for p in planned {
         match p.marker {
             Marker::FullyRead => {
-                if fully_read_pos(hs, user, room).await?.is_some_and(|old| old >= p.pdu.pos) {
+                if fully_read_pos(hs, user, room)
+                    .await?
+                    .is_some_and(|old| old >= p.pdu.pos)
+                {
                     continue;
                 }
                 let pos = hs.alloc_pos();
                 let content = json!({ "event_id": p.pdu.event_id });
-                account_data::put(hs, &mut batch, pos, user, Some(room), FULLY_READ, content).await?;
+                account_data::put(hs, &mut batch, pos, user, Some(room), FULLY_READ, content)
+                    .await?;
             }
             Marker::Receipt(receipt_type) => {
                 let thread = p.thread.as_str().map(str::to_owned);
@@ -238,7 +283,11 @@ async fn post_receipt(
         create_receipt::v3::ReceiptType::Read => Marker::Receipt(ReceiptType::Read),
         create_receipt::v3::ReceiptType::ReadPrivate => Marker::Receipt(ReceiptType::ReadPrivate),
         create_receipt::v3::ReceiptType::FullyRead => Marker::FullyRead,
-        other => return Err(MatrixError::invalid_param(format!("unknown receipt type {other}"))),
+        other => {
+            return Err(MatrixError::invalid_param(format!(
+                "unknown receipt type {other}"
+            )));
+        }
     };
     check_joined(hs, user, &req.room_id).await?;
     let planned = plan(hs, &req.room_id, marker, &req.event_id, req.thread).await?;
@@ -256,12 +305,24 @@ async fn post_read_markers(
     let wanted = [
         (Marker::FullyRead, req.fully_read),
         (Marker::Receipt(ReceiptType::Read), req.read_receipt),
-        (Marker::Receipt(ReceiptType::ReadPrivate), req.private_read_receipt),
+        (
+            Marker::Receipt(ReceiptType::ReadPrivate),
+            req.private_read_receipt,
+        ),
     ];
     let mut planned = Vec::new();
     for (marker, event_id) in wanted {
         if let Some(event_id) = event_id {
-            planned.push(plan(hs, &req.room_id, marker, &event_id, ReceiptThread::Unthreaded).await?);
+            planned.push(
+                plan(
+                    hs,
+                    &req.room_id,
+                    marker,
+                    &event_id,
+                    ReceiptThread::Unthreaded,
+                )
+                .await?,
+            );
         }
     }
     apply(hs, user, &req.room_id, planned).await?;

@@ -5,11 +5,11 @@ use std::time::Duration;
 
 use http::{Request, StatusCode};
 use ruma::api::Metadata;
-use ruma::api::path_builder::PathBuilder;
 use ruma::api::client::session::get_login_types::v3::{LoginType, PasswordLoginType};
 use ruma::api::client::session::login::v3::LoginInfo;
 use ruma::api::client::session::{get_login_types, login, logout, logout_all, refresh_token};
 use ruma::api::client::uiaa::UserIdentifier;
+use ruma::api::path_builder::PathBuilder;
 use serde_json::Value;
 
 use crate::client::devices::remove_device;
@@ -31,22 +31,27 @@ pub fn routes(r: &mut Router) {
 /// ruma's `LoginInfo` parser indexes the body's `type` field and panics when it is missing,
 /// so a body without one is refused before ruma sees it.
 fn add_login_route(r: &mut Router) {
-    let inner = uia::handler::<login::v3::Request>(Rc::new(|hs: Homeserver, ctx: Ctx, req: login::v3::Request| {
-        Box::pin(async move { login(&hs, ctx, req).await.map_err(UiaError::from) })
-    }));
-    let guarded: Handler = Rc::new(move |hs: Homeserver, req: Request<Vec<u8>>, args: Vec<String>| {
-        let inner = inner.clone();
-        Box::pin(async move {
-            let untyped = serde_json::from_slice::<Value>(req.body())
-                .ok()
-                .and_then(|v| v.as_object().map(|o| !o.contains_key("type")))
-                .unwrap_or(false);
-            if untyped {
-                return MatrixError::bad_json("the login type (`type`) is required").into_response();
-            }
-            inner(hs, req, args).await
-        })
-    });
+    let inner = uia::handler::<login::v3::Request>(Rc::new(
+        |hs: Homeserver, ctx: Ctx, req: login::v3::Request| {
+            Box::pin(async move { login(&hs, ctx, req).await.map_err(UiaError::from) })
+        },
+    ));
+    let guarded: Handler = Rc::new(
+        move |hs: Homeserver, req: Request<Vec<u8>>, args: Vec<String>| {
+            let inner = inner.clone();
+            Box::pin(async move {
+                let untyped = serde_json::from_slice::<Value>(req.body())
+                    .ok()
+                    .and_then(|v| v.as_object().map(|o| !o.contains_key("type")))
+                    .unwrap_or(false);
+                if untyped {
+                    return MatrixError::bad_json("the login type (`type`) is required")
+                        .into_response();
+                }
+                inner(hs, req, args).await
+            })
+        },
+    );
     for path in login::v3::Request::PATH_BUILDER.all_paths() {
         r.add_raw(login::v3::Request::METHOD, path, guarded.clone());
     }
@@ -57,7 +62,9 @@ async fn login_types(
     _ctx: Ctx,
     _req: get_login_types::v3::Request,
 ) -> Result<get_login_types::v3::Response> {
-    Ok(get_login_types::v3::Response::new(vec![LoginType::Password(PasswordLoginType::new())]))
+    Ok(get_login_types::v3::Response::new(vec![
+        LoginType::Password(PasswordLoginType::new()),
+    ]))
 }
 
 /// The user name a password login names, from `identifier` or the deprecated `user` field.
@@ -67,9 +74,14 @@ fn login_name(p: &login::v3::Password) -> Result<&str> {
     match (&p.identifier, legacy) {
         (Some(UserIdentifier::Matrix(m)), _) => Ok(m.user.as_str()),
         // No account here has a third-party identifier, so none can log in with one.
-        (Some(UserIdentifier::Email(_) | UserIdentifier::Msisdn(_) | UserIdentifier::PhoneNumber(_)), _) => {
-            Err(MatrixError::forbidden("invalid username or password"))
-        }
+        (
+            Some(
+                UserIdentifier::Email(_)
+                | UserIdentifier::Msisdn(_)
+                | UserIdentifier::PhoneNumber(_),
+            ),
+            _,
+        ) => Err(MatrixError::forbidden("invalid username or password")),
         (Some(other), _) => Err(MatrixError::new(
             StatusCode::BAD_REQUEST,
             "M_UNKNOWN",
@@ -95,9 +107,14 @@ async fn login(hs: &Homeserver, _ctx: Ctx, req: login::v3::Request) -> Result<lo
     let invalid = || MatrixError::forbidden("invalid username or password");
     let user_id = users::local_user_id(hs, login_name(p)?).ok_or_else(invalid)?;
     let record = users::get_user(hs, &user_id).await?.ok_or_else(invalid)?;
-    let password_ok = record.password_hash.as_deref().is_some_and(|h| users::verify_password(hs, h, &p.password));
+    let password_ok = record
+        .password_hash
+        .as_deref()
+        .is_some_and(|h| users::verify_password(hs, h, &p.password));
     if record.deactivated && (password_ok || record.password_hash.is_none()) {
-        return Err(MatrixError::user_deactivated("this account has been deactivated"));
+        return Err(MatrixError::user_deactivated(
+            "this account has been deactivated",
+        ));
     }
     if !password_ok {
         return Err(invalid());
@@ -113,7 +130,8 @@ async fn login(hs: &Homeserver, _ctx: Ctx, req: login::v3::Request) -> Result<lo
         // Logging in again as a known device replaces its credentials and keeps its name.
         Some(mut dev) => {
             dev.last_seen_ts = Some(hs.now_ms());
-            let issued = users::issue_tokens(hs, &mut batch, &user_id, &mut dev, req.refresh_token)?;
+            let issued =
+                users::issue_tokens(hs, &mut batch, &user_id, &mut dev, req.refresh_token)?;
             (dev.device_id, issued)
         }
         None => {
@@ -145,7 +163,11 @@ async fn login(hs: &Homeserver, _ctx: Ctx, req: login::v3::Request) -> Result<lo
 }
 
 /// Logs out the calling device: the spec deletes the device along with its token and keys.
-async fn logout(hs: &Homeserver, ctx: Ctx, _req: logout::v3::Request) -> Result<logout::v3::Response> {
+async fn logout(
+    hs: &Homeserver,
+    ctx: Ctx,
+    _req: logout::v3::Request,
+) -> Result<logout::v3::Response> {
     let session = ctx.session()?;
     let _g = hs.write_lock().await;
     let mut batch = Batch::new();
@@ -161,7 +183,11 @@ async fn logout(hs: &Homeserver, ctx: Ctx, _req: logout::v3::Request) -> Result<
     Ok(logout::v3::Response::new())
 }
 
-async fn logout_all(hs: &Homeserver, ctx: Ctx, _req: logout_all::v3::Request) -> Result<logout_all::v3::Response> {
+async fn logout_all(
+    hs: &Homeserver,
+    ctx: Ctx,
+    _req: logout_all::v3::Request,
+) -> Result<logout_all::v3::Response> {
     let session = ctx.session()?;
     let _g = hs.write_lock().await;
     let mut batch = Batch::new();
@@ -174,7 +200,11 @@ async fn logout_all(hs: &Homeserver, ctx: Ctx, _req: logout_all::v3::Request) ->
     Ok(logout_all::v3::Response::new())
 }
 
-async fn refresh(hs: &Homeserver, _ctx: Ctx, req: refresh_token::v3::Request) -> Result<refresh_token::v3::Response> {
+async fn refresh(
+    hs: &Homeserver,
+    _ctx: Ctx,
+    req: refresh_token::v3::Request,
+) -> Result<refresh_token::v3::Response> {
     let issued = users::refresh(hs, &req.refresh_token).await?;
     let mut resp = refresh_token::v3::Response::new(issued.access_token);
     resp.refresh_token = issued.refresh_token;

@@ -28,8 +28,14 @@ async fn send(
 
     for (target, per_device) in &req.messages {
         for content in per_device.values() {
-            if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(content.json().get()).is_err() {
-                return Err(MatrixError::bad_json(format!("the message for {target} is not a JSON object")));
+            if serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
+                content.json().get(),
+            )
+            .is_err()
+            {
+                return Err(MatrixError::bad_json(format!(
+                    "the message for {target} is not a JSON object"
+                )));
             }
         }
     }
@@ -46,20 +52,24 @@ async fn send(
     let mut delivered = 0usize;
     for (target, per_device) in &req.messages {
         if target.server_name() != hs.server_name() {
-            tracing::warn!(%target, "to-device message for a remote user dropped: federation is not available");
+            tracing::warn!(%target, "to-device message to a remote user dropped: no federation yet");
             continue;
         }
         for (which, content) in per_device {
             let devices: Vec<OwnedDeviceId> = match which {
-                DeviceIdOrAllDevices::AllDevices => {
-                    users::list_devices(hs, target).await?.into_iter().map(|d| d.device_id).collect()
-                }
+                DeviceIdOrAllDevices::AllDevices => users::list_devices(hs, target)
+                    .await?
+                    .into_iter()
+                    .map(|d| d.device_id)
+                    .collect(),
                 // Unknown devices are skipped silently, as for unknown users: the sender's
                 // device list may simply be stale.
-                DeviceIdOrAllDevices::DeviceId(d) => match users::get_device(hs, target, d.as_str()).await? {
-                    Some(_) => vec![d.clone()],
-                    None => Vec::new(),
-                },
+                DeviceIdOrAllDevices::DeviceId(d) => {
+                    match users::get_device(hs, target, d.as_str()).await? {
+                        Some(_) => vec![d.clone()],
+                        None => Vec::new(),
+                    }
+                }
             };
             for device in devices {
                 let record = ToDeviceRecord {
@@ -103,7 +113,12 @@ pub async fn to_device_since(
 
 /// Deletes the device's messages up to and including position `upto`: the spec lets the server
 /// forget them once the client's next sync shows it has received them.
-pub async fn ack_to_device(hs: &Homeserver, user: &UserId, device: &DeviceId, upto: u64) -> Result<()> {
+pub async fn ack_to_device(
+    hs: &Homeserver,
+    user: &UserId,
+    device: &DeviceId,
+    upto: u64,
+) -> Result<()> {
     let mut batch = Batch::new();
     e2ee::delete_to_device_upto(hs, &mut batch, user, device, upto).await?;
     if !batch.is_empty() {

@@ -53,27 +53,36 @@ impl RoomTyping {
 }
 
 pub fn routes(r: &mut Router) {
-    route_filled::<Request, _, _>(r, default_timeout, |hs, ctx, req| async move { set_typing(&hs, ctx, req).await });
+    route_filled::<Request, _, _>(r, default_timeout, |hs, ctx, req| async move {
+        set_typing(&hs, ctx, req).await
+    });
 }
 
 /// The spec lets `timeout` be omitted only when `typing` is false; we also accept it missing
 /// when `typing` is true and use [`DEFAULT_TIMEOUT_MS`].
-fn default_timeout(body: &mut serde_json::Map<String, Value>) {
+fn default_timeout(body: &mut serde_json::Map<String, Value>) -> Result<()> {
     if body.get("typing") == Some(&Value::Bool(true)) && !body.contains_key("timeout") {
         body.insert("timeout".into(), json!(DEFAULT_TIMEOUT_MS));
     }
+    Ok(())
 }
 
 async fn set_typing(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
     if ctx.user_id()? != &req.user_id {
-        return Err(MatrixError::forbidden("cannot set the typing state of another user"));
+        return Err(MatrixError::forbidden(
+            "cannot set the typing state of another user",
+        ));
     }
-    if crate::db::rooms::membership(hs, &req.room_id, &req.user_id).await? != Some(MembershipState::Join) {
+    if crate::db::rooms::membership(hs, &req.room_id, &req.user_id).await?
+        != Some(MembershipState::Join)
+    {
         return Err(MatrixError::forbidden("you are not joined to this room"));
     }
     let until = match req.state {
         Typing::Yes(info) => {
-            let ms = u64::try_from(info.timeout.as_millis()).unwrap_or(u64::MAX).min(MAX_TIMEOUT_MS);
+            let ms = u64::try_from(info.timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .min(MAX_TIMEOUT_MS);
             Some(hs.now_ms().saturating_add(ms))
         }
         Typing::No => None,
@@ -111,7 +120,14 @@ pub async fn set(hs: &Homeserver, room: &RoomId, user: &UserId, until: Option<u6
 /// Drops expired notices in every room, under a new stream position when any expired.
 async fn purge_expired(hs: &Homeserver) -> Result<()> {
     let now = hs.now_ms();
-    if !hs.caches.typing.rooms.borrow().values().any(|rt| rt.has_expired(now)) {
+    if !hs
+        .caches
+        .typing
+        .rooms
+        .borrow()
+        .values()
+        .any(|rt| rt.has_expired(now))
+    {
         return Ok(());
     }
     let _g = hs.write_lock().await;
@@ -133,28 +149,52 @@ async fn purge_expired(hs: &Homeserver) -> Result<()> {
 
 /// The room's full `m.typing` event when its typing set changed after `since`, or — for an
 /// initial sync (`since == 0`) — when anyone is typing. Do not call with the write lock held.
-pub async fn typing_since(hs: &Homeserver, room: &RoomId, since: u64) -> Result<Option<Raw<AnySyncEphemeralRoomEvent>>> {
+pub async fn typing_since(
+    hs: &Homeserver,
+    room: &RoomId,
+    since: u64,
+) -> Result<Option<Raw<AnySyncEphemeralRoomEvent>>> {
     purge_expired(hs).await?;
     let now = hs.now_ms();
     let users: Vec<OwnedUserId> = {
         let rooms = hs.caches.typing.rooms.borrow();
-        let Some(rt) = rooms.get(room) else { return Ok(None) };
-        let users: Vec<OwnedUserId> = rt.users.iter().filter(|(_, t)| **t > now).map(|(u, _)| u.clone()).collect();
-        let report = if since == 0 { !users.is_empty() } else { rt.changed_pos > since };
+        let Some(rt) = rooms.get(room) else {
+            return Ok(None);
+        };
+        let users: Vec<OwnedUserId> = rt
+            .users
+            .iter()
+            .filter(|(_, t)| **t > now)
+            .map(|(u, _)| u.clone())
+            .collect();
+        let report = if since == 0 {
+            !users.is_empty()
+        } else {
+            rt.changed_pos > since
+        };
         if !report {
             return Ok(None);
         }
         users
     };
     let event = json!({ "type": "m.typing", "content": TypingEventContent::new(users) });
-    Ok(Some(Raw::from_json(serde_json::value::to_raw_value(&event)?)))
+    Ok(Some(Raw::from_json(serde_json::value::to_raw_value(
+        &event,
+    )?)))
 }
 
 /// When the earliest pending typing notice expires (ms since the epoch), if any is pending.
 /// A long-polling `/sync` should wake up by then so the expiry reaches its client.
 pub fn next_expiry_ms(hs: &Homeserver) -> Option<u64> {
     let now = hs.now_ms();
-    hs.caches.typing.rooms.borrow().values().flat_map(|rt| rt.users.values().copied()).filter(|t| *t > now).min()
+    hs.caches
+        .typing
+        .rooms
+        .borrow()
+        .values()
+        .flat_map(|rt| rt.users.values().copied())
+        .filter(|t| *t > now)
+        .min()
 }
 
 /// Users currently typing in `room` (for federation and tests).
@@ -165,6 +205,12 @@ pub fn typing_users(hs: &Homeserver, room: &RoomId) -> Vec<OwnedUserId> {
         .rooms
         .borrow()
         .get(room)
-        .map(|rt| rt.users.iter().filter(|(_, t)| **t > now).map(|(u, _)| u.clone()).collect())
+        .map(|rt| {
+            rt.users
+                .iter()
+                .filter(|(_, t)| **t > now)
+                .map(|(u, _)| u.clone())
+                .collect()
+        })
         .unwrap_or_default()
 }

@@ -32,7 +32,10 @@ pub const SESSION_LIFETIME_MS: u64 = 60 * 60 * 1000;
 #[derive(Debug)]
 pub enum UiaError {
     /// `401`: more stages are needed. `failure` is set when the stage just tried failed.
-    Incomplete { info: Box<UiaaInfo>, failure: Option<MatrixError> },
+    Incomplete {
+        info: Box<UiaaInfo>,
+        failure: Option<MatrixError>,
+    },
     /// Any other error, answered as usual.
     Matrix(MatrixError),
 }
@@ -89,16 +92,30 @@ pub struct Operation<'a> {
 impl<'a> Operation<'a> {
     /// Registration needs no secret: one `m.login.dummy` stage.
     pub fn registration() -> Self {
-        Self { name: "register", user: None, flows: vec![vec![AuthType::Dummy]] }
+        Self {
+            name: "register",
+            user: None,
+            flows: vec![vec![AuthType::Dummy]],
+        }
     }
 
     /// A sensitive change to `user`'s account: the user re-enters their password. An account
     /// registered without a password has no secret to re-enter (its access token is its only
     /// credential), so it confirms with `m.login.dummy` instead of being locked out.
     pub async fn sensitive(hs: &Homeserver, name: &'static str, user: &'a UserId) -> Result<Self> {
-        let has_password = users::get_user(hs, user).await?.is_some_and(|u| u.password_hash.is_some());
-        let stage = if has_password { AuthType::Password } else { AuthType::Dummy };
-        Ok(Self { name, user: Some(user), flows: vec![vec![stage]] })
+        let has_password = users::get_user(hs, user)
+            .await?
+            .is_some_and(|u| u.password_hash.is_some());
+        let stage = if has_password {
+            AuthType::Password
+        } else {
+            AuthType::Dummy
+        };
+        Ok(Self {
+            name,
+            user: Some(user),
+            flows: vec![vec![stage]],
+        })
     }
 
     fn offers(&self, stage: &AuthType) -> bool {
@@ -130,7 +147,12 @@ struct UiaSession {
 
 impl UiaSession {
     fn new(op: &Operation<'_>, now: u64) -> Self {
-        Self { operation: op.name.to_owned(), user_id: op.user.map(ToOwned::to_owned), completed: Vec::new(), created_ts: now }
+        Self {
+            operation: op.name.to_owned(),
+            user_id: op.user.map(ToOwned::to_owned),
+            completed: Vec::new(),
+            created_ts: now,
+        }
     }
 
     fn expired(&self, now: u64) -> bool {
@@ -139,7 +161,11 @@ impl UiaSession {
 }
 
 /// Runs the UIA check of `op` for a request carrying `auth`.
-pub async fn authenticate(hs: &Homeserver, op: &Operation<'_>, auth: Option<&AuthData>) -> Result<Completed, UiaError> {
+pub async fn authenticate(
+    hs: &Homeserver,
+    op: &Operation<'_>,
+    auth: Option<&AuthData>,
+) -> Result<Completed, UiaError> {
     let now = hs.now_ms();
     let Some(auth) = auth else {
         let id = hs.random_string(24);
@@ -150,10 +176,17 @@ pub async fn authenticate(hs: &Homeserver, op: &Operation<'_>, auth: Option<&Aut
     let (id, mut session) = match auth.session() {
         Some(id) => {
             let session = load(hs, id, now).await?.ok_or_else(|| {
-                MatrixError::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", "unknown or expired authentication session")
+                MatrixError::new(
+                    StatusCode::BAD_REQUEST,
+                    "M_UNKNOWN",
+                    "unknown or expired authentication session",
+                )
             })?;
             if session.operation != op.name || session.user_id.as_deref() != op.user {
-                return Err(MatrixError::forbidden("this authentication session belongs to another operation").into());
+                return Err(MatrixError::forbidden(
+                    "this authentication session belongs to another operation",
+                )
+                .into());
             }
             (id.to_owned(), session)
         }
@@ -171,7 +204,10 @@ pub async fn authenticate(hs: &Homeserver, op: &Operation<'_>, auth: Option<&Aut
             return Err(incomplete(op, &id, &session, Some(failure)));
         }
     }
-    let done = op.flows.iter().any(|flow| flow.iter().all(|stage| session.completed.iter().any(|c| c == stage.as_str())));
+    let done = op.flows.iter().any(|flow| {
+        flow.iter()
+            .all(|stage| session.completed.iter().any(|c| c == stage.as_str()))
+    });
     if done {
         return Ok(Completed { session: id });
     }
@@ -181,61 +217,104 @@ pub async fn authenticate(hs: &Homeserver, op: &Operation<'_>, auth: Option<&Aut
 
 /// Checks one stage. The outer error is a server failure; the inner one a failed stage, which
 /// the client may retry within the same session.
-async fn run_stage(hs: &Homeserver, op: &Operation<'_>, auth: &AuthData) -> Result<Result<Option<AuthType>, MatrixError>> {
+async fn run_stage(
+    hs: &Homeserver,
+    op: &Operation<'_>,
+    auth: &AuthData,
+) -> Result<Result<Option<AuthType>, MatrixError>> {
     // A body with only `session` asks whether out-of-band stages are done: nothing to check.
-    let Some(stage) = auth.auth_type() else { return Ok(Ok(None)) };
+    let Some(stage) = auth.auth_type() else {
+        return Ok(Ok(None));
+    };
     if !op.offers(&stage) {
         return Ok(Err(MatrixError::new(
             StatusCode::UNAUTHORIZED,
             "M_UNRECOGNIZED",
-            format!("the stage {} is not offered for this operation", stage.as_str()),
+            format!(
+                "the stage {} is not offered for this operation",
+                stage.as_str()
+            ),
         )));
     }
     match auth {
         AuthData::Dummy(_) => Ok(Ok(Some(stage))),
         AuthData::Password(p) => {
             let Some(expected) = op.user else {
-                return Ok(Err(MatrixError::forbidden("no account to check the password of")));
+                return Ok(Err(MatrixError::forbidden(
+                    "no account to check the password of",
+                )));
             };
             let named = match &p.identifier {
                 UserIdentifier::Matrix(m) => users::local_user_id(hs, &m.user),
                 _ => None,
             };
             if named.as_deref() != Some(expected) {
-                return Ok(Err(MatrixError::forbidden("the identifier does not name the logged-in user")));
+                return Ok(Err(MatrixError::forbidden(
+                    "the identifier does not name the logged-in user",
+                )));
             }
-            let hash = users::get_user(hs, expected).await?.and_then(|u| u.password_hash);
+            let hash = users::get_user(hs, expected)
+                .await?
+                .and_then(|u| u.password_hash);
             let valid = hash.is_some_and(|h| users::verify_password(hs, &h, &p.password));
-            Ok(if valid { Ok(Some(stage)) } else { Err(MatrixError::forbidden("Invalid password")) })
+            Ok(if valid {
+                Ok(Some(stage))
+            } else {
+                Err(MatrixError::forbidden("Invalid password"))
+            })
         }
         _ => Ok(Err(MatrixError::new(
             StatusCode::UNAUTHORIZED,
             "M_UNRECOGNIZED",
-            format!("the stage {} is not supported by this server", stage.as_str()),
+            format!(
+                "the stage {} is not supported by this server",
+                stage.as_str()
+            ),
         ))),
     }
 }
 
-fn incomplete(op: &Operation<'_>, id: &str, session: &UiaSession, failure: Option<MatrixError>) -> UiaError {
+fn incomplete(
+    op: &Operation<'_>,
+    id: &str,
+    session: &UiaSession,
+    failure: Option<MatrixError>,
+) -> UiaError {
     let flows = op.flows.iter().map(|f| AuthFlow::new(f.clone())).collect();
     let mut info = UiaaInfo::new(flows);
-    info.completed = session.completed.iter().map(|s| AuthType::from(s.as_str())).collect();
+    info.completed = session
+        .completed
+        .iter()
+        .map(|s| AuthType::from(s.as_str()))
+        .collect();
     // No stage we offer takes parameters, but clients expect the object.
     info.params = serde_json::value::to_raw_value(&json!({})).ok();
     info.session = Some(id.to_owned());
-    UiaError::Incomplete { info: Box::new(info), failure }
+    UiaError::Incomplete {
+        info: Box::new(info),
+        failure,
+    }
 }
 
 async fn load(hs: &Homeserver, id: &str, now: u64) -> Result<Option<UiaSession>> {
-    Ok(hs.get_json::<UiaSession>(TREE, id.as_bytes()).await?.filter(|s| !s.expired(now)))
+    Ok(hs
+        .get_json::<UiaSession>(TREE, id.as_bytes())
+        .await?
+        .filter(|s| !s.expired(now)))
 }
 
 /// Stores a session and drops the expired ones, so abandoned sessions do not pile up.
 async fn save(hs: &Homeserver, id: &str, session: &UiaSession) -> Result<()> {
     let now = hs.now_ms();
     let mut batch = Batch::new();
-    for (k, v) in hs.store.scan(TREE, KeyRange::all(), Direction::Forward, usize::MAX).await? {
-        let stale = serde_json::from_slice::<UiaSession>(&v).map(|s| s.expired(now)).unwrap_or(true);
+    for (k, v) in hs
+        .store
+        .scan(TREE, KeyRange::all(), Direction::Forward, usize::MAX)
+        .await?
+    {
+        let stale = serde_json::from_slice::<UiaSession>(&v)
+            .map(|s| s.expired(now))
+            .unwrap_or(true);
         if stale {
             batch.delete(TREE, k);
         }
@@ -246,8 +325,14 @@ async fn save(hs: &Homeserver, id: &str, session: &UiaSession) -> Result<()> {
 }
 
 /// A handler of an endpoint that uses UIA.
-pub type UiaHandler<R> =
-    Rc<dyn Fn(Homeserver, Ctx, R) -> LocalBoxFuture<'static, Result<<R as IncomingRequest>::OutgoingResponse, UiaError>>>;
+pub type UiaHandler<R> = Rc<
+    dyn Fn(
+        Homeserver,
+        Ctx,
+        R,
+    )
+        -> LocalBoxFuture<'static, Result<<R as IncomingRequest>::OutgoingResponse, UiaError>>,
+>;
 
 /// Registers an endpoint that uses UIA. Like [`Router::add`], except that the handler may
 /// answer [`UiaError::Incomplete`], whose body is the spec's UIA object rather than an error
@@ -263,31 +348,36 @@ pub fn add_route<R: IncomingRequest + 'static>(r: &mut Router, f: UiaHandler<R>)
 /// serialises. For endpoints that need to wrap it further.
 pub fn handler<R: IncomingRequest + 'static>(f: UiaHandler<R>) -> router::Handler {
     let auth = auth_of::<R>();
-    Rc::new(move |hs: Homeserver, req: Request<Vec<u8>>, args: Vec<String>| {
-        let f = f.clone();
-        Box::pin(async move {
-            let ctx = match hs.authenticate(&req, auth).await {
-                Ok(ctx) => ctx,
-                Err(e) => return e.into_response(),
-            };
-            let parsed = {
-                let (parts, body) = req.into_parts();
-                let borrowed = Request::from_parts(parts, body.as_slice());
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                R::try_from_http_request(borrowed, &args).map_err(|e| request_error(e, &body))
-            };
-            let parsed = match parsed {
-                Ok(p) => p,
-                Err(e) => return e.into_response(),
-            };
-            match f(hs, ctx, parsed).await {
-                Ok(resp) => resp.try_into_http_response::<Vec<u8>>().unwrap_or_else(|e| {
-                    MatrixError::unknown(format!("response serialization failed: {e}")).into_response()
-                }),
-                Err(e) => e.into_response(),
-            }
-        })
-    })
+    Rc::new(
+        move |hs: Homeserver, req: Request<Vec<u8>>, args: Vec<String>| {
+            let f = f.clone();
+            Box::pin(async move {
+                let ctx = match hs.authenticate(&req, auth).await {
+                    Ok(ctx) => ctx,
+                    Err(e) => return e.into_response(),
+                };
+                let parsed = {
+                    let (parts, body) = req.into_parts();
+                    let borrowed = Request::from_parts(parts, body.as_slice());
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    R::try_from_http_request(borrowed, &args).map_err(|e| request_error(e, &body))
+                };
+                let parsed = match parsed {
+                    Ok(p) => p,
+                    Err(e) => return e.into_response(),
+                };
+                match f(hs, ctx, parsed).await {
+                    Ok(resp) => resp
+                        .try_into_http_response::<Vec<u8>>()
+                        .unwrap_or_else(|e| {
+                            MatrixError::unknown(format!("response serialization failed: {e}"))
+                                .into_response()
+                        }),
+                    Err(e) => e.into_response(),
+                }
+            })
+        },
+    )
 }
 
 /// Registers a UIA endpoint: `uia_route!(router, Request, handler)`, where the handler is

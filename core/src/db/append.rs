@@ -290,6 +290,19 @@ impl<'a> RoomTxn<'a> {
                 self.pending_members.insert(target, m);
             }
         }
+        // Index relations (`m.relates_to`) so that `/relations`, threads and aggregations can
+        // find an event's children without scanning the room.
+        if let Some(rel) = pdu.content.get("m.relates_to") {
+            if let (Some(rel_type), Some(parent)) =
+                (rel.get("rel_type").and_then(Value::as_str), rel.get("event_id").and_then(Value::as_str))
+            {
+                self.batch.put(
+                    "relations",
+                    key(&[parent.as_bytes(), rel_type.as_bytes(), &pos_bytes(pos)]),
+                    event_id.as_bytes(),
+                );
+            }
+        }
         if let Some((device, txn_id)) = &ev.txn {
             self.batch.put(
                 "txn_ids",

@@ -4,7 +4,8 @@
 //! Layout (every key built with [`super::key`]):
 //! - `device_keys`: `user, device` → the device keys object exactly as uploaded (signatures cover
 //!   every field, so it is never re-serialised through a typed struct).
-//! - `one_time_keys`: `user, device, algorithm, upload seq (u64 BE), key name` → [`OneTimeKeyRecord`].
+//! - `one_time_keys`: `user, device, algorithm, upload seq (u64 BE), key name` →
+//!   [`OneTimeKeyRecord`].
 //!   The upload sequence makes a forward scan hand keys out in upload order.
 //! - `fallback_keys`: `user, device, algorithm` → [`FallbackKeyRecord`] (one per algorithm).
 //! - `key_changes`: `stream pos (u64 BE), user` → empty: whose device list changed when.
@@ -27,25 +28,46 @@ use crate::storage::{Batch, Direction, KeyRange};
 // ---------------------------------------------------------------------------------------------
 // Device identity keys
 
-pub async fn device_keys(hs: &Homeserver, user: &UserId, device: &DeviceId) -> Result<Option<Raw<DeviceKeys>>> {
-    hs.get_json("device_keys", &key(&[user.as_bytes(), device.as_bytes()])).await
+pub async fn device_keys(
+    hs: &Homeserver,
+    user: &UserId,
+    device: &DeviceId,
+) -> Result<Option<Raw<DeviceKeys>>> {
+    hs.get_json("device_keys", &key(&[user.as_bytes(), device.as_bytes()]))
+        .await
 }
 
 /// Every device of `user` that has uploaded identity keys.
-pub async fn all_device_keys(hs: &Homeserver, user: &UserId) -> Result<Vec<(OwnedDeviceId, Raw<DeviceKeys>)>> {
-    let rows = hs.scan_prefix("device_keys", &prefix(&[user.as_bytes()])).await?;
+pub async fn all_device_keys(
+    hs: &Homeserver,
+    user: &UserId,
+) -> Result<Vec<(OwnedDeviceId, Raw<DeviceKeys>)>> {
+    let rows = hs
+        .scan_prefix("device_keys", &prefix(&[user.as_bytes()]))
+        .await?;
     let user_prefix_len = prefix(&[user.as_bytes()]).len();
     rows.iter()
         .map(|(k, v)| {
-            let device = k.get(user_prefix_len..).ok_or_else(|| corrupt("device_keys key"))?;
+            let device = k
+                .get(user_prefix_len..)
+                .ok_or_else(|| corrupt("device_keys key"))?;
             let device = std::str::from_utf8(device).map_err(|_| corrupt("device_keys key"))?;
             Ok((OwnedDeviceId::from(device), from_json(v)?))
         })
         .collect()
 }
 
-pub fn put_device_keys(batch: &mut Batch, user: &UserId, device: &DeviceId, keys: &Raw<DeviceKeys>) {
-    batch.put("device_keys", key(&[user.as_bytes(), device.as_bytes()]), keys.json().get().as_bytes().to_vec());
+pub fn put_device_keys(
+    batch: &mut Batch,
+    user: &UserId,
+    device: &DeviceId,
+    keys: &Raw<DeviceKeys>,
+) {
+    batch.put(
+        "device_keys",
+        key(&[user.as_bytes(), device.as_bytes()]),
+        keys.json().get().as_bytes().to_vec(),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -77,13 +99,26 @@ fn otk_key(user: &UserId, device: &DeviceId, id: &OwnedOneTimeKeyId, seq: u64) -
 }
 
 /// Every unclaimed one-time key of the device, in storage order.
-pub async fn one_time_keys(hs: &Homeserver, user: &UserId, device: &DeviceId) -> Result<Vec<StoredOneTimeKey>> {
-    let rows = hs.scan_prefix("one_time_keys", &prefix(&[user.as_bytes(), device.as_bytes()])).await?;
+pub async fn one_time_keys(
+    hs: &Homeserver,
+    user: &UserId,
+    device: &DeviceId,
+) -> Result<Vec<StoredOneTimeKey>> {
+    let rows = hs
+        .scan_prefix(
+            "one_time_keys",
+            &prefix(&[user.as_bytes(), device.as_bytes()]),
+        )
+        .await?;
     rows.into_iter()
         .map(|(k, v)| {
             let record: OneTimeKeyRecord = from_json(&v)?;
             let seq = seq_of_otk_key(&k, &record).ok_or_else(|| corrupt("one_time_keys key"))?;
-            Ok(StoredOneTimeKey { storage_key: k, seq, record })
+            Ok(StoredOneTimeKey {
+                storage_key: k,
+                seq,
+                record,
+            })
         })
         .collect()
 }
@@ -95,8 +130,18 @@ fn seq_of_otk_key(storage_key: &[u8], record: &OneTimeKeyRecord) -> Option<u64> 
     pos_from(storage_key.get(..end)?)
 }
 
-pub fn put_one_time_key(batch: &mut Batch, user: &UserId, device: &DeviceId, seq: u64, record: &OneTimeKeyRecord) -> Result<()> {
-    batch.put("one_time_keys", otk_key(user, device, &record.id, seq), to_json(record)?);
+pub fn put_one_time_key(
+    batch: &mut Batch,
+    user: &UserId,
+    device: &DeviceId,
+    seq: u64,
+    record: &OneTimeKeyRecord,
+) -> Result<()> {
+    batch.put(
+        "one_time_keys",
+        otk_key(user, device, &record.id, seq),
+        to_json(record)?,
+    );
     Ok(())
 }
 
@@ -107,8 +152,15 @@ pub async fn oldest_one_time_key(
     device: &DeviceId,
     algorithm: &OneTimeKeyAlgorithm,
 ) -> Result<Option<(Vec<u8>, OneTimeKeyRecord)>> {
-    let p = prefix(&[user.as_bytes(), device.as_bytes(), algorithm.as_str().as_bytes()]);
-    let rows = hs.store.scan("one_time_keys", KeyRange::prefix(&p), Direction::Forward, 1).await?;
+    let p = prefix(&[
+        user.as_bytes(),
+        device.as_bytes(),
+        algorithm.as_str().as_bytes(),
+    ]);
+    let rows = hs
+        .store
+        .scan("one_time_keys", KeyRange::prefix(&p), Direction::Forward, 1)
+        .await?;
     match rows.into_iter().next() {
         Some((k, v)) => Ok(Some((k, from_json(&v)?))),
         None => Ok(None),
@@ -140,7 +192,11 @@ pub struct FallbackKeyRecord {
 }
 
 fn fallback_key(user: &UserId, device: &DeviceId, algorithm: &OneTimeKeyAlgorithm) -> Vec<u8> {
-    key(&[user.as_bytes(), device.as_bytes(), algorithm.as_str().as_bytes()])
+    key(&[
+        user.as_bytes(),
+        device.as_bytes(),
+        algorithm.as_str().as_bytes(),
+    ])
 }
 
 pub async fn fallback_key_for(
@@ -149,19 +205,36 @@ pub async fn fallback_key_for(
     device: &DeviceId,
     algorithm: &OneTimeKeyAlgorithm,
 ) -> Result<Option<FallbackKeyRecord>> {
-    hs.get_json("fallback_keys", &fallback_key(user, device, algorithm)).await
+    hs.get_json("fallback_keys", &fallback_key(user, device, algorithm))
+        .await
 }
 
-pub async fn fallback_keys(hs: &Homeserver, user: &UserId, device: &DeviceId) -> Result<Vec<FallbackKeyRecord>> {
-    hs.scan_prefix("fallback_keys", &prefix(&[user.as_bytes(), device.as_bytes()]))
-        .await?
-        .iter()
-        .map(|(_, v)| from_json(v))
-        .collect()
+pub async fn fallback_keys(
+    hs: &Homeserver,
+    user: &UserId,
+    device: &DeviceId,
+) -> Result<Vec<FallbackKeyRecord>> {
+    hs.scan_prefix(
+        "fallback_keys",
+        &prefix(&[user.as_bytes(), device.as_bytes()]),
+    )
+    .await?
+    .iter()
+    .map(|(_, v)| from_json(v))
+    .collect()
 }
 
-pub fn put_fallback_key(batch: &mut Batch, user: &UserId, device: &DeviceId, record: &FallbackKeyRecord) -> Result<()> {
-    batch.put("fallback_keys", fallback_key(user, device, &record.id.algorithm()), to_json(record)?);
+pub fn put_fallback_key(
+    batch: &mut Batch,
+    user: &UserId,
+    device: &DeviceId,
+    record: &FallbackKeyRecord,
+) -> Result<()> {
+    batch.put(
+        "fallback_keys",
+        fallback_key(user, device, &record.id.algorithm()),
+        to_json(record)?,
+    );
     Ok(())
 }
 
@@ -170,11 +243,19 @@ pub fn put_fallback_key(batch: &mut Batch, user: &UserId, device: &DeviceId, rec
 
 /// Records that `user`'s device list changed at stream position `pos`.
 pub fn record_key_change(batch: &mut Batch, pos: u64, user: &UserId) {
-    batch.put("key_changes", key(&[&pos_bytes(pos), user.as_bytes()]), Vec::new());
+    batch.put(
+        "key_changes",
+        key(&[&pos_bytes(pos), user.as_bytes()]),
+        Vec::new(),
+    );
 }
 
 /// Users whose device list changed at a position in `(after, upto]`.
-pub async fn key_changes_between(hs: &Homeserver, after: u64, upto: u64) -> Result<Vec<OwnedUserId>> {
+pub async fn key_changes_between(
+    hs: &Homeserver,
+    after: u64,
+    upto: u64,
+) -> Result<Vec<OwnedUserId>> {
     if upto <= after {
         return Ok(Vec::new());
     }
@@ -182,7 +263,10 @@ pub async fn key_changes_between(hs: &Homeserver, after: u64, upto: u64) -> Resu
         Bound::Included(pos_bytes(after.saturating_add(1)).to_vec()),
         Bound::Excluded(pos_bytes(upto.saturating_add(1)).to_vec()),
     );
-    let rows = hs.store.scan("key_changes", range, Direction::Forward, usize::MAX).await?;
+    let rows = hs
+        .store
+        .scan("key_changes", range, Direction::Forward, usize::MAX)
+        .await?;
     let mut users = Vec::new();
     for (k, _) in rows {
         // Position (8 bytes), NUL, user id.
@@ -207,15 +291,33 @@ pub struct ToDeviceRecord {
     pub content: Box<serde_json::value::RawValue>,
 }
 
-pub fn put_to_device(batch: &mut Batch, user: &UserId, device: &DeviceId, pos: u64, record: &ToDeviceRecord) -> Result<()> {
-    batch.put("to_device", key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(pos)]), to_json(record)?);
+pub fn put_to_device(
+    batch: &mut Batch,
+    user: &UserId,
+    device: &DeviceId,
+    pos: u64,
+    record: &ToDeviceRecord,
+) -> Result<()> {
+    batch.put(
+        "to_device",
+        key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(pos)]),
+        to_json(record)?,
+    );
     Ok(())
 }
 
 fn inbox_range(user: &UserId, device: &DeviceId, after: u64, upto: u64) -> KeyRange {
     KeyRange::new(
-        Bound::Included(key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(after.saturating_add(1))])),
-        Bound::Excluded(key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(upto.saturating_add(1))])),
+        Bound::Included(key(&[
+            user.as_bytes(),
+            device.as_bytes(),
+            &pos_bytes(after.saturating_add(1)),
+        ])),
+        Bound::Excluded(key(&[
+            user.as_bytes(),
+            device.as_bytes(),
+            &pos_bytes(upto.saturating_add(1)),
+        ])),
     )
 }
 
@@ -231,15 +333,42 @@ pub async fn to_device_between(
     if upto <= after {
         return Ok(Vec::new());
     }
-    let rows = hs.store.scan("to_device", inbox_range(user, device, after, upto), Direction::Forward, limit).await?;
+    let rows = hs
+        .store
+        .scan(
+            "to_device",
+            inbox_range(user, device, after, upto),
+            Direction::Forward,
+            limit,
+        )
+        .await?;
     rows.iter()
-        .map(|(k, v)| Ok((pos_from(k).ok_or_else(|| corrupt("to_device key"))?, from_json(v)?)))
+        .map(|(k, v)| {
+            Ok((
+                pos_from(k).ok_or_else(|| corrupt("to_device key"))?,
+                from_json(v)?,
+            ))
+        })
         .collect()
 }
 
 /// Deletes the device's messages with positions up to and including `upto`.
-pub async fn delete_to_device_upto(hs: &Homeserver, batch: &mut Batch, user: &UserId, device: &DeviceId, upto: u64) -> Result<()> {
-    let rows = hs.store.scan("to_device", inbox_range(user, device, 0, upto), Direction::Forward, usize::MAX).await?;
+pub async fn delete_to_device_upto(
+    hs: &Homeserver,
+    batch: &mut Batch,
+    user: &UserId,
+    device: &DeviceId,
+    upto: u64,
+) -> Result<()> {
+    let rows = hs
+        .store
+        .scan(
+            "to_device",
+            inbox_range(user, device, 0, upto),
+            Direction::Forward,
+            usize::MAX,
+        )
+        .await?;
     for (k, _) in rows {
         batch.delete("to_device", k);
     }
@@ -250,12 +379,25 @@ fn txn_key(sender: &UserId, device: &DeviceId, txn_id: &str) -> Vec<u8> {
     key(&[sender.as_bytes(), device.as_bytes(), txn_id.as_bytes()])
 }
 
-pub async fn to_device_txn_seen(hs: &Homeserver, sender: &UserId, device: &DeviceId, txn_id: &str) -> Result<bool> {
-    Ok(hs.store.get("to_device_txns", &txn_key(sender, device, txn_id)).await?.is_some())
+pub async fn to_device_txn_seen(
+    hs: &Homeserver,
+    sender: &UserId,
+    device: &DeviceId,
+    txn_id: &str,
+) -> Result<bool> {
+    Ok(hs
+        .store
+        .get("to_device_txns", &txn_key(sender, device, txn_id))
+        .await?
+        .is_some())
 }
 
 pub fn put_to_device_txn(batch: &mut Batch, sender: &UserId, device: &DeviceId, txn_id: &str) {
-    batch.put("to_device_txns", txn_key(sender, device, txn_id), Vec::new());
+    batch.put(
+        "to_device_txns",
+        txn_key(sender, device, txn_id),
+        Vec::new(),
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,11 +405,21 @@ pub fn put_to_device_txn(batch: &mut Batch, sender: &UserId, device: &DeviceId, 
 
 /// Deletes every E2EE record of the device: identity keys, one-time and fallback keys, its
 /// to-device inbox and the transaction ids it used. Returns whether it had identity keys.
-pub async fn delete_device(hs: &Homeserver, batch: &mut Batch, user: &UserId, device: &DeviceId) -> Result<bool> {
+pub async fn delete_device(
+    hs: &Homeserver,
+    batch: &mut Batch,
+    user: &UserId,
+    device: &DeviceId,
+) -> Result<bool> {
     let had_keys = device_keys(hs, user, device).await?.is_some();
     batch.delete("device_keys", key(&[user.as_bytes(), device.as_bytes()]));
     let device_prefix = prefix(&[user.as_bytes(), device.as_bytes()]);
-    for tree in ["one_time_keys", "fallback_keys", "to_device", "to_device_txns"] {
+    for tree in [
+        "one_time_keys",
+        "fallback_keys",
+        "to_device",
+        "to_device_txns",
+    ] {
         for (k, _) in hs.scan_prefix(tree, &device_prefix).await? {
             batch.delete(tree, k);
         }

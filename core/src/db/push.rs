@@ -17,7 +17,9 @@ use std::ops::Bound;
 
 use ruma::api::client::push::{Pusher, PusherIds};
 use ruma::events::push_rules::PushRulesEventContent;
-use ruma::events::room::power_levels::{RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource};
+use ruma::events::room::power_levels::{
+    RoomPowerLevels, RoomPowerLevelsEventContent, RoomPowerLevelsSource,
+};
 use ruma::push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
 use ruma::serde::Raw;
 use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId};
@@ -103,16 +105,21 @@ fn total_key(user: &UserId, room: &RoomId) -> Vec<u8> {
 /// Evaluates a newly appended event against the push rules of every local member other than
 /// its sender (and of a local user it invites), and records a notification for each one whose
 /// rules say `notify`. Runs inside the caller's write lock, writing into its batch.
-pub async fn evaluate_event(hs: &Homeserver, batch: &mut Batch, pdu: &Pdu, members: &[OwnedUserId]) -> Result<()> {
+pub async fn evaluate_event(
+    hs: &Homeserver,
+    batch: &mut Batch,
+    pdu: &Pdu,
+    members: &[OwnedUserId],
+) -> Result<()> {
     let mut targets: Vec<OwnedUserId> = members
         .iter()
         .filter(|u| u.server_name() == hs.server_name() && **u != pdu.sender)
         .cloned()
         .collect();
-    if let Some(invitee) = invited_local_user(hs, pdu) {
-        if !targets.contains(&invitee) {
-            targets.push(invitee);
-        }
+    if let Some(invitee) = invited_local_user(hs, pdu)
+        && !targets.contains(&invitee)
+    {
+        targets.push(invitee);
     }
     if targets.is_empty() {
         return Ok(());
@@ -128,9 +135,19 @@ pub async fn evaluate_event(hs: &Homeserver, batch: &mut Batch, pdu: &Pdu, membe
         let ruleset = rules(hs, &user).await?;
         let display_name = state_event(hs, &pdu.room_id, "m.room.member", user.as_str())
             .await?
-            .and_then(|m| m.content.get("displayname").and_then(Value::as_str).map(str::to_owned))
+            .and_then(|m| {
+                m.content
+                    .get("displayname")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
             .unwrap_or_default();
-        let mut ctx = PushConditionRoomCtx::new(pdu.room_id.clone(), member_count, user.clone(), display_name);
+        let mut ctx = PushConditionRoomCtx::new(
+            pdu.room_id.clone(),
+            member_count,
+            user.clone(),
+            display_name,
+        );
         if let Some(pl) = &power_levels {
             ctx = ctx.with_power_levels(pl.clone());
         }
@@ -171,21 +188,43 @@ async fn ignores(hs: &Homeserver, user: &UserId, sender: &UserId) -> Result<bool
 }
 
 /// The room's power levels as the `sender_notification_permission` condition needs them.
-async fn power_levels_ctx(hs: &Homeserver, room: &RoomId) -> Result<Option<PushConditionPowerLevelsCtx>> {
-    let Some(record) = room_record(hs, room).await? else { return Ok(None) };
-    let Some(rules) = record.version.rules() else { return Ok(None) };
+async fn power_levels_ctx(
+    hs: &Homeserver,
+    room: &RoomId,
+) -> Result<Option<PushConditionPowerLevelsCtx>> {
+    let Some(record) = room_record(hs, room).await? else {
+        return Ok(None);
+    };
+    let Some(rules) = record.version.rules() else {
+        return Ok(None);
+    };
     let mut creators = Vec::new();
     if let Some(create) = state_event(hs, room, "m.room.create", "").await? {
         creators.push(create.sender.clone());
-        if let Some(extra) = create.content.get("additional_creators").and_then(Value::as_array) {
-            creators.extend(extra.iter().filter_map(Value::as_str).filter_map(|s| OwnedUserId::try_from(s).ok()));
+        if let Some(extra) = create
+            .content
+            .get("additional_creators")
+            .and_then(Value::as_array)
+        {
+            creators.extend(
+                extra
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(|s| OwnedUserId::try_from(s).ok()),
+            );
         }
     }
     let content = state_event(hs, room, "m.room.power_levels", "")
         .await?
-        .and_then(|p| serde_json::from_value::<RoomPowerLevelsEventContent>(p.content.clone()).ok());
-    let source = content.map(RoomPowerLevelsSource::Original).unwrap_or_default();
-    Ok(Some(RoomPowerLevels::new(source, &rules.authorization, creators).into()))
+        .and_then(|p| {
+            serde_json::from_value::<RoomPowerLevelsEventContent>(p.content.clone()).ok()
+        });
+    let source = content
+        .map(RoomPowerLevelsSource::Original)
+        .unwrap_or_default();
+    Ok(Some(
+        RoomPowerLevels::new(source, &rules.authorization, creators).into(),
+    ))
 }
 
 async fn record_notification(
@@ -204,7 +243,11 @@ async fn record_notification(
     total.notify += 1;
     total.highlight += u64::from(rec.highlight);
     let total_bytes = to_json(&total)?;
-    batch.put("notifications", cumulative_key(user, &rec.room_id, pos), total_bytes.clone());
+    batch.put(
+        "notifications",
+        cumulative_key(user, &rec.room_id, pos),
+        total_bytes.clone(),
+    );
     batch.put("notifications", tk, total_bytes);
     batch.put("notifications", list_key(user, pos), to_json(rec)?);
     Ok(())
@@ -214,7 +257,15 @@ async fn record_notification(
 async fn counts_at(hs: &Homeserver, user: &UserId, room: &RoomId, pos: u64) -> Result<Counts> {
     let start = Bound::Included(prefix(&[b"c", user.as_bytes(), room.as_bytes()]));
     let end = Bound::Included(cumulative_key(user, room, pos));
-    let rows = hs.store.scan("notifications", KeyRange::new(start, end), Direction::Backward, 1).await?;
+    let rows = hs
+        .store
+        .scan(
+            "notifications",
+            KeyRange::new(start, end),
+            Direction::Backward,
+            1,
+        )
+        .await?;
     match rows.first() {
         Some((_, v)) => from_json(v),
         None => Ok(Counts::default()),
@@ -223,14 +274,28 @@ async fn counts_at(hs: &Homeserver, user: &UserId, room: &RoomId, pos: u64) -> R
 
 /// `(notification_count, highlight_count)` of the room for the user: notifications for events
 /// after the one their latest `m.read` / `m.read.private` receipt points to.
-pub async fn notification_counts(hs: &Homeserver, user: &UserId, room: &RoomId) -> Result<(u64, u64)> {
-    let total: Counts = hs.get_json("notifications", &total_key(user, room)).await?.unwrap_or_default();
+pub async fn notification_counts(
+    hs: &Homeserver,
+    user: &UserId,
+    room: &RoomId,
+) -> Result<(u64, u64)> {
+    let total: Counts = hs
+        .get_json("notifications", &total_key(user, room))
+        .await?
+        .unwrap_or_default();
     if total == Counts::default() {
         return Ok((0, 0));
     }
     let read_pos = crate::client::receipts::read_up_to(hs, user, room).await?;
-    let read = if read_pos == 0 { Counts::default() } else { counts_at(hs, user, room, read_pos).await? };
-    Ok((total.notify.saturating_sub(read.notify), total.highlight.saturating_sub(read.highlight)))
+    let read = if read_pos == 0 {
+        Counts::default()
+    } else {
+        counts_at(hs, user, room, read_pos).await?
+    };
+    Ok((
+        total.notify.saturating_sub(read.notify),
+        total.highlight.saturating_sub(read.highlight),
+    ))
 }
 
 /// One page of the user's notifications, newest first, older than position `before` when
@@ -252,7 +317,15 @@ pub async fn notifications_page(
     };
     let mut out: Vec<(u64, NotificationRecord)> = Vec::new();
     loop {
-        let rows = hs.store.scan("notifications", KeyRange::new(start.clone(), end.clone()), Direction::Backward, CHUNK).await?;
+        let rows = hs
+            .store
+            .scan(
+                "notifications",
+                KeyRange::new(start.clone(), end.clone()),
+                Direction::Backward,
+                CHUNK,
+            )
+            .await?;
         let exhausted = rows.len() < CHUNK;
         for (k, v) in &rows {
             let rec: NotificationRecord = from_json(v)?;
@@ -263,7 +336,8 @@ pub async fn notifications_page(
                 let next = out.last().map(|(p, _)| *p);
                 return Ok((out, next));
             }
-            let pos = pos_from(k).ok_or_else(|| MatrixError::unknown("corrupt notification key"))?;
+            let pos =
+                pos_from(k).ok_or_else(|| MatrixError::unknown("corrupt notification key"))?;
             out.push((pos, rec));
         }
         match rows.last() {
@@ -285,11 +359,21 @@ pub struct PusherRecord {
 }
 
 fn pusher_key(user: &UserId, ids: &PusherIds) -> Vec<u8> {
-    key(&[b"u", user.as_bytes(), ids.app_id.as_bytes(), ids.pushkey.as_bytes()])
+    key(&[
+        b"u",
+        user.as_bytes(),
+        ids.app_id.as_bytes(),
+        ids.pushkey.as_bytes(),
+    ])
 }
 
 fn holder_key(ids: &PusherIds, user: &UserId) -> Vec<u8> {
-    key(&[b"k", ids.app_id.as_bytes(), ids.pushkey.as_bytes(), user.as_bytes()])
+    key(&[
+        b"k",
+        ids.app_id.as_bytes(),
+        ids.pushkey.as_bytes(),
+        user.as_bytes(),
+    ])
 }
 
 pub async fn pushers(hs: &Homeserver, user: &UserId) -> Result<Vec<PusherRecord>> {
@@ -302,15 +386,24 @@ pub async fn pushers(hs: &Homeserver, user: &UserId) -> Result<Vec<PusherRecord>
 
 /// Creates or replaces a pusher. Unless `append`, the same app id and pushkey registered by
 /// other users is removed, as the spec asks.
-pub async fn set_pusher(hs: &Homeserver, user: &UserId, device: Option<OwnedDeviceId>, pusher: Pusher, append: bool) -> Result<()> {
+pub async fn set_pusher(
+    hs: &Homeserver,
+    user: &UserId,
+    device: Option<OwnedDeviceId>,
+    pusher: Pusher,
+    append: bool,
+) -> Result<()> {
     let _g = hs.write_lock().await;
     let mut batch = Batch::new();
     let ids = pusher.ids.clone();
     if !append {
         let holders = prefix(&[b"k", ids.app_id.as_bytes(), ids.pushkey.as_bytes()]);
         for (k, _) in hs.scan_prefix("pushers", &holders).await? {
-            let other = String::from_utf8_lossy(k.get(holders.len()..).unwrap_or_default()).into_owned();
-            let Ok(other) = OwnedUserId::try_from(other) else { continue };
+            let other =
+                String::from_utf8_lossy(k.get(holders.len()..).unwrap_or_default()).into_owned();
+            let Ok(other) = OwnedUserId::try_from(other) else {
+                continue;
+            };
             if other != user {
                 batch.delete("pushers", pusher_key(&other, &ids));
                 batch.delete("pushers", k);
@@ -318,7 +411,14 @@ pub async fn set_pusher(hs: &Homeserver, user: &UserId, device: Option<OwnedDevi
         }
     }
     batch.put("pushers", holder_key(&ids, user), Vec::new());
-    batch.put("pushers", pusher_key(user, &ids), to_json(&PusherRecord { pusher, device_id: device })?);
+    batch.put(
+        "pushers",
+        pusher_key(user, &ids),
+        to_json(&PusherRecord {
+            pusher,
+            device_id: device,
+        })?,
+    );
     hs.store.write(batch).await?;
     Ok(())
 }
@@ -335,7 +435,12 @@ pub async fn delete_pusher(hs: &Homeserver, user: &UserId, ids: &PusherIds) -> R
 
 /// Adds to `batch` the removal of every pusher the device registered (for device deletion and
 /// logout).
-pub async fn delete_device_pushers(hs: &Homeserver, batch: &mut Batch, user: &UserId, device: &str) -> Result<()> {
+pub async fn delete_device_pushers(
+    hs: &Homeserver,
+    batch: &mut Batch,
+    user: &UserId,
+    device: &str,
+) -> Result<()> {
     for rec in pushers(hs, user).await? {
         if rec.device_id.as_deref().map(|d| d.as_str()) == Some(device) {
             batch.delete("pushers", pusher_key(user, &rec.pusher.ids));

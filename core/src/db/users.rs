@@ -82,12 +82,21 @@ pub fn put_user(batch: &mut Batch, user_id: &UserId, rec: &UserRecord) -> Result
     Ok(())
 }
 
-pub async fn get_device(hs: &Homeserver, user_id: &UserId, device_id: &str) -> Result<Option<DeviceRecord>> {
-    hs.get_json("devices", &key(&[user_id.as_bytes(), device_id.as_bytes()])).await
+pub async fn get_device(
+    hs: &Homeserver,
+    user_id: &UserId,
+    device_id: &str,
+) -> Result<Option<DeviceRecord>> {
+    hs.get_json("devices", &key(&[user_id.as_bytes(), device_id.as_bytes()]))
+        .await
 }
 
 pub fn put_device(batch: &mut Batch, user_id: &UserId, rec: &DeviceRecord) -> Result<()> {
-    batch.put("devices", key(&[user_id.as_bytes(), rec.device_id.as_bytes()]), to_json(rec)?);
+    batch.put(
+        "devices",
+        key(&[user_id.as_bytes(), rec.device_id.as_bytes()]),
+        to_json(rec)?,
+    );
     Ok(())
 }
 
@@ -108,14 +117,20 @@ pub fn put_token(batch: &mut Batch, token: &str, rec: &TokenRecord) -> Result<()
 /// E2EE keys as well.
 pub fn delete_device(hs: &Homeserver, batch: &mut Batch, user_id: &UserId, dev: &DeviceRecord) {
     revoke_tokens(hs, batch, dev);
-    batch.delete("devices", key(&[user_id.as_bytes(), dev.device_id.as_bytes()]));
+    batch.delete(
+        "devices",
+        key(&[user_id.as_bytes(), dev.device_id.as_bytes()]),
+    );
 }
 
 /// Revokes the device's access token and every refresh token that could mint a new one.
 fn revoke_tokens(hs: &Homeserver, batch: &mut Batch, dev: &DeviceRecord) {
     batch.delete("tokens", dev.access_token.as_bytes().to_vec());
     hs.caches.tokens.borrow_mut().remove(&dev.access_token);
-    for rt in [&dev.refresh_token, &dev.previous_refresh_token].into_iter().flatten() {
+    for rt in [&dev.refresh_token, &dev.previous_refresh_token]
+        .into_iter()
+        .flatten()
+    {
         batch.delete("refresh_tokens", rt.as_bytes().to_vec());
     }
 }
@@ -127,7 +142,10 @@ async fn token_record(hs: &Homeserver, token: &str) -> Result<Option<TokenRecord
     }
     let rec: Option<TokenRecord> = hs.get_json("tokens", token.as_bytes()).await?;
     if let Some(rec) = &rec {
-        hs.caches.tokens.borrow_mut().insert(token.to_owned(), rec.clone());
+        hs.caches
+            .tokens
+            .borrow_mut()
+            .insert(token.to_owned(), rec.clone());
     }
     Ok(rec)
 }
@@ -138,15 +156,21 @@ fn unknown_token() -> MatrixError {
 
 pub async fn session_for_token(hs: &Homeserver, token: &str) -> Result<Session> {
     let rec = token_record(hs, token).await?.ok_or_else(unknown_token)?;
-    if let Some(exp) = rec.expires_at {
-        if hs.now_ms() >= exp {
-            return Err(MatrixError::unknown_token("access token has expired").with("soft_logout", true.into()));
-        }
+    if let Some(exp) = rec.expires_at
+        && hs.now_ms() >= exp
+    {
+        return Err(
+            MatrixError::unknown_token("access token has expired").with("soft_logout", true.into())
+        );
     }
     if let Some(old) = &rec.revokes_refresh_token {
         revoke_replaced_refresh_token(hs, token, old).await?;
     }
-    Ok(Session { user_id: rec.user_id, device_id: rec.device_id, access_token: token.to_owned() })
+    Ok(Session {
+        user_id: rec.user_id,
+        device_id: rec.device_id,
+        access_token: token.to_owned(),
+    })
 }
 
 /// The first use of an access token minted by `/refresh` proves that the client holds the new
@@ -154,7 +178,10 @@ pub async fn session_for_token(hs: &Homeserver, token: &str) -> Result<Session> 
 async fn revoke_replaced_refresh_token(hs: &Homeserver, token: &str, old: &str) -> Result<()> {
     let _g = hs.write_lock().await;
     // Re-read under the lock: the device may have been deleted or refreshed in the meantime.
-    let Some(mut rec) = hs.get_json::<TokenRecord>("tokens", token.as_bytes()).await? else {
+    let Some(mut rec) = hs
+        .get_json::<TokenRecord>("tokens", token.as_bytes())
+        .await?
+    else {
         hs.caches.tokens.borrow_mut().remove(token);
         return Err(unknown_token());
     };
@@ -163,11 +190,11 @@ async fn revoke_replaced_refresh_token(hs: &Homeserver, token: &str, old: &str) 
     }
     let mut batch = Batch::new();
     batch.delete("refresh_tokens", old.as_bytes().to_vec());
-    if let Some(mut dev) = get_device(hs, &rec.user_id, rec.device_id.as_str()).await? {
-        if dev.previous_refresh_token.as_deref() == Some(old) {
-            dev.previous_refresh_token = None;
-            put_device(&mut batch, &rec.user_id, &dev)?;
-        }
+    if let Some(mut dev) = get_device(hs, &rec.user_id, rec.device_id.as_str()).await?
+        && dev.previous_refresh_token.as_deref() == Some(old)
+    {
+        dev.previous_refresh_token = None;
+        put_device(&mut batch, &rec.user_id, &dev)?;
     }
     rec.revokes_refresh_token = None;
     put_token(&mut batch, token, &rec)?;
@@ -181,11 +208,17 @@ async fn revoke_replaced_refresh_token(hs: &Homeserver, token: &str, old: &str) 
 /// response can try again; any other token is refused with `M_UNKNOWN_TOKEN`.
 pub async fn refresh(hs: &Homeserver, refresh_token: &str) -> Result<IssuedTokens> {
     let invalid = || {
-        MatrixError::unknown_token("unknown or already used refresh token").with("soft_logout", false.into())
+        MatrixError::unknown_token("unknown or already used refresh token")
+            .with("soft_logout", false.into())
     };
     let _g = hs.write_lock().await;
-    let rec: RefreshTokenRecord = hs.get_json("refresh_tokens", refresh_token.as_bytes()).await?.ok_or_else(invalid)?;
-    let mut dev = get_device(hs, &rec.user_id, rec.device_id.as_str()).await?.ok_or_else(invalid)?;
+    let rec: RefreshTokenRecord = hs
+        .get_json("refresh_tokens", refresh_token.as_bytes())
+        .await?
+        .ok_or_else(invalid)?;
+    let mut dev = get_device(hs, &rec.user_id, rec.device_id.as_str())
+        .await?
+        .ok_or_else(invalid)?;
     let mut batch = Batch::new();
     if dev.refresh_token.as_deref() == Some(refresh_token) {
         // The client moved on to this token, so the one it replaced can no longer be wanted.
@@ -203,7 +236,14 @@ pub async fn refresh(hs: &Homeserver, refresh_token: &str) -> Result<IssuedToken
     batch.delete("tokens", dev.access_token.as_bytes().to_vec());
     hs.caches.tokens.borrow_mut().remove(&dev.access_token);
     dev.previous_refresh_token = Some(refresh_token.to_owned());
-    let issued = mint_tokens(hs, &mut batch, &rec.user_id, &mut dev, true, Some(refresh_token.to_owned()))?;
+    let issued = mint_tokens(
+        hs,
+        &mut batch,
+        &rec.user_id,
+        &mut dev,
+        true,
+        Some(refresh_token.to_owned()),
+    )?;
     put_device(&mut batch, &rec.user_id, &dev)?;
     hs.commit(batch).await?;
     Ok(issued)
@@ -236,7 +276,11 @@ fn mint_tokens(
 ) -> Result<IssuedTokens> {
     let access_token = format!("syt_{}", hs.random_string(32));
     // Only tokens that can be refreshed expire; others live until logout.
-    let expires_in_ms = if with_refresh { hs.config.access_token_lifetime_ms } else { None };
+    let expires_in_ms = if with_refresh {
+        hs.config.access_token_lifetime_ms
+    } else {
+        None
+    };
     put_token(
         batch,
         &access_token,
@@ -249,7 +293,10 @@ fn mint_tokens(
     )?;
     let refresh_token = if with_refresh {
         let rt = format!("syr_{}", hs.random_string(32));
-        let rec = RefreshTokenRecord { user_id: user_id.to_owned(), device_id: dev.device_id.clone() };
+        let rec = RefreshTokenRecord {
+            user_id: user_id.to_owned(),
+            device_id: dev.device_id.clone(),
+        };
         batch.put("refresh_tokens", rt.as_bytes(), to_json(&rec)?);
         Some(rt)
     } else {
@@ -257,7 +304,11 @@ fn mint_tokens(
     };
     dev.access_token = access_token.clone();
     dev.refresh_token = refresh_token.clone();
-    Ok(IssuedTokens { access_token, refresh_token, expires_in_ms })
+    Ok(IssuedTokens {
+        access_token,
+        refresh_token,
+        expires_in_ms,
+    })
 }
 
 /// The local user that a login or an `m.id.user` identifier names: a bare localpart or a full
@@ -276,7 +327,10 @@ pub fn local_user_id(hs: &Homeserver, name: &str) -> Option<OwnedUserId> {
 }
 
 /// The user's third-party identifiers (tree `threepids`, key `user, medium, address`).
-pub async fn list_threepids(hs: &Homeserver, user_id: &UserId) -> Result<Vec<ThirdPartyIdentifier>> {
+pub async fn list_threepids(
+    hs: &Homeserver,
+    user_id: &UserId,
+) -> Result<Vec<ThirdPartyIdentifier>> {
     hs.scan_prefix("threepids", &prefix(&[user_id.as_bytes()]))
         .await?
         .iter()
@@ -287,7 +341,8 @@ pub async fn list_threepids(hs: &Homeserver, user_id: &UserId) -> Result<Vec<Thi
 pub fn hash_password(hs: &Homeserver, password: &str) -> Result<String> {
     let mut salt = [0u8; 16];
     hs.world.fill_random(&mut salt);
-    let salt = SaltString::encode_b64(&salt).map_err(|e| MatrixError::unknown(format!("salt: {e}")))?;
+    let salt =
+        SaltString::encode_b64(&salt).map_err(|e| MatrixError::unknown(format!("salt: {e}")))?;
     argon2(hs)?
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
@@ -295,9 +350,13 @@ pub fn hash_password(hs: &Homeserver, password: &str) -> Result<String> {
 }
 
 pub fn verify_password(hs: &Homeserver, hash: &str, password: &str) -> bool {
-    let Ok(parsed) = PasswordHash::new(hash) else { return false };
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
     // The parameters stored in the hash win over the configured ones.
-    argon2(hs).map(|a| a.verify_password(password.as_bytes(), &parsed).is_ok()).unwrap_or(false)
+    argon2(hs)
+        .map(|a| a.verify_password(password.as_bytes(), &parsed).is_ok())
+        .unwrap_or(false)
 }
 
 fn argon2(hs: &Homeserver) -> Result<Argon2<'static>> {
@@ -321,7 +380,9 @@ pub async fn fresh_device_id(hs: &Homeserver, user_id: &UserId) -> Result<OwnedD
 pub fn check_device_id(id: &DeviceId) -> Result<()> {
     let s = id.as_str();
     if s.is_empty() || s.len() > 255 || s.chars().any(char::is_control) {
-        return Err(MatrixError::invalid_param("device_id must be 1 to 255 bytes without control characters"));
+        return Err(MatrixError::invalid_param(
+            "device_id must be 1 to 255 bytes without control characters",
+        ));
     }
     Ok(())
 }
@@ -335,7 +396,8 @@ pub fn new_device(
     display_name: Option<String>,
     with_refresh: bool,
 ) -> Result<(DeviceRecord, IssuedTokens)> {
-    let device_id = device_id.unwrap_or_else(|| OwnedDeviceId::from(hs.random_string(10).to_uppercase()));
+    let device_id =
+        device_id.unwrap_or_else(|| OwnedDeviceId::from(hs.random_string(10).to_uppercase()));
     let mut dev = DeviceRecord {
         device_id,
         display_name,

@@ -1,0 +1,134 @@
+// Page-side bootstrap of the in-browser homeserver. Include it as
+//   <script type="module" src="/hearth.js"></script>
+// It starts (or joins) the SharedWorker that runs the server, registers the service worker
+// that answers same-origin `/_matrix/...` requests, and hands the service worker a
+// MessagePort to the server whenever it needs one (first load, and after every restart of
+// the service worker, which the browser does whenever it likes).
+//
+// window.hearth = {
+//   ready: Promise<{serverName}>   resolves once fetch('/_matrix/client/versions') answers 200
+//                                  through the service worker
+//   status(): Promise<{serverName, version, storageBytes, users, rooms, relay,
+//                      instanceId, startedAt, ready, error}>
+//   onerror: null | (error: {kind, message}) => void   storage and start-up problems
+//   lastError: null | {kind, message}
+// }
+// Errors are also dispatched on window as a 'hearth-error' CustomEvent (detail = error).
+
+const WORKER_URL = '/server-worker.js';
+const WORKER_NAME = 'hearth-server';
+const SW_URL = '/sw.js';
+const STATUS_TIMEOUT_MS = 10000;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+const hearth = {
+  ready: null,
+  status,
+  onerror: null,
+  lastError: null,
+};
+window.hearth = hearth;
+
+let worker = null;
+let nextStatusId = 1;
+const statusWaiters = new Map();
+
+function reportError(error) {
+  hearth.lastError = error;
+  try {
+    hearth.onerror?.(error);
+  } finally {
+    window.dispatchEvent(new CustomEvent('hearth-error', { detail: error }));
+  }
+}
+
+function startWorker() {
+  worker = new SharedWorker(WORKER_URL, { type: 'module', name: WORKER_NAME });
+  worker.onerror = () => reportError({ kind: 'load', message: 'the server worker failed to load' });
+  worker.port.onmessage = (event) => {
+    const message = event.data;
+    if (message?.type === 'status') {
+      statusWaiters.get(message.id)?.(message.status);
+      statusWaiters.delete(message.id);
+    } else if (message?.type === 'error') {
+      reportError(message.error);
+    } else if (message?.type === 'hello' && message.error) {
+      reportError(message.error);
+    } else if (message?.type === 'ready') {
+      hearth.lastError = null;
+    }
+  };
+}
+
+/** Gives `target` (a service worker) a fresh channel to the server. */
+function providePort(target) {
+  if (!worker || !target) return;
+  const { port1, port2 } = new MessageChannel();
+  worker.port.postMessage({ type: 'attach-sw' }, [port1]);
+  target.postMessage({ type: 'hearth-port' }, [port2]);
+}
+
+function status() {
+  if (!worker) return Promise.reject(new Error('the Hearth server worker is not running'));
+  const id = nextStatusId++;
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      statusWaiters.delete(id);
+      reject(new Error('the Hearth server did not answer'));
+    }, STATUS_TIMEOUT_MS);
+    statusWaiters.set(id, (s) => {
+      clearTimeout(timer);
+      resolve(s);
+    });
+    worker.port.postMessage({ type: 'status', id });
+  });
+}
+
+function controllerChanged() {
+  return new Promise((resolve) =>
+    navigator.serviceWorker.addEventListener('controllerchange', resolve, { once: true }),
+  );
+}
+
+async function boot() {
+  if (!('serviceWorker' in navigator) || typeof SharedWorker === 'undefined' || !navigator.locks) {
+    throw new Error('this browser lacks service workers, shared workers or Web Locks');
+  }
+  startWorker();
+
+  const sw = navigator.serviceWorker;
+  sw.addEventListener('message', (event) => {
+    if (event.data?.type === 'hearth-need-port') providePort(event.source);
+  });
+  sw.startMessages();
+
+  const registration = await sw.register(SW_URL, { type: 'module', scope: '/' });
+  await sw.ready;
+  if (!sw.controller) {
+    // First load: the worker claims us on activation. A hard reload bypasses the worker
+    // altogether; ask it to claim us again.
+    const changed = controllerChanged();
+    registration.active?.postMessage({ type: 'hearth-claim' });
+    await Promise.race([changed, sleep(5000)]);
+    if (!sw.controller) throw new Error('the service worker did not take control of this page');
+  }
+  providePort(sw.controller);
+  // A service-worker update replaces the controller; give the new one a port right away.
+  sw.addEventListener('controllerchange', () => providePort(sw.controller));
+
+  for (let attempt = 0; ; attempt++) {
+    try {
+      const response = await fetch('/_matrix/client/versions', { cache: 'no-store' });
+      if (response.ok) break;
+    } catch {
+      // The service worker restarting mid-request; try again.
+    }
+    await sleep(Math.min(50 * 2 ** attempt, 1000));
+  }
+  const s = await status();
+  return { serverName: s.serverName };
+}
+
+hearth.ready = boot();
+hearth.ready.catch((e) => reportError({ kind: 'boot', message: String(e?.message ?? e) }));
