@@ -15,8 +15,10 @@ pub mod testing;
 pub mod world;
 
 use std::cell::Cell;
+use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
+use futures::FutureExt;
 use futures::lock::{Mutex, MutexGuard};
 use http::{Method, Request, Response, StatusCode};
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName};
@@ -241,7 +243,16 @@ impl Homeserver {
         match self.router.lookup(req.method(), &path) {
             Lookup::Found(handler, args) => {
                 let handler = handler.clone();
-                handler(self.clone(), req, args).await
+                // A panic (ruma's deserializers have a few on malformed bodies) must not take
+                // the server down natively; the bad-input test sweeps every route so that none
+                // is left for the browser, where a panic cannot be caught.
+                match AssertUnwindSafe(handler(self.clone(), req, args)).catch_unwind().await {
+                    Ok(resp) => resp,
+                    Err(_) => {
+                        tracing::error!(%path, "request handler panicked");
+                        MatrixError::unknown("internal error: the request handler panicked").into_response()
+                    }
+                }
             }
             Lookup::WrongMethod => MatrixError::method_not_allowed().into_response(),
             Lookup::NotFound => MatrixError::unrecognized(format!("unrecognized endpoint {path}")).into_response(),

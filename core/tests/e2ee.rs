@@ -788,6 +788,40 @@ async fn to_device_inbox_pages_by_limit_and_is_deleted_on_ack() {
 }
 
 #[tokio::test]
+async fn messages_beyond_the_sync_limit_survive_the_next_ack() {
+    let (hs, _) = test_server(1).await;
+    let alice = user(&hs, "alice").await;
+    let bob = user(&hs, "bob").await;
+    for i in 0..5 {
+        let msg = json!({ bob.user_id.clone(): { bob.device_id.clone(): { "i": i } } });
+        send_to_device(&alice, &format!("t{i}"), msg).await;
+    }
+    let (bob_id, bob_dev) = (uid(&bob), did(&bob));
+    // A sync hands out two, and its token covers all five.
+    let (page, _) = to_device::to_device_since(&hs, &bob_id, bob_dev, 0, 2)
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 2);
+    let token = hs.current_pos();
+    // The next sync acknowledges up to its `since` and must still get the other three.
+    to_device::ack_to_device(&hs, &bob_id, bob_dev, token)
+        .await
+        .unwrap();
+    let (rest, _) = to_device::to_device_since(&hs, &bob_id, bob_dev, token, 100)
+        .await
+        .unwrap();
+    let order: Vec<Value> = rest
+        .iter()
+        .map(|e| serde_json::from_str::<Value>(e.json().get()).unwrap()["content"]["i"].clone())
+        .collect();
+    assert_eq!(order, vec![json!(2), json!(3), json!(4)]);
+    to_device::ack_to_device(&hs, &bob_id, bob_dev, hs.current_pos())
+        .await
+        .unwrap();
+    assert!(inbox(&hs, &bob, 0).await.0.is_empty());
+}
+
+#[tokio::test]
 async fn to_device_skips_unknown_devices_and_refuses_bad_bodies() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;

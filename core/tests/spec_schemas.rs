@@ -14,9 +14,44 @@ use hearth_core::testing::{TestClient, TestResponse, enc, test_server};
 use http::Method;
 use serde_json::{Value, json};
 
-use spec::Spec;
+use spec::{Spec, Violation};
 
 const PASSWORD: &str = "correct horse battery staple";
+
+/// A violation that is understood: the spec's schema is wrong, or the server departs from it on
+/// purpose. Such a response is still validated (the validator is never loosened); the scenario
+/// asks for it with [`Harness::call_known`], which fails once the violation stops occurring.
+struct Known {
+    endpoint: &'static str,
+    status: u16,
+    /// A part of the validator's reason.
+    reason: &'static str,
+    why: &'static str,
+}
+
+/// rooms.yaml: `oneOf: [{type: object}, StateEvent]`. Every event is also an object, so a correct
+/// `?format=event` answer matches both branches and fails `oneOf`; the schema needs `anyOf`.
+const STATE_FORMAT_EVENT_ONEOF: Known = Known {
+    endpoint: "GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}",
+    status: 200,
+    reason: "is valid under more than one of the schemas listed in the 'oneOf' keyword",
+    why: "spec erratum: rooms.yaml's oneOf [object, StateEvent] overlaps; a state event matches both",
+};
+
+/// voip.yaml requires `username`, `password`, `uris` and `ttl`. Hearth has no TURN server and
+/// answers `{}` on purpose (core/src/client/misc.rs: matrix-js-sdk copes best with it).
+const TURN_SERVER_EMPTY: Known = Known {
+    endpoint: "GET /_matrix/client/v3/voip/turnServer",
+    status: 200,
+    reason: "is a required property",
+    why: "deliberate deviation: no TURN server, `{}` instead of credentials",
+};
+
+impl Known {
+    fn matches(&self, v: &Violation) -> bool {
+        v.endpoint == self.endpoint && v.status == self.status && v.reason.contains(self.reason)
+    }
+}
 
 /// Sends requests and validates every response against the spec, collecting violations so that
 /// one run reports all of them.
@@ -25,11 +60,13 @@ struct Harness {
     problems: RefCell<Vec<String>>,
     /// `status METHOD /template` of every validated response.
     covered: RefCell<BTreeSet<String>>,
+    /// Known violations seen, for the summary.
+    known_seen: RefCell<Vec<String>>,
 }
 
 impl Harness {
     fn new() -> Self {
-        Self { spec: Spec::load(), problems: RefCell::default(), covered: RefCell::default() }
+        Self { spec: Spec::load(), problems: RefCell::default(), covered: RefCell::default(), known_seen: RefCell::default() }
     }
 
     async fn call(&self, c: &TestClient, method: Method, path: &str, body: Option<Value>) -> TestResponse {
@@ -45,13 +82,38 @@ impl Harness {
     }
 
     fn check(&self, method: &Method, path: &str, r: &TestResponse) {
+        self.check_with(method, path, r, None);
+    }
+
+    fn check_with(&self, method: &Method, path: &str, r: &TestResponse, known: Option<&Known>) {
         let status = r.status.as_u16();
-        if let Err(lines) = self.spec.validate(method, path, status, &r.raw) {
-            self.problems.borrow_mut().extend(lines);
+        let violations = self.spec.validate(method, path, status, &r.raw).err().unwrap_or_default();
+        let mut problems = self.problems.borrow_mut();
+        if let Some(known) = known {
+            let (expected, other): (Vec<Violation>, Vec<Violation>) = violations.into_iter().partition(|v| known.matches(v));
+            if expected.is_empty() {
+                problems.push(format!(
+                    "{method} {path} → {status}: the known violation ({}) no longer occurs; drop it from the test",
+                    known.why
+                ));
+            }
+            for v in expected {
+                self.known_seen.borrow_mut().push(format!("{v} [{}]", known.why));
+            }
+            problems.extend(other.iter().map(Violation::to_string));
+        } else {
+            problems.extend(violations.iter().map(Violation::to_string));
         }
         for op in self.spec.find(method, path) {
             self.covered.borrow_mut().insert(format!("{status} {}", op.key()));
         }
+    }
+
+    /// Calls an endpoint whose answer violates the spec in the known way `known`, and in no other.
+    async fn call_known(&self, known: &Known, c: &TestClient, method: Method, path: &str, body: Option<Value>) -> TestResponse {
+        let r = c.request(method.clone(), path, body).await;
+        self.check_with(&method, path, &r, Some(known));
+        r
     }
 
     /// Calls and requires `200`, returning the body.
@@ -91,6 +153,9 @@ impl Harness {
             if covered.iter().any(|c| c.ends_with(op.as_str())) {
                 println!("  note: {op}: {target} (referenced by {from}) is not in the spec copy; checked as any value");
             }
+        }
+        for k in self.known_seen.borrow().iter() {
+            println!("  known: {k}");
         }
         let problems = self.problems.borrow();
         assert!(problems.is_empty(), "{scenario}: {} spec violations:\n{}", problems.len(), problems.join("\n"));
@@ -164,9 +229,9 @@ async fn room_responses_match_the_spec() {
     h.get(&alice, &room_path(&room, "messages?dir=f")).await;
     h.get(&alice, &room_path(&room, "state")).await;
     h.get(&alice, &room_path(&room, "state/m.room.topic/")).await;
-    h.get(&alice, &room_path(&room, "state/m.room.topic")).await;
     h.get(&alice, &room_path(&room, "state/org.example.custom/somekey")).await;
-    h.get(&alice, &room_path(&room, "state/m.room.topic/?format=event")).await;
+    let r = h.call_known(&STATE_FORMAT_EVENT_ONEOF, &alice, Method::GET, &room_path(&room, "state/m.room.topic/?format=event"), None).await;
+    assert_eq!(r.assert_ok()["type"], "m.room.topic", "format=event returns the whole event");
     h.get(&alice, &room_path(&room, "members")).await;
     h.get(&alice, &room_path(&room, "members?membership=join")).await;
     h.get(&alice, &room_path(&room, "joined_members")).await;
@@ -206,7 +271,9 @@ async fn room_responses_match_the_spec() {
     h.err(&alice, Method::GET, &room_path(&room, "state/m.room.avatar/"), None, 404, "M_NOT_FOUND").await;
     h.err(&bob, Method::PUT, &room_path(&room, "send/m.room.message/t9"), Some(json!({"msgtype": "m.text", "body": "x"})), 403, "M_FORBIDDEN")
         .await;
-    h.err(&bob, Method::GET, &room_path(&room, "members"), None, 403, "M_FORBIDDEN").await;
+    let outsider = TestClient::register(&hs, "outsider").await;
+    h.err(&outsider, Method::GET, &room_path(&room, "members"), None, 403, "M_FORBIDDEN").await;
+    h.err(&outsider, Method::GET, &room_path(&room, &format!("event/{}", enc(&first))), None, 404, "M_NOT_FOUND").await;
     h.err(&alice, Method::POST, &room_path(&nowhere, "join"), Some(json!({})), 404, "M_NOT_FOUND").await;
     h.err(&alice, Method::POST, "/_matrix/client/v3/createRoom", Some(json!({"room_version": "999"})), 400, "M_UNSUPPORTED_ROOM_VERSION")
         .await;
@@ -276,6 +343,7 @@ async fn sync_responses_match_the_spec() {
     .await;
     let incremental = sync(&h, &alice, &format!("&since={}", enc(&since))).await;
     assert!(incremental["rooms"]["join"][&room].is_object(), "the room's news is in the incremental sync: {incremental}");
+    eprintln!("DEBUG {incremental:#}");
     sync(&h, &alice, &format!("&since={}&filter={}", enc(&since), enc(&filter_id))).await;
     sync(&h, &alice, "&full_state=true&set_presence=unavailable").await;
     sync(&h, &alice, &format!("&filter={}", enc(r#"{"room":{"timeline":{"limit":1}}}"#))).await;
@@ -378,7 +446,7 @@ async fn account_and_session_responses_match_the_spec() {
     h.get(&dave, "/_matrix/client/v3/account/whoami").await;
     h.get(&dave, "/_matrix/client/v3/account/3pid").await;
     h.get(&dave, "/_matrix/client/v3/capabilities").await;
-    h.get(&dave, "/_matrix/client/v3/voip/turnServer").await;
+    h.call_known(&TURN_SERVER_EMPTY, &dave, Method::GET, "/_matrix/client/v3/voip/turnServer", None).await.assert_ok();
     h.get(&dave, "/_matrix/client/v3/thirdparty/protocols").await;
 
     // Devices, with the UIA challenge on deletion.
@@ -548,4 +616,84 @@ async fn push_responses_match_the_spec() {
     h.get(&alice, "/_matrix/client/v3/notifications").await;
     h.get(&alice, "/_matrix/client/v3/notifications?limit=1&only=highlight").await;
     h.finish("push");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The harness itself: the loader finds what the spec says, and the validator rejects what the
+// spec forbids (so that a clean run above means something).
+
+fn violations(spec: &Spec, method: Method, path: &str, status: u16, body: &Value) -> Vec<Violation> {
+    spec.validate(&method, path, status, &serde_json::to_vec(body).expect("JSON")).err().unwrap_or_default()
+}
+
+#[test]
+fn missing_spec_directory_is_an_error_naming_the_override() {
+    let dir = std::env::temp_dir().join("hearth-no-spec-here");
+    let err = Spec::load_from(&dir).err().expect("a missing spec must not load");
+    assert!(err.contains("HEARTH_SPEC_DIR") && err.contains("hearth-no-spec-here"), "{err}");
+}
+
+#[test]
+fn loader_gives_full_paths_security_and_deprecation() {
+    let spec = Spec::load();
+    let sync = spec.find(&Method::GET, "/_matrix/client/v3/sync?since=s1");
+    assert_eq!(sync.len(), 1, "one operation for /sync");
+    assert!(sync[0].accepts_access_token() && !sync[0].deprecated && !sync[0].appservice_only());
+    assert!(sync[0].responses["200"].json_schema.is_some());
+    // Other bases than /_matrix/client/v3.
+    assert_eq!(spec.find(&Method::GET, "/_matrix/client/versions").len(), 1);
+    assert_eq!(spec.find(&Method::GET, "/.well-known/matrix/client").len(), 1);
+    assert_eq!(spec.find(&Method::GET, "/_matrix/client/v1/media/config").len(), 1);
+    assert!(spec.find(&Method::GET, "/_matrix/media/v3/config").iter().all(|op| op.deprecated));
+    // Two files describe the invite endpoint.
+    let invite = spec.find(&Method::POST, "/_matrix/client/v3/rooms/!r:example.org/invite");
+    let files: BTreeSet<&str> = invite.iter().map(|op| op.file.as_str()).collect();
+    assert_eq!(files, BTreeSet::from(["inviting.yaml", "third_party_membership.yaml"]));
+    let appservice = spec.find(&Method::PUT, "/_matrix/client/v3/directory/list/appservice/irc/!r:example.org");
+    assert!(appservice.iter().all(|op| op.appservice_only()) && !appservice.is_empty());
+    // A literal segment wins over a parameter; an empty final parameter is an empty state key.
+    let state = spec.find(&Method::GET, "/_matrix/client/v3/rooms/!r:example.org/state/m.room.name/");
+    assert_eq!(state.len(), 1);
+    assert_eq!(state[0].path_params(), ["roomId", "eventType", "stateKey"]);
+    // The only references left unresolved point into API areas the copy does not ship.
+    for (op, _, target) in &spec.unresolved {
+        assert!(target.contains("/api/application-service/") || target.contains("/api/identity/"), "{op}: {target}");
+    }
+}
+
+#[test]
+fn validator_rejects_wrong_shapes_formats_and_statuses() {
+    let spec = Spec::load();
+    let send = "/_matrix/client/v3/rooms/!r:example.org/send/m.room.message/1";
+    assert!(violations(&spec, Method::PUT, send, 200, &json!({"event_id": "$abc:example.org"})).is_empty());
+    let missing = violations(&spec, Method::PUT, send, 200, &json!({}));
+    assert!(missing.iter().any(|v| v.pointer.is_empty() && v.reason.contains("event_id")), "{missing:?}");
+    let bad_id = violations(&spec, Method::PUT, send, 200, &json!({"event_id": "abc"}));
+    assert!(bad_id.iter().any(|v| v.pointer == "/event_id"), "{bad_id:?}");
+    let undocumented = violations(&spec, Method::PUT, send, 201, &json!({"event_id": "$abc"}));
+    assert!(undocumented.iter().any(|v| v.reason.contains("not documented")), "{undocumented:?}");
+    let raw = spec.validate(&Method::PUT, send, 200, b"not json").err().unwrap_or_default();
+    assert!(raw.iter().any(|v| v.reason.contains("not JSON")), "{raw:?}");
+    assert!(spec.validate(&Method::GET, "/_matrix/client/v3/nothing/here", 200, b"{}").is_err(), "unknown endpoint");
+
+    // Error bodies need an errcode, documented status or not.
+    let event = "/_matrix/client/v3/rooms/!r:example.org/event/$e";
+    assert!(!violations(&spec, Method::GET, event, 404, &json!({"error": "gone"})).is_empty());
+    assert!(!violations(&spec, Method::GET, event, 418, &json!({"error": "teapot"})).is_empty());
+    assert!(violations(&spec, Method::GET, event, 404, &json!({"errcode": "M_NOT_FOUND", "error": "gone"})).is_empty());
+
+    // mx-* formats are checked with ruma's parsers.
+    let whoami = "/_matrix/client/v3/account/whoami";
+    assert!(violations(&spec, Method::GET, whoami, 200, &json!({"user_id": "@a:example.org"})).is_empty());
+    assert!(!violations(&spec, Method::GET, whoami, 200, &json!({"user_id": "@a:exa mple.org"})).is_empty());
+
+    // Deep in /sync, through several files of `$ref`s: a timeline event needs its sender.
+    let event = json!({"type": "m.room.message", "event_id": "$e", "origin_server_ts": 1, "content": {}});
+    let body = json!({"next_batch": "s1", "rooms": {"join": {"!r:example.org": {"timeline": {"events": [event]}}}}});
+    let deep = violations(&spec, Method::GET, "/_matrix/client/v3/sync", 200, &body);
+    assert!(
+        deep.iter().any(|v| v.pointer == "/rooms/join/!r:example.org/timeline/events/0" && v.reason.contains("sender")),
+        "{deep:?}"
+    );
+    assert!(!violations(&spec, Method::GET, "/_matrix/client/v3/sync", 200, &json!({})).is_empty(), "next_batch is required");
 }

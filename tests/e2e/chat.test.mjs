@@ -84,11 +84,7 @@ test('two users on one server chat in two pages, with invites, unread counts and
   withContext({ viewport: { width: 1000, height: 760 } }, async (ctx) => {
     const { page: a, serverName } = await openPage(ctx, relay.url);
     const alice = await registerUi(a, 'alice');
-    const { page: b } = await openPage(ctx, relay.url);
-    // One origin, one session slot: the second tab starts logged in as alice; log out there.
-    await b.waitForSelector('#chat:not([hidden])');
-    await b.click('#btn-logout');
-    await b.waitForSelector('#auth:not([hidden])');
+    const { page: b } = await openPage(ctx, relay.url, { signedOut: true });
     const bob = await registerUi(b, 'bob');
     assert.equal(bob, `@bob:${serverName}`);
 
@@ -142,10 +138,7 @@ test('join a public room by alias and set a display name', () =>
     const { page: a, serverName } = await openPage(ctx, relay.url);
     await registerUi(a, 'alice');
     const roomId = await createRoomUi(a, 'Town square', { alias: 'square', isPublic: true });
-    const { page: b } = await openPage(ctx, relay.url);
-    await b.waitForSelector('#chat:not([hidden])');
-    await b.click('#btn-logout');
-    await b.waitForSelector('#auth:not([hidden])');
+    const { page: b } = await openPage(ctx, relay.url, { signedOut: true });
     const bob = await registerUi(b, 'bob');
 
     // Join errors stay in the dialog with the spec's errcode.

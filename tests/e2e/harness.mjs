@@ -99,10 +99,22 @@ export function watchErrors(page) {
   return errors;
 }
 
-/** Opens the page and waits for `hearth.ready`; resolves to `{ page, serverName }`. */
-export async function openPage(context, url, { path: p = '/' } = {}) {
+/**
+ * Opens the page and waits for `hearth.ready`; resolves to `{ page, serverName }`.
+ * `signedOut`: the page starts without the origin's stored session, as a second person
+ * opening a tab would (logging out there instead would end the first tab's session too).
+ */
+export async function openPage(context, url, { path: p = '/', signedOut = false } = {}) {
   const page = await context.newPage();
   page.errors = watchErrors(page);
+  if (signedOut) {
+    await page.addInitScript(() => {
+      if (!sessionStorage.getItem('e2e.signedOut')) {
+        sessionStorage.setItem('e2e.signedOut', '1');
+        localStorage.removeItem('hearth.session');
+      }
+    });
+  }
   await page.goto(url + p);
   const { serverName } = await page.evaluate(() => window.hearth.ready);
   return { page, serverName };

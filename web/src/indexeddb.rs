@@ -42,6 +42,10 @@ pub fn idb_version() -> u32 {
 
 #[wasm_bindgen]
 extern "C" {
+    /// A monotonic clock with sub-millisecond resolution, in any global scope.
+    #[wasm_bindgen(js_namespace = performance, js_name = now)]
+    fn performance_now() -> f64;
+
     /// `navigator.storage.estimate()`, on whatever global scope we run in.
     #[wasm_bindgen(js_namespace = ["navigator", "storage"], js_name = estimate, catch)]
     fn storage_estimate() -> Result<js_sys::Promise, JsValue>;
@@ -54,6 +58,7 @@ pub struct IndexedDbStorage {
     closed: Rc<RefCell<Option<String>>>,
     /// The last failure the backend reported, for the status page.
     last_error: RefCell<Option<StorageFailure>>,
+    stats: RefCell<OpStats>,
     /// The browser holds these as event handlers; they must live as long as the connection.
     _on_versionchange: Closure<dyn FnMut()>,
     _on_close: Closure<dyn FnMut()>,
@@ -65,6 +70,28 @@ pub struct StorageFailure {
     /// `quota`, `unavailable` or `backend`.
     pub kind: &'static str,
     pub message: String,
+}
+
+/// How many operations of one kind ran, and how long they took in total.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OpCounter {
+    pub count: u64,
+    pub total_ms: f64,
+}
+
+impl OpCounter {
+    fn record(&mut self, began_ms: f64) {
+        self.count += 1;
+        self.total_ms += performance_now() - began_ms;
+    }
+}
+
+/// Where the server's time in storage goes, for benchmarks and the status page.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct OpStats {
+    pub gets: OpCounter,
+    pub scans: OpCounter,
+    pub writes: OpCounter,
 }
 
 impl std::fmt::Debug for IndexedDbStorage {
@@ -127,6 +154,7 @@ impl IndexedDbStorage {
             name: name.to_owned(),
             closed,
             last_error: RefCell::new(None),
+            stats: RefCell::default(),
             _on_versionchange: on_versionchange,
             _on_close: on_close,
         })
@@ -151,6 +179,11 @@ impl IndexedDbStorage {
     /// The most recent failure, left in place.
     pub fn last_error(&self) -> Option<StorageFailure> {
         self.last_error.borrow().clone()
+    }
+
+    /// Operation counts and time spent since the connection opened.
+    pub fn op_stats(&self) -> OpStats {
+        *self.stats.borrow()
     }
 
     /// Number of records in `tree`, counted by IndexedDB without reading them.
@@ -382,7 +415,9 @@ impl Drop for IndexedDbStorage {
 #[async_trait(?Send)]
 impl Storage for IndexedDbStorage {
     async fn get(&self, tree: &'static str, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        let began = performance_now();
         let result = self.get_inner(tree, key).await;
+        self.stats.borrow_mut().gets.record(began);
         self.note(result)
     }
 
@@ -393,12 +428,16 @@ impl Storage for IndexedDbStorage {
         direction: Direction,
         limit: usize,
     ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let began = performance_now();
         let result = self.scan_inner(tree, range, direction, limit).await;
+        self.stats.borrow_mut().scans.record(began);
         self.note(result)
     }
 
     async fn write(&self, batch: Batch) -> StorageResult<()> {
+        let began = performance_now();
         let result = self.write_inner(batch).await;
+        self.stats.borrow_mut().writes.record(began);
         self.note(result)
     }
 

@@ -36,6 +36,8 @@ mod indexeddb;
 mod server;
 mod world;
 
-pub use indexeddb::{IndexedDbStorage, StorageFailure, idb_version, map_dom_exception};
+pub use indexeddb::{
+    IndexedDbStorage, OpCounter, OpStats, StorageFailure, idb_version, map_dom_exception,
+};
 pub use server::HearthServer;
 pub use world::BrowserWorld;

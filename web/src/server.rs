@@ -14,7 +14,7 @@ use js_sys::{Array, Object, Reflect, Uint8Array};
 use tracing_subscriber::layer::SubscriberExt;
 use wasm_bindgen::prelude::*;
 
-use crate::indexeddb::{IndexedDbStorage, StorageFailure};
+use crate::indexeddb::{IndexedDbStorage, OpStats, StorageFailure};
 use crate::world::BrowserWorld;
 
 /// Shown in the status until the federation relay client exists.
@@ -116,6 +116,11 @@ impl HearthServer {
                 .last_error()
                 .map_or(JsValue::NULL, failure_to_js);
             set(&status, "storageError", &error)?;
+            set(
+                &status,
+                "storageOps",
+                &op_stats_to_js(inner.store.op_stats())?,
+            )?;
             Ok(status.into())
         })
     }
@@ -200,6 +205,21 @@ fn response_to_js(response: http::Response<Vec<u8>>) -> Result<JsValue, JsValue>
 
 fn set(target: &Object, key: &str, value: &JsValue) -> Result<(), JsValue> {
     Reflect::set(target, &key.into(), value).map(|_| ())
+}
+
+fn op_stats_to_js(stats: OpStats) -> Result<JsValue, JsValue> {
+    let out = Object::new();
+    for (name, counter) in [
+        ("get", stats.gets),
+        ("scan", stats.scans),
+        ("write", stats.writes),
+    ] {
+        let entry = Object::new();
+        set(&entry, "count", &(counter.count as f64).into())?;
+        set(&entry, "totalMs", &counter.total_ms.into())?;
+        set(&out, name, &entry)?;
+    }
+    Ok(out.into())
 }
 
 fn failure_to_js(failure: StorageFailure) -> JsValue {

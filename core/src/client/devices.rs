@@ -24,8 +24,8 @@ pub fn routes(r: &mut Router) {
     uia_route!(r, delete_devices::v3::Request, delete_many);
 }
 
-/// Deletes a device with everything that belongs to it: its access and refresh tokens and its
-/// end-to-end encryption keys. The caller holds the write lock and commits `batch` with
+/// Deletes a device with everything that belongs to it: its access and refresh tokens, its
+/// end-to-end encryption keys and its pushers. The caller holds the write lock and commits `batch` with
 /// [`Homeserver::commit`], since the key removal is a device-list change at a stream position.
 pub async fn remove_device(
     hs: &Homeserver,
@@ -35,6 +35,7 @@ pub async fn remove_device(
 ) -> Result<()> {
     users::delete_device(hs, batch, user, dev);
     crate::client::keys::delete_device_keys(hs, batch, user, &dev.device_id).await?;
+    crate::db::push::delete_device_pushers(hs, batch, user, dev.device_id.as_str()).await?;
     Ok(())
 }
 

@@ -28,8 +28,8 @@ pub fn routes(r: &mut Router) {
     route!(r, refresh_token::v3::Request, refresh);
 }
 
-/// ruma's `LoginInfo` parser indexes the body's `type` field and panics when it is missing,
-/// so a body without one is refused before ruma sees it.
+/// ruma's `LoginInfo` parser indexes the body's `type` field and panics when it is missing
+/// (or the body is not JSON at all), so such bodies are refused before ruma sees them.
 fn add_login_route(r: &mut Router) {
     let inner = uia::handler::<login::v3::Request>(Rc::new(
         |hs: Homeserver, ctx: Ctx, req: login::v3::Request| {
@@ -40,13 +40,16 @@ fn add_login_route(r: &mut Router) {
         move |hs: Homeserver, req: Request<Vec<u8>>, args: Vec<String>| {
             let inner = inner.clone();
             Box::pin(async move {
-                let untyped = serde_json::from_slice::<Value>(req.body())
-                    .ok()
-                    .and_then(|v| v.as_object().map(|o| !o.contains_key("type")))
-                    .unwrap_or(false);
-                if untyped {
-                    return MatrixError::bad_json("the login type (`type`) is required")
-                        .into_response();
+                match serde_json::from_slice::<Value>(req.body()) {
+                    Err(e) => {
+                        return MatrixError::not_json(format!("request body is not JSON: {e}"))
+                            .into_response();
+                    }
+                    Ok(v) if !v.get("type").is_some_and(Value::is_string) => {
+                        return MatrixError::bad_json("the login type (`type`) is required")
+                            .into_response();
+                    }
+                    Ok(_) => {}
                 }
                 inner(hs, req, args).await
             })

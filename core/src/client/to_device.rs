@@ -49,7 +49,7 @@ async fn send(
     let mut batch = Batch::new();
     e2ee::put_to_device_txn(&mut batch, sender, sender_device, req.txn_id.as_str());
 
-    let mut delivered = 0usize;
+    let mut queued = 0usize;
     for (target, per_device) in &req.messages {
         if target.server_name() != hs.server_name() {
             tracing::warn!(%target, "to-device message to a remote user dropped: no federation yet");
@@ -78,23 +78,26 @@ async fn send(
                     content: content.json().to_owned(),
                 };
                 e2ee::put_to_device(&mut batch, target, &device, hs.alloc_pos(), &record)?;
-                delivered += 1;
+                queued += 1;
             }
         }
     }
 
-    if delivered > 0 {
+    if queued > 0 {
         hs.commit(batch).await?;
     } else {
         hs.store.write(batch).await?;
     }
-    tracing::debug!(%sender, event_type = %req.event_type, delivered, "to-device messages queued");
+    tracing::debug!(%sender, event_type = %req.event_type, queued, "to-device messages queued");
     Ok(send_event_to_device::v3::Response::new())
 }
 
-/// For `/sync`'s `to_device`: up to `limit` messages for the device queued after stream position
-/// `since` (oldest first), and the position of the last one returned (`since` when none). When
-/// as many as `limit` come back, more may be waiting: the next sync continues from that position.
+/// For `/sync`'s `to_device`: up to `limit` messages for the device, oldest first, and the
+/// position of the last one returned (`since` when none).
+///
+/// Messages queued after `since` are returned, and so are older ones that were never handed out
+/// (a previous sync hit `limit` before reaching them): the inbox keeps every message until
+/// [`ack_to_device`] confirms its delivery, so none is lost to a limit.
 pub async fn to_device_since(
     hs: &Homeserver,
     user: &UserId,
@@ -102,8 +105,24 @@ pub async fn to_device_since(
     since: u64,
     limit: usize,
 ) -> Result<(Vec<Raw<AnyToDeviceEvent>>, u64)> {
-    let rows = e2ee::to_device_between(hs, user, device, since, hs.current_pos(), limit).await?;
-    let last = rows.last().map_or(since, |(pos, _)| *pos);
+    let delivered = e2ee::delivered_upto(hs, user, device).await?;
+    let rows = e2ee::to_device_between(
+        hs,
+        user,
+        device,
+        since.min(delivered),
+        hs.current_pos(),
+        limit,
+    )
+    .await?;
+    let Some(last) = rows.last().map(|(pos, _)| *pos) else {
+        return Ok((Vec::new(), since));
+    };
+    if last > delivered {
+        let mut batch = Batch::new();
+        e2ee::put_delivered_upto(&mut batch, user, device, last);
+        hs.store.write(batch).await?;
+    }
     let events = rows
         .iter()
         .map(|(_, rec)| Ok(Raw::from_json(serde_json::value::to_raw_value(rec)?)))
@@ -111,16 +130,18 @@ pub async fn to_device_since(
     Ok((events, last))
 }
 
-/// Deletes the device's messages up to and including position `upto`: the spec lets the server
-/// forget them once the client's next sync shows it has received them.
+/// Deletes the device's messages up to position `upto` once the client's next sync (with `upto`
+/// as its `since`) shows it received them, as the spec allows. Messages never handed out are
+/// kept whatever `upto` says.
 pub async fn ack_to_device(
     hs: &Homeserver,
     user: &UserId,
     device: &DeviceId,
     upto: u64,
 ) -> Result<()> {
+    let delivered = e2ee::delivered_upto(hs, user, device).await?;
     let mut batch = Batch::new();
-    e2ee::delete_to_device_upto(hs, &mut batch, user, device, upto).await?;
+    e2ee::delete_to_device_upto(hs, &mut batch, user, device, upto.min(delivered)).await?;
     if !batch.is_empty() {
         hs.store.write(batch).await?;
     }

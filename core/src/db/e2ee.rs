@@ -9,7 +9,9 @@
 //!   The upload sequence makes a forward scan hand keys out in upload order.
 //! - `fallback_keys`: `user, device, algorithm` → [`FallbackKeyRecord`] (one per algorithm).
 //! - `key_changes`: `stream pos (u64 BE), user` → empty: whose device list changed when.
-//! - `to_device`: `user, device, stream pos (u64 BE)` → [`ToDeviceRecord`].
+//! - `to_device`: `user, device, stream pos (u64 BE)` → [`ToDeviceRecord`]. Position 0 is never
+//!   allocated to anything, so its slot holds the device's delivery mark (u64 BE): the newest
+//!   position `/sync` has handed to the device.
 //! - `to_device_txns`: `sender, sender device, txn id` → empty: transactions already applied.
 
 use std::collections::BTreeMap;
@@ -350,6 +352,27 @@ pub async fn to_device_between(
             ))
         })
         .collect()
+}
+
+fn delivery_mark_key(user: &UserId, device: &DeviceId) -> Vec<u8> {
+    key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(0)])
+}
+
+/// The newest position of a message handed to the device (0 when none ever was).
+pub async fn delivered_upto(hs: &Homeserver, user: &UserId, device: &DeviceId) -> Result<u64> {
+    let v = hs
+        .store
+        .get("to_device", &delivery_mark_key(user, device))
+        .await?;
+    Ok(v.and_then(|v| pos_from(&v)).unwrap_or(0))
+}
+
+pub fn put_delivered_upto(batch: &mut Batch, user: &UserId, device: &DeviceId, pos: u64) {
+    batch.put(
+        "to_device",
+        delivery_mark_key(user, device),
+        pos_bytes(pos).to_vec(),
+    );
 }
 
 /// Deletes the device's messages with positions up to and including `upto`.

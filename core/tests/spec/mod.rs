@@ -126,22 +126,22 @@ impl Spec {
     /// malformed: a conformance test must never pass for want of its contract.
     pub fn load() -> Self {
         let dir = spec_dir();
-        if !dir.join("api/client-server").is_dir() {
-            panic!(
-                "the Matrix spec is missing: no `api/client-server` directory under {}. \
-                 Put the spec (matrix-org/matrix-spec's `data/`: api/ and event-schemas/) at \
-                 <repo>/../shared/matrix-spec, or set {SPEC_DIR_ENV} to its directory.",
-                dir.display()
-            );
-        }
         match Self::load_from(&dir) {
             Ok(spec) => spec,
-            Err(e) => panic!("cannot load the Matrix spec from {}: {e}", dir.display()),
+            Err(e) => panic!("cannot load the Matrix spec: {e}"),
         }
     }
 
     pub fn load_from(dir: &Path) -> Result<Self, String> {
         let cs = dir.join("api/client-server");
+        if !cs.is_dir() {
+            return Err(format!(
+                "the Matrix spec is missing: no `api/client-server` directory under {}. Put the spec's \
+                 api/ and event-schemas/ at <repo>/../shared/matrix-spec, or set {SPEC_DIR_ENV} to \
+                 the directory holding them.",
+                dir.display()
+            ));
+        }
         let mut files: Vec<PathBuf> = std::fs::read_dir(&cs)
             .map_err(|e| format!("{}: {e}", cs.display()))?
             .filter_map(|entry| entry.ok().map(|e| e.path()))
@@ -193,12 +193,18 @@ impl Spec {
         found.into_iter().map(|(_, op)| op).collect()
     }
 
-    /// Checks a response against the spec. `Err` holds one line per problem: the endpoint, the
+    /// Checks a response against the spec. `Err` holds every problem found: the endpoint, the
     /// instance path (JSON pointer into the body) and the reason.
-    pub fn validate(&self, method: &Method, path: &str, status: u16, body: &[u8]) -> Result<(), Vec<String>> {
+    pub fn validate(&self, method: &Method, path: &str, status: u16, body: &[u8]) -> Result<(), Vec<Violation>> {
         let ops = self.find(method, path);
         if ops.is_empty() {
-            return Err(vec![format!("{method} {path}: no operation in the spec matches")]);
+            return Err(vec![Violation {
+                endpoint: format!("{method} {path}"),
+                file: String::new(),
+                status,
+                pointer: String::new(),
+                reason: "no operation in the spec matches this request".into(),
+            }]);
         }
         let mut problems = Vec::new();
         for op in &ops {
@@ -210,9 +216,15 @@ impl Spec {
         Err(problems)
     }
 
-    fn validate_op(&self, op: &Operation, status: u16, body: &[u8]) -> Result<(), Vec<String>> {
+    fn validate_op(&self, op: &Operation, status: u16, body: &[u8]) -> Result<(), Vec<Violation>> {
+        let violation = |pointer: &str, reason: String| Violation {
+            endpoint: op.key(),
+            file: op.file.clone(),
+            status,
+            pointer: pointer.to_owned(),
+            reason,
+        };
         let status_key = status.to_string();
-        let at = format!("{} → {status} ({})", op.key(), op.file);
         let (cache_key, schema) = match op.responses.get(&status_key) {
             Some(resp) => match &resp.json_schema {
                 Some(schema) => (format!("{}|{status_key}", op.key()), schema),
@@ -222,20 +234,15 @@ impl Spec {
             None if status >= 400 => ("standard error".to_owned(), &self.error_schema),
             None => {
                 let documented: Vec<&str> = op.responses.keys().map(String::as_str).collect();
-                return Err(vec![format!("{at}: status {status} is not documented (spec lists {documented:?})")]);
+                return Err(vec![violation("", format!("status {status} is not documented (the spec lists {documented:?})"))]);
             }
         };
-        let instance: Value = serde_json::from_slice(body)
-            .map_err(|e| vec![format!("{at}: body is not JSON ({e}): {}", String::from_utf8_lossy(body))])?;
-        let validator = self.validator(&cache_key, schema).map_err(|e| vec![format!("{at}: {e}")])?;
-        let errors: Vec<String> = validator
-            .iter_errors(&instance)
-            .map(|e| {
-                let pointer = e.instance_path().to_string();
-                let pointer = if pointer.is_empty() { "/".to_owned() } else { pointer };
-                format!("{at}: at {pointer}: {e}")
-            })
-            .collect();
+        let instance: Value = serde_json::from_slice(body).map_err(|e| {
+            vec![violation("", format!("body is not JSON ({e}): {}", String::from_utf8_lossy(body)))]
+        })?;
+        let validator = self.validator(&cache_key, schema).map_err(|e| vec![violation("", e)])?;
+        let errors: Vec<Violation> =
+            validator.iter_errors(&instance).map(|e| violation(&e.instance_path().to_string(), e.to_string())).collect();
         if errors.is_empty() { Ok(()) } else { Err(errors) }
     }
 
@@ -261,6 +268,26 @@ impl Spec {
         );
         self.validators.borrow_mut().insert(key.to_owned(), v.clone());
         Ok(v)
+    }
+}
+
+/// A response that does not match the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// `METHOD /path/template` of the operation checked against.
+    pub endpoint: String,
+    /// The spec file describing it.
+    pub file: String,
+    pub status: u16,
+    /// JSON pointer into the response body; empty for the whole body.
+    pub pointer: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for Violation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pointer = if self.pointer.is_empty() { "/" } else { &self.pointer };
+        write!(f, "{} → {} ({}): at {pointer}: {}", self.endpoint, self.status, self.file, self.reason)
     }
 }
 
