@@ -593,7 +593,7 @@ async fn deleting_a_device_drops_its_keys_and_is_a_device_list_change() {
             .map(|n| u64::from(*n)),
         Some(0)
     );
-    let (msgs, _) = to_device::to_device_since(&hs, &user_id, did(&phone), 0, 100)
+    let (msgs, _) = to_device::to_device_since(&hs, &user_id, did(&phone), 0, hs.current_pos(), 100)
         .await
         .unwrap();
     assert!(msgs.is_empty(), "a deleted device's inbox goes with it");
@@ -661,9 +661,11 @@ async fn send_to_device(c: &TestClient, txn: &str, messages: Value) {
 }
 
 async fn inbox(hs: &Homeserver, c: &TestClient, since: u64) -> (Vec<Value>, u64) {
-    let (events, last) = to_device::to_device_since(hs, &uid(c), did(c), since, 100)
-        .await
-        .unwrap();
+    let (events, truncated) =
+        to_device::to_device_since(hs, &uid(c), did(c), since, hs.current_pos(), 100)
+            .await
+            .unwrap();
+    let last = truncated.unwrap_or(hs.current_pos());
     (
         events
             .iter()
@@ -756,13 +758,16 @@ async fn to_device_inbox_pages_by_limit_and_is_deleted_on_ack() {
         .await;
     }
     let (bob_id, bob_dev) = (uid(&bob), did(&bob));
-    let (page, last) = to_device::to_device_since(&hs, &bob_id, bob_dev, 0, 2)
+    let (page, last) = to_device::to_device_since(&hs, &bob_id, bob_dev, 0, hs.current_pos(), 2)
         .await
         .unwrap();
     assert_eq!(page.len(), 2);
-    let (rest, end) = to_device::to_device_since(&hs, &bob_id, bob_dev, last, 100)
+    let last = last.expect("a page cut short by the limit says where it stopped");
+    let (rest, end) = to_device::to_device_since(&hs, &bob_id, bob_dev, last, hs.current_pos(), 100)
         .await
         .unwrap();
+    assert_eq!(end, None);
+    let end = hs.current_pos();
     let order: Vec<Value> = rest
         .iter()
         .map(|e| serde_json::from_str::<Value>(e.json().get()).unwrap()["content"]["i"].clone())
@@ -788,37 +793,35 @@ async fn to_device_inbox_pages_by_limit_and_is_deleted_on_ack() {
 }
 
 #[tokio::test]
-async fn messages_beyond_the_sync_limit_survive_the_next_ack() {
+async fn messages_beyond_the_sync_limit_arrive_next_and_a_retried_sync_loses_none() {
     let (hs, _) = test_server(1).await;
     let alice = user(&hs, "alice").await;
     let bob = user(&hs, "bob").await;
-    for i in 0..5 {
+    let initial = bob.get("/_matrix/client/v3/sync").await.assert_ok().clone();
+    let since = initial["next_batch"].as_str().unwrap().to_owned();
+    for i in 0..130 {
         let msg = json!({ bob.user_id.clone(): { bob.device_id.clone(): { "i": i } } });
         send_to_device(&alice, &format!("t{i}"), msg).await;
     }
-    let (bob_id, bob_dev) = (uid(&bob), did(&bob));
-    // A sync hands out two, and its token covers all five.
-    let (page, _) = to_device::to_device_since(&hs, &bob_id, bob_dev, 0, 2)
-        .await
-        .unwrap();
-    assert_eq!(page.len(), 2);
-    let token = hs.current_pos();
-    // The next sync acknowledges up to its `since` and must still get the other three.
-    to_device::ack_to_device(&hs, &bob_id, bob_dev, token)
-        .await
-        .unwrap();
-    let (rest, _) = to_device::to_device_since(&hs, &bob_id, bob_dev, token, 100)
-        .await
-        .unwrap();
-    let order: Vec<Value> = rest
-        .iter()
-        .map(|e| serde_json::from_str::<Value>(e.json().get()).unwrap()["content"]["i"].clone())
-        .collect();
-    assert_eq!(order, vec![json!(2), json!(3), json!(4)]);
-    to_device::ack_to_device(&hs, &bob_id, bob_dev, hs.current_pos())
-        .await
-        .unwrap();
-    assert!(inbox(&hs, &bob, 0).await.0.is_empty());
+    let index = |v: &Value| -> Vec<i64> {
+        v["to_device"]["events"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["content"]["i"].as_i64()).collect())
+            .unwrap_or_default()
+    };
+    let first = bob.get(&format!("/_matrix/client/v3/sync?since={since}")).await.assert_ok().clone();
+    let got = index(&first);
+    assert_eq!(got, (0..100).collect::<Vec<_>>(), "the first sync carries the first 100, oldest first");
+    // The response is lost: the client retries with the same token and gets the same messages.
+    let retry = bob.get(&format!("/_matrix/client/v3/sync?since={since}")).await.assert_ok().clone();
+    assert_eq!(index(&retry), got);
+    let next = retry["next_batch"].as_str().unwrap().to_owned();
+    let second = bob.get(&format!("/_matrix/client/v3/sync?since={next}")).await.assert_ok().clone();
+    assert_eq!(index(&second), (100..130).collect::<Vec<_>>(), "the rest follow, none lost");
+    let last = second["next_batch"].as_str().unwrap().to_owned();
+    let third = bob.get(&format!("/_matrix/client/v3/sync?since={last}")).await.assert_ok().clone();
+    assert!(index(&third).is_empty());
+    assert!(inbox(&hs, &bob, 0).await.0.is_empty(), "acknowledged messages are deleted");
 }
 
 #[tokio::test]

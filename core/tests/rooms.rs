@@ -392,3 +392,18 @@ async fn state_survives_restart_on_same_storage() {
     let s2 = sync(&alice2, None, 0).await;
     assert_eq!(timeline_bodies(&s2, &room), vec!["kept", "after"]);
 }
+
+#[tokio::test]
+async fn device_lists_report_users_who_start_and_stop_sharing_a_room() {
+    let (hs, _) = test_server(21).await;
+    let alice = TestClient::register(&hs, "alice").await;
+    let bob = TestClient::register(&hs, "bob").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let s0 = sync(&alice, None, 0).await;
+    bob.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), json!({})).await.assert_ok();
+    let s1 = sync(&alice, s0["next_batch"].as_str(), 0).await;
+    assert!(s1["device_lists"]["changed"].as_array().is_some_and(|a| a.contains(&json!(bob.user_id))), "{s1}");
+    bob.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
+    let s2 = sync(&alice, s1["next_batch"].as_str(), 0).await;
+    assert!(s2["device_lists"]["left"].as_array().is_some_and(|a| a.contains(&json!(bob.user_id))), "{s2}");
+}

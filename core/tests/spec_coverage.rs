@@ -28,7 +28,8 @@ fn out_of_scope(op: &Operation) -> Option<&'static str> {
     if op.appservice_only() {
         return Some("application services only");
     }
-    if p.contains("/login/sso/") || p.ends_with("/login/get_token") || p.ends_with("/auth_metadata") {
+    if p.contains("/login/sso/") || p.ends_with("/login/get_token") || p.ends_with("/auth_metadata")
+    {
         return Some("SSO / login token / OAuth");
     }
     if p.ends_with("/requestToken") || p.ends_with("/submitToken") {
@@ -38,7 +39,10 @@ fn out_of_scope(op: &Operation) -> Option<&'static str> {
     if p.ends_with("/account/3pid/bind") || p.ends_with("/account/3pid/unbind") {
         return Some("identity-server binding");
     }
-    if p.contains("/thirdparty/location") || p.contains("/thirdparty/user") || p.contains("/thirdparty/protocol/") {
+    if p.contains("/thirdparty/location")
+        || p.contains("/thirdparty/user")
+        || p.contains("/thirdparty/protocol/")
+    {
         return Some("third-party network lookup");
     }
     if op.file == "policy_server.yaml" {
@@ -63,22 +67,42 @@ impl Fixture {
         let (hs, _) = test_server(70).await;
         let alice = TestClient::register(&hs, "alice").await;
         let created = alice
-            .post("/_matrix/client/v3/createRoom", json!({"name": "Coverage", "room_alias_name": "coverage"}))
+            .post(
+                "/_matrix/client/v3/createRoom",
+                json!({"name": "Coverage", "room_alias_name": "coverage"}),
+            )
             .await;
-        let room_id = created.assert_ok()["room_id"].as_str().unwrap_or_default().to_owned();
+        let room_id = created.assert_ok()["room_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let sent = alice
             .put(
-                &format!("/_matrix/client/v3/rooms/{}/send/m.room.message/fixture", enc(&room_id)),
+                &format!(
+                    "/_matrix/client/v3/rooms/{}/send/m.room.message/fixture",
+                    enc(&room_id)
+                ),
                 json!({"msgtype": "m.text", "body": "hello"}),
             )
             .await;
-        let event_id = sent.assert_ok()["event_id"].as_str().unwrap_or_default().to_owned();
+        let event_id = sent.assert_ok()["event_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let filter = alice
-            .post(&format!("/_matrix/client/v3/user/{}/filter", enc(&alice.user_id)), json!({}))
+            .post(
+                &format!("/_matrix/client/v3/user/{}/filter", enc(&alice.user_id)),
+                json!({}),
+            )
             .await;
         let filter_id = filter.body["filter_id"].as_str().unwrap_or("0").to_owned();
         let upload = alice
-            .request_raw(Method::POST, "/_matrix/media/v3/upload?filename=a.txt", b"hello".to_vec(), "text/plain")
+            .request_raw(
+                Method::POST,
+                "/_matrix/media/v3/upload?filename=a.txt",
+                b"hello".to_vec(),
+                "text/plain",
+            )
             .await;
         let media_id = upload.body["content_uri"]
             .as_str()
@@ -86,7 +110,15 @@ impl Fixture {
             .unwrap_or("nothing")
             .to_owned();
         let server_name = hs.server_name().to_string();
-        Self { alias: format!("#coverage:{server_name}"), alice, room_id, event_id, filter_id, server_name, media_id }
+        Self {
+            alias: format!("#coverage:{server_name}"),
+            alice,
+            room_id,
+            event_id,
+            filter_id,
+            server_name,
+            media_id,
+        }
     }
 
     fn param(&self, name: &str, op: &Operation, n: usize) -> String {
@@ -139,7 +171,11 @@ impl Fixture {
             "{mediaId}" if op.path.contains("/thumbnail/") => "width=32&height=32",
             _ => "",
         };
-        if query.is_empty() { path } else { format!("{path}?{query}") }
+        if query.is_empty() {
+            path
+        } else {
+            format!("{path}?{query}")
+        }
     }
 }
 
@@ -195,16 +231,26 @@ async fn every_in_scope_endpoint_is_implemented_or_listed_as_not_yet() {
         match out_of_scope(op) {
             Some(reason) => *excluded.entry(reason).or_default() += 1,
             None => {
-                endpoints.entry((op.path.clone(), method_rank(&op.method))).or_insert(op);
+                endpoints
+                    .entry((op.path.clone(), method_rank(&op.method)))
+                    .or_insert(op);
             }
         }
     }
-    assert!(endpoints.len() > 100, "only {} in-scope endpoints found: the spec did not load fully", endpoints.len());
+    assert!(
+        endpoints.len() > 100,
+        "only {} in-scope endpoints found: the spec did not load fully",
+        endpoints.len()
+    );
 
     let mut missing = BTreeSet::new();
     let mut report = Vec::new();
     for (n, ((_, _), op)) in endpoints.iter().enumerate() {
-        let client = if destructive(op) { TestClient::register(&fx.alice.hs, &format!("throwaway{n}")).await } else { fx.alice.clone() };
+        let client = if destructive(op) {
+            TestClient::register(&fx.alice.hs, &format!("throwaway{n}")).await
+        } else {
+            fx.alice.clone()
+        };
         let path = fx.path(op, n);
         let body = match op.method {
             Method::POST | Method::PUT => Some(json!({})),
@@ -212,7 +258,12 @@ async fn every_in_scope_endpoint_is_implemented_or_listed_as_not_yet() {
         };
         let r = client.request(op.method.clone(), &path, body).await;
         let errcode = r.body["errcode"].as_str().unwrap_or("").to_owned();
-        report.push(format!("  {:3} {:24} {}", r.status.as_u16(), errcode, op.key()));
+        report.push(format!(
+            "  {:3} {:24} {}",
+            r.status.as_u16(),
+            errcode,
+            op.key()
+        ));
         if unrecognized(&r) {
             missing.insert(op.key());
         }
@@ -236,17 +287,26 @@ async fn every_in_scope_endpoint_is_implemented_or_listed_as_not_yet() {
     }
 
     let unlisted: Vec<&String> = missing.iter().filter(|k| !allow.contains(*k)).collect();
-    let now_implemented: Vec<&String> = allow.iter().filter(|k| in_scope.contains(*k) && !missing.contains(*k)).collect();
+    let now_implemented: Vec<&String> = allow
+        .iter()
+        .filter(|k| in_scope.contains(*k) && !missing.contains(*k))
+        .collect();
     let unknown: Vec<&String> = allow.iter().filter(|k| !in_scope.contains(*k)).collect();
     let mut failures = Vec::new();
     if !unlisted.is_empty() {
-        failures.push(format!("not implemented and not in spec/not_yet_implemented.txt: {unlisted:#?}"));
+        failures.push(format!(
+            "not implemented and not in spec/not_yet_implemented.txt: {unlisted:#?}"
+        ));
     }
     if !now_implemented.is_empty() {
-        failures.push(format!("implemented now: remove from spec/not_yet_implemented.txt: {now_implemented:#?}"));
+        failures.push(format!(
+            "implemented now: remove from spec/not_yet_implemented.txt: {now_implemented:#?}"
+        ));
     }
     if !unknown.is_empty() {
-        failures.push(format!("spec/not_yet_implemented.txt lists endpoints that are not in scope: {unknown:#?}"));
+        failures.push(format!(
+            "spec/not_yet_implemented.txt lists endpoints that are not in scope: {unknown:#?}"
+        ));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -260,19 +320,43 @@ fn scope_rules_keep_protocols_and_drop_lookups() {
             .filter(|op| op.method == method && op.path == path)
             .any(|op| out_of_scope(op).is_none())
     };
-    assert!(scoped(Method::GET, "/_matrix/client/v3/thirdparty/protocols"));
-    assert!(!scoped(Method::GET, "/_matrix/client/v3/thirdparty/protocol/{protocol}"));
-    assert!(!scoped(Method::GET, "/_matrix/client/v3/thirdparty/location/{protocol}"));
+    assert!(scoped(
+        Method::GET,
+        "/_matrix/client/v3/thirdparty/protocols"
+    ));
+    assert!(!scoped(
+        Method::GET,
+        "/_matrix/client/v3/thirdparty/protocol/{protocol}"
+    ));
+    assert!(!scoped(
+        Method::GET,
+        "/_matrix/client/v3/thirdparty/location/{protocol}"
+    ));
     assert!(!scoped(Method::GET, "/_matrix/client/v3/thirdparty/user"));
-    assert!(!scoped(Method::GET, "/_matrix/client/v3/login/sso/redirect"));
+    assert!(!scoped(
+        Method::GET,
+        "/_matrix/client/v3/login/sso/redirect"
+    ));
     assert!(!scoped(Method::POST, "/_matrix/client/v1/login/get_token"));
     assert!(!scoped(Method::GET, "/_matrix/client/v1/auth_metadata"));
-    assert!(!scoped(Method::POST, "/_matrix/client/v3/register/email/requestToken"));
-    assert!(!scoped(Method::POST, "/_matrix/client/v1/appservice/{appserviceId}/ping"));
-    assert!(!scoped(Method::GET, "/_matrix/media/v3/config"), "deprecated media endpoints are out of scope");
+    assert!(!scoped(
+        Method::POST,
+        "/_matrix/client/v3/register/email/requestToken"
+    ));
+    assert!(!scoped(
+        Method::POST,
+        "/_matrix/client/v1/appservice/{appserviceId}/ping"
+    ));
+    assert!(
+        !scoped(Method::GET, "/_matrix/media/v3/config"),
+        "deprecated media endpoints are out of scope"
+    );
     assert!(!scoped(Method::GET, "/.well-known/matrix/policy_server"));
     assert!(scoped(Method::GET, "/_matrix/client/v1/media/config"));
-    assert!(scoped(Method::POST, "/_matrix/client/v3/rooms/{roomId}/invite"));
+    assert!(scoped(
+        Method::POST,
+        "/_matrix/client/v3/rooms/{roomId}/invite"
+    ));
     assert!(scoped(Method::GET, "/_matrix/client/versions"));
     assert!(scoped(Method::GET, "/.well-known/matrix/client"));
 }
@@ -283,8 +367,14 @@ fn allowlist_is_well_formed() {
         let mut parts = line.split(' ');
         let method = parts.next().unwrap_or_default();
         let path = parts.next().unwrap_or_default();
-        assert!(["GET", "PUT", "POST", "DELETE"].contains(&method), "bad method in allowlist line {line:?}");
+        assert!(
+            ["GET", "PUT", "POST", "DELETE"].contains(&method),
+            "bad method in allowlist line {line:?}"
+        );
         assert!(path.starts_with('/'), "bad path in allowlist line {line:?}");
-        assert!(parts.next().is_none(), "trailing text in allowlist line {line:?}");
+        assert!(
+            parts.next().is_none(),
+            "trailing text in allowlist line {line:?}"
+        );
     }
 }

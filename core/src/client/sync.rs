@@ -61,9 +61,12 @@ async fn resolve_filter(hs: &Homeserver, user: &UserId, f: &Option<Filter>) -> R
 async fn sync(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
     let session = ctx.session()?.clone();
     let filter = resolve_filter(hs, &session.user_id, &req.filter).await?;
-    let since = match &req.since {
-        Some(t) => Some(tokens::parse(t)?),
-        None => None,
+    let (since, to_device_since) = match &req.since {
+        Some(t) => {
+            let (pos, td) = tokens::parse_sync(t)?;
+            (Some(pos), td.unwrap_or(pos))
+        }
+        None => (None, 0),
     };
     if req.set_presence != PresenceState::Offline || since.is_none() {
         presence::set_from_sync(hs, &session.user_id, req.set_presence.clone()).await?;
@@ -71,12 +74,12 @@ async fn sync(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
     let timeout_ms = req.timeout.map(|d| d.as_millis() as u64).unwrap_or(0).min(MAX_TIMEOUT_MS);
     let deadline = hs.now_ms() + timeout_ms;
     // Messages delivered by the previous sync may now be forgotten.
-    if let Some(s) = since {
-        to_device::ack_to_device(hs, &session.user_id, &session.device_id, s).await?;
+    if since.is_some() {
+        to_device::ack_to_device(hs, &session.user_id, &session.device_id, to_device_since).await?;
     }
     loop {
         let generation = hs.notifier.generation();
-        let resp = build(hs, &session, since.unwrap_or(0), req.full_state, &filter).await?;
+        let resp = build(hs, &session, since.unwrap_or(0), to_device_since, req.full_state, &filter).await?;
         let now = hs.now_ms();
         if since.is_none() || req.full_state || has_news(&resp) || now >= deadline {
             return Ok(resp);
@@ -259,7 +262,14 @@ async fn summary(
     Ok(s)
 }
 
-async fn build(hs: &Homeserver, s: &Session, since: u64, full_state: bool, f: &FilterDefinition) -> Result<Response> {
+async fn build(
+    hs: &Homeserver,
+    s: &Session,
+    since: u64,
+    to_device_since: u64,
+    full_state: bool,
+    f: &FilterDefinition,
+) -> Result<Response> {
     let user = &s.user_id;
     let now_pos = hs.current_pos();
     let now_ms = hs.now_ms();
@@ -290,12 +300,20 @@ async fn build(hs: &Homeserver, s: &Session, since: u64, full_state: bool, f: &F
 
     resp.account_data.events = global_data;
     resp.presence.events = presence::presence_since(hs, user, since).await?;
-    let (to_device, _) = to_device::to_device_since(hs, user, &s.device_id, since, TO_DEVICE_LIMIT).await?;
+    let (to_device, truncated) =
+        to_device::to_device_since(hs, user, &s.device_id, to_device_since, now_pos, TO_DEVICE_LIMIT).await?;
     resp.to_device.events = to_device;
-    let (changed, left) = keys::device_list_changes(hs, user, since).await?;
+    resp.next_batch = tokens::format_sync(now_pos, truncated);
+    let (mut changed, _) = keys::device_list_changes(hs, user, since).await?;
+    let (newly_shared, no_longer_shared) = sharing_changes(hs, user, since, now_pos).await?;
+    for u in newly_shared {
+        if !changed.contains(&u) {
+            changed.push(u);
+        }
+    }
     resp.device_lists = DeviceLists::new();
     resp.device_lists.changed = changed;
-    resp.device_lists.left = left;
+    resp.device_lists.left = no_longer_shared;
     resp.device_one_time_keys_count = keys::one_time_key_counts(hs, user, &s.device_id).await?;
     resp.device_unused_fallback_key_types = Some(keys::unused_fallback_key_types(hs, user, &s.device_id).await?);
     Ok(resp)
@@ -407,6 +425,56 @@ async fn left_room(
     st.events = state_events(&state, now_ms)?;
     l.state = State::Before(st);
     Ok(l)
+}
+
+/// Users who started sharing a room with `user` in `(since, upto]` (their devices are news to
+/// the client: `device_lists.changed`), and users who no longer share any room with them
+/// (`device_lists.left`). Nothing on an initial sync.
+async fn sharing_changes(
+    hs: &Homeserver,
+    user: &UserId,
+    since: u64,
+    upto: u64,
+) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
+    if since == 0 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut joined = BTreeSet::new();
+    let mut departed = BTreeSet::new();
+    for (room, rec) in rooms::membership_records_for_user(hs, user).await? {
+        if rec.pos > since && rec.pos <= upto {
+            // The user's own membership changed: everyone in the room is new, or gone.
+            let members = rooms::joined_members(hs, &room).await?;
+            match rec.membership {
+                MembershipState::Join => joined.extend(members),
+                MembershipState::Leave | MembershipState::Ban => departed.extend(members),
+                _ => {}
+            }
+        } else if rec.membership == MembershipState::Join {
+            for (_, t, sk, id) in rooms::state_changes(hs, &room, since, upto).await? {
+                if t != "m.room.member" {
+                    continue;
+                }
+                let (Ok(member), Some(p)) = (OwnedUserId::try_from(sk.as_str()), rooms::get_pdu(hs, id.as_str()).await?)
+                else {
+                    continue;
+                };
+                match p.membership() {
+                    Some(MembershipState::Join) => {
+                        joined.insert(member);
+                    }
+                    Some(MembershipState::Leave | MembershipState::Ban) => {
+                        departed.insert(member);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let sharing = rooms::users_sharing_room_with(hs, user).await?;
+    let changed = joined.into_iter().filter(|u| u != user && sharing.contains(u)).collect();
+    let left = departed.into_iter().filter(|u| u != user && !sharing.contains(u)).collect();
+    Ok((changed, left))
 }
 
 /// Users of this server with a membership in any room (for presence and device-list fan-out).

@@ -92,56 +92,33 @@ async fn send(
     Ok(send_event_to_device::v3::Response::new())
 }
 
-/// For `/sync`'s `to_device`: up to `limit` messages for the device, oldest first, and the
-/// position of the last one returned (`since` when none).
-///
-/// Messages queued after `since` are returned, and so are older ones that were never handed out
-/// (a previous sync hit `limit` before reaching them): the inbox keeps every message until
-/// [`ack_to_device`] confirms its delivery, so none is lost to a limit.
+/// For `/sync`'s `to_device`: the device's messages queued in `(after, upto]`, oldest first,
+/// at most `limit`. When the limit cut the list short, also the position of the last message
+/// returned: `/sync` then puts it into `next_batch` so the next sync continues (and
+/// acknowledges) exactly there.
 pub async fn to_device_since(
     hs: &Homeserver,
     user: &UserId,
     device: &DeviceId,
-    since: u64,
+    after: u64,
+    upto: u64,
     limit: usize,
-) -> Result<(Vec<Raw<AnyToDeviceEvent>>, u64)> {
-    let delivered = e2ee::delivered_upto(hs, user, device).await?;
-    let rows = e2ee::to_device_between(
-        hs,
-        user,
-        device,
-        since.min(delivered),
-        hs.current_pos(),
-        limit,
-    )
-    .await?;
-    let Some(last) = rows.last().map(|(pos, _)| *pos) else {
-        return Ok((Vec::new(), since));
-    };
-    if last > delivered {
-        let mut batch = Batch::new();
-        e2ee::put_delivered_upto(&mut batch, user, device, last);
-        hs.store.write(batch).await?;
-    }
+) -> Result<(Vec<Raw<AnyToDeviceEvent>>, Option<u64>)> {
+    let rows = e2ee::to_device_between(hs, user, device, after, upto, limit).await?;
+    let truncated = if rows.len() >= limit { rows.last().map(|(pos, _)| *pos) } else { None };
     let events = rows
         .iter()
         .map(|(_, rec)| Ok(Raw::from_json(serde_json::value::to_raw_value(rec)?)))
         .collect::<Result<Vec<_>>>()?;
-    Ok((events, last))
+    Ok((events, truncated))
 }
 
-/// Deletes the device's messages up to position `upto` once the client's next sync (with `upto`
-/// as its `since`) shows it received them, as the spec allows. Messages never handed out are
-/// kept whatever `upto` says.
-pub async fn ack_to_device(
-    hs: &Homeserver,
-    user: &UserId,
-    device: &DeviceId,
-    upto: u64,
-) -> Result<()> {
-    let delivered = e2ee::delivered_upto(hs, user, device).await?;
+/// Deletes the device's messages up to and including `upto`, once a sync token shows the client
+/// received them (the spec lets the server forget them then). A retried sync carries the same
+/// token, so it acknowledges nothing new and gets the same messages again.
+pub async fn ack_to_device(hs: &Homeserver, user: &UserId, device: &DeviceId, upto: u64) -> Result<()> {
     let mut batch = Batch::new();
-    e2ee::delete_to_device_upto(hs, &mut batch, user, device, upto.min(delivered)).await?;
+    e2ee::delete_to_device_upto(hs, &mut batch, user, device, upto).await?;
     if !batch.is_empty() {
         hs.store.write(batch).await?;
     }

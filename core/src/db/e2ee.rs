@@ -354,27 +354,6 @@ pub async fn to_device_between(
         .collect()
 }
 
-fn delivery_mark_key(user: &UserId, device: &DeviceId) -> Vec<u8> {
-    key(&[user.as_bytes(), device.as_bytes(), &pos_bytes(0)])
-}
-
-/// The newest position of a message handed to the device (0 when none ever was).
-pub async fn delivered_upto(hs: &Homeserver, user: &UserId, device: &DeviceId) -> Result<u64> {
-    let v = hs
-        .store
-        .get("to_device", &delivery_mark_key(user, device))
-        .await?;
-    Ok(v.and_then(|v| pos_from(&v)).unwrap_or(0))
-}
-
-pub fn put_delivered_upto(batch: &mut Batch, user: &UserId, device: &DeviceId, pos: u64) {
-    batch.put(
-        "to_device",
-        delivery_mark_key(user, device),
-        pos_bytes(pos).to_vec(),
-    );
-}
-
 /// Deletes the device's messages with positions up to and including `upto`.
 pub async fn delete_to_device_upto(
     hs: &Homeserver,

@@ -65,13 +65,17 @@ impl Operation {
 
     /// Whether the endpoint may be called with a user's access token.
     pub fn accepts_access_token(&self) -> bool {
-        self.security.iter().any(|alt| alt.iter().any(|s| s == "accessTokenBearer"))
+        self.security
+            .iter()
+            .any(|alt| alt.iter().any(|s| s == "accessTokenBearer"))
     }
 
     /// Whether only an application service's `as_token` may call it.
     pub fn appservice_only(&self) -> bool {
         !self.security.is_empty()
-            && self.security.iter().all(|alt| !alt.is_empty() && alt.iter().all(|s| s == "appserviceAccessTokenBearer"))
+            && self.security.iter().all(|alt| {
+                !alt.is_empty() && alt.iter().all(|s| s == "appserviceAccessTokenBearer")
+            })
     }
 
     /// The names of the path's `{parameters}`, in order.
@@ -156,17 +160,30 @@ impl Spec {
         let mut unresolved = Vec::new();
         for file in &files {
             let doc = docs.load(file)?;
-            let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = file
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             let base = base_path(&doc).map_err(|e| format!("{name}: {e}"))?;
-            let Some(paths) = doc.get("paths").and_then(Value::as_object) else { continue };
+            let Some(paths) = doc.get("paths").and_then(Value::as_object) else {
+                continue;
+            };
             for (path, item) in paths {
-                let Some(item) = item.as_object() else { continue };
+                let Some(item) = item.as_object() else {
+                    continue;
+                };
                 for (method, op) in item {
-                    let Some(method) = http_method(method) else { continue };
+                    let Some(method) = http_method(method) else {
+                        continue;
+                    };
                     let mut r = Resolver::new(&mut docs);
                     let op = read_operation(&mut r, file, &name, &base, path, method, op)
                         .map_err(|e| format!("{name} {path}: {e}"))?;
-                    unresolved.extend(r.missing.into_iter().map(|(from, reference)| (op.key(), from, reference)));
+                    unresolved.extend(
+                        r.missing
+                            .into_iter()
+                            .map(|(from, reference)| (op.key(), from, reference)),
+                    );
                     operations.push(op);
                 }
             }
@@ -174,7 +191,13 @@ impl Spec {
         let error_file = cs.join("definitions/errors/error.yaml");
         let error_doc = docs_value(&mut docs, &error_file)?;
         let error_schema = Resolver::new(&mut docs).schema(&error_doc, &error_file)?;
-        Ok(Self { dir: dir.to_owned(), operations, unresolved, error_schema, validators: RefCell::default() })
+        Ok(Self {
+            dir: dir.to_owned(),
+            operations,
+            unresolved,
+            error_schema,
+            validators: RefCell::default(),
+        })
     }
 
     /// The operations whose template matches `method` and `path` (a query string is ignored),
@@ -195,7 +218,13 @@ impl Spec {
 
     /// Checks a response against the spec. `Err` holds every problem found: the endpoint, the
     /// instance path (JSON pointer into the body) and the reason.
-    pub fn validate(&self, method: &Method, path: &str, status: u16, body: &[u8]) -> Result<(), Vec<Violation>> {
+    pub fn validate(
+        &self,
+        method: &Method,
+        path: &str,
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), Vec<Violation>> {
         let ops = self.find(method, path);
         if ops.is_empty() {
             return Err(vec![Violation {
@@ -234,16 +263,30 @@ impl Spec {
             None if status >= 400 => ("standard error".to_owned(), &self.error_schema),
             None => {
                 let documented: Vec<&str> = op.responses.keys().map(String::as_str).collect();
-                return Err(vec![violation("", format!("status {status} is not documented (the spec lists {documented:?})"))]);
+                return Err(vec![violation(
+                    "",
+                    format!("status {status} is not documented (the spec lists {documented:?})"),
+                )]);
             }
         };
         let instance: Value = serde_json::from_slice(body).map_err(|e| {
-            vec![violation("", format!("body is not JSON ({e}): {}", String::from_utf8_lossy(body)))]
+            vec![violation(
+                "",
+                format!("body is not JSON ({e}): {}", String::from_utf8_lossy(body)),
+            )]
         })?;
-        let validator = self.validator(&cache_key, schema).map_err(|e| vec![violation("", e)])?;
-        let errors: Vec<Violation> =
-            validator.iter_errors(&instance).map(|e| violation(&e.instance_path().to_string(), e.to_string())).collect();
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        let validator = self
+            .validator(&cache_key, schema)
+            .map_err(|e| vec![violation("", e)])?;
+        let errors: Vec<Violation> = validator
+            .iter_errors(&instance)
+            .map(|e| violation(&e.instance_path().to_string(), e.to_string()))
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     fn validator(&self, key: &str, schema: &Value) -> Result<Rc<jsonschema::Validator>, String> {
@@ -258,15 +301,25 @@ impl Spec {
                 .with_format("mx-user-id", |s: &str| ruma::UserId::parse(s).is_ok())
                 .with_format("mx-room-id", |s: &str| ruma::RoomId::parse(s).is_ok())
                 .with_format("mx-event-id", |s: &str| ruma::EventId::parse(s).is_ok())
-                .with_format("mx-room-alias", |s: &str| ruma::RoomAliasId::parse(s).is_ok())
-                .with_format("mx-server-name", |s: &str| ruma::ServerName::parse(s).is_ok())
-                .with_format("mx-mxc-uri", |s: &str| <&ruma::MxcUri>::from(s).validate().is_ok())
+                .with_format("mx-room-alias", |s: &str| {
+                    ruma::RoomAliasId::parse(s).is_ok()
+                })
+                .with_format("mx-server-name", |s: &str| {
+                    ruma::ServerName::parse(s).is_ok()
+                })
+                .with_format("mx-mxc-uri", |s: &str| {
+                    <&ruma::MxcUri>::from(s).validate().is_ok()
+                })
                 .with_format("mx-unpadded-base64", |s: &str| is_unpadded_base64(s, b"+/"))
-                .with_format("mx-urlsafe-unpadded-base64", |s: &str| is_unpadded_base64(s, b"-_"))
+                .with_format("mx-urlsafe-unpadded-base64", |s: &str| {
+                    is_unpadded_base64(s, b"-_")
+                })
                 .build(schema)
                 .map_err(|e| format!("the spec's schema does not compile: {e}"))?,
         );
-        self.validators.borrow_mut().insert(key.to_owned(), v.clone());
+        self.validators
+            .borrow_mut()
+            .insert(key.to_owned(), v.clone());
         Ok(v)
     }
 }
@@ -286,14 +339,24 @@ pub struct Violation {
 
 impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let pointer = if self.pointer.is_empty() { "/" } else { &self.pointer };
-        write!(f, "{} → {} ({}): at {pointer}: {}", self.endpoint, self.status, self.file, self.reason)
+        let pointer = if self.pointer.is_empty() {
+            "/"
+        } else {
+            &self.pointer
+        };
+        write!(
+            f,
+            "{} → {} ({}): at {pointer}: {}",
+            self.endpoint, self.status, self.file, self.reason
+        )
     }
 }
 
 /// Unpadded base64 over the standard (`+/`) or URL-safe (`-_`) alphabet.
 fn is_unpadded_base64(s: &str, extra: &[u8]) -> bool {
-    s.len() % 4 != 1 && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
+    s.len() % 4 != 1
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b))
 }
 
 fn http_method(name: &str) -> Option<Method> {
@@ -312,15 +375,25 @@ fn http_method(name: &str) -> Option<Method> {
 /// The path part of `servers[0].url` with its variables at their defaults: `/_matrix/client/v3`.
 fn base_path(doc: &Value) -> Result<String, String> {
     let server = doc.pointer("/servers/0").ok_or("no servers[0]")?;
-    let mut url = server.get("url").and_then(Value::as_str).ok_or("servers[0] has no url")?.to_owned();
+    let mut url = server
+        .get("url")
+        .and_then(Value::as_str)
+        .ok_or("servers[0] has no url")?
+        .to_owned();
     if let Some(vars) = server.get("variables").and_then(Value::as_object) {
         for (name, var) in vars {
-            let default = var.get("default").and_then(Value::as_str).unwrap_or_default();
+            let default = var
+                .get("default")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             url = url.replace(&format!("{{{name}}}"), default);
         }
     }
     let after_scheme = url.split_once("://").map(|(_, rest)| rest).unwrap_or(&url);
-    let path = after_scheme.find('/').map(|i| &after_scheme[i..]).unwrap_or("");
+    let path = after_scheme
+        .find('/')
+        .map(|i| &after_scheme[i..])
+        .unwrap_or("");
     Ok(path.trim_end_matches('/').to_owned())
 }
 
@@ -335,7 +408,12 @@ fn read_operation(
 ) -> Result<Operation, String> {
     let strings = |v: Option<&Value>| -> Vec<String> {
         v.and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let security = op
@@ -343,7 +421,11 @@ fn read_operation(
         .and_then(Value::as_array)
         .map(|alts| {
             alts.iter()
-                .map(|alt| alt.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default())
+                .map(|alt| {
+                    alt.as_object()
+                        .map(|o| o.keys().cloned().collect())
+                        .unwrap_or_default()
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -367,12 +449,19 @@ fn read_operation(
     }
     Ok(Operation {
         file: name.to_owned(),
-        operation_id: op.get("operationId").and_then(Value::as_str).unwrap_or_default().to_owned(),
+        operation_id: op
+            .get("operationId")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
         method,
         // Two files describe `POST /rooms/{roomId}/invite`; one of them keeps the YAML keys
         // apart with a trailing space.
         path: format!("{base}{}", path.trim()),
-        deprecated: op.get("deprecated").and_then(Value::as_bool).unwrap_or(false),
+        deprecated: op
+            .get("deprecated")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
         tags: strings(op.get("tags")),
         security,
         responses,
@@ -391,9 +480,10 @@ impl Docs {
         if let Some(v) = self.cache.get(&path) {
             return Ok(v.clone());
         }
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let parsed: serde_norway::Value =
-            serde_norway::from_str(&text).map_err(|e| format!("{}: not YAML/JSON: {e}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let parsed: serde_norway::Value = serde_norway::from_str(&text)
+            .map_err(|e| format!("{}: not YAML/JSON: {e}", path.display()))?;
         let v = Rc::new(yaml_to_json(parsed));
         self.cache.insert(path, v.clone());
         Ok(v)
@@ -417,7 +507,10 @@ fn yaml_to_json(v: serde_norway::Value) -> Value {
             } else if let Some(u) = n.as_u64() {
                 Value::from(u)
             } else {
-                n.as_f64().and_then(serde_json::Number::from_f64).map(Value::Number).unwrap_or(Value::Null)
+                n.as_f64()
+                    .and_then(serde_json::Number::from_f64)
+                    .map(Value::Number)
+                    .unwrap_or(Value::Null)
             }
         }
         Y::String(s) => Value::String(s),
@@ -455,7 +548,13 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 /// Keywords whose value maps names to schemas (not keywords to values).
-const NAME_MAPS: &[&str] = &["properties", "patternProperties", "$defs", "definitions", "dependentSchemas"];
+const NAME_MAPS: &[&str] = &[
+    "properties",
+    "patternProperties",
+    "$defs",
+    "definitions",
+    "dependentSchemas",
+];
 /// Keywords whose value is data, not a schema: copied untouched.
 const DATA: &[&str] = &["enum", "const", "default", "required"];
 
@@ -463,8 +562,10 @@ const DATA: &[&str] = &["enum", "const", "default", "required"];
 /// `$ref` with only these beside it stays a plain `$ref`; `$schema`/`$id` would otherwise mark
 /// resource boundaries inside one inlined document.
 fn is_annotation(key: &str) -> bool {
-    matches!(key, "description" | "title" | "example" | "examples" | "$schema" | "$id" | "$comment")
-        || key.starts_with("x-")
+    matches!(
+        key,
+        "description" | "title" | "example" | "examples" | "$schema" | "$id" | "$comment"
+    ) || key.starts_with("x-")
 }
 
 struct Resolver<'a> {
@@ -477,7 +578,11 @@ struct Resolver<'a> {
 
 impl<'a> Resolver<'a> {
     fn new(docs: &'a mut Docs) -> Self {
-        Self { docs, stack: Vec::new(), missing: Vec::new() }
+        Self {
+            docs,
+            stack: Vec::new(),
+            missing: Vec::new(),
+        }
     }
 
     /// The document and JSON pointer a reference written in `doc` points to.
@@ -506,7 +611,8 @@ impl<'a> Resolver<'a> {
         let mut node = node.clone();
         let mut doc = doc.to_owned();
         for _ in 0..16 {
-            let Some(reference) = node.get("$ref").and_then(Value::as_str).map(str::to_owned) else {
+            let Some(reference) = node.get("$ref").and_then(Value::as_str).map(str::to_owned)
+            else {
                 return Ok((node, doc));
             };
             let (file, pointer) = Self::target(&reference, &doc);
@@ -519,7 +625,11 @@ impl<'a> Resolver<'a> {
     /// Inlines every `$ref` of a schema written in `doc`.
     fn schema(&mut self, node: &Value, doc: &Path) -> Result<Value, String> {
         match node {
-            Value::Array(items) => items.iter().map(|v| self.schema(v, doc)).collect::<Result<_, _>>().map(Value::Array),
+            Value::Array(items) => items
+                .iter()
+                .map(|v| self.schema(v, doc))
+                .collect::<Result<_, _>>()
+                .map(Value::Array),
             Value::Object(map) => {
                 let mut out = Map::new();
                 for (k, v) in map {
@@ -568,16 +678,25 @@ impl<'a> Resolver<'a> {
         if !file.exists() {
             // Only whole API areas left out of the spec copy are tolerated; a missing file in a
             // directory that exists means the copy is broken.
-            let dir_exists = file.parent().is_some_and(|d| d.is_dir()) || self.area_is_shipped(&file);
+            let dir_exists =
+                file.parent().is_some_and(|d| d.is_dir()) || self.area_is_shipped(&file);
             if dir_exists {
-                return Err(format!("{reference} (from {}): {} is missing", doc.display(), file.display()));
+                return Err(format!(
+                    "{reference} (from {}): {} is missing",
+                    doc.display(),
+                    file.display()
+                ));
             }
-            self.missing.push((doc.display().to_string(), file.display().to_string()));
+            self.missing
+                .push((doc.display().to_string(), file.display().to_string()));
             return Ok(Value::Bool(true));
         }
         let key = format!("{}#{pointer}", file.display());
         if self.stack.contains(&key) {
-            return Err(format!("recursive $ref {key} via {}", self.stack.join(" → ")));
+            return Err(format!(
+                "recursive $ref {key} via {}",
+                self.stack.join(" → ")
+            ));
         }
         let target = self.fetch(&file, &pointer)?;
         self.stack.push(key);
@@ -588,7 +707,10 @@ impl<'a> Resolver<'a> {
 
     /// Whether the top-level API area (`api/<area>`) of `file` exists in the copy.
     fn area_is_shipped(&self, file: &Path) -> bool {
-        let comps: Vec<String> = file.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+        let comps: Vec<String> = file
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect();
         comps
             .iter()
             .rposition(|c| c == "api")

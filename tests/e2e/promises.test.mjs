@@ -1,0 +1,210 @@
+// The host's promises, forced rather than waited for (DESIGN.md 3a). Promise 1, unmodified
+// same-origin clients, is jssdk.test.mjs.
+//   2. the browser stopping the service worker loses nothing, and the next request is answered;
+//   3. exactly one server instance (one IndexedDB writer) across tabs, reloads and an update;
+//   4. the server keeps running while any tab of the origin is open.
+
+import assert from 'node:assert/strict';
+import { appendFileSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import {
+  api,
+  apiOk,
+  copyWww,
+  createRoomUi,
+  launchBrowser,
+  loginUi,
+  openPage,
+  openRoomUi,
+  registerApi,
+  registerUi,
+  sendUi,
+  startRelay,
+  waitForMessage,
+} from './harness.mjs';
+
+let relay;
+let browser;
+let www;
+before(async () => {
+  // A private copy of www/, so the update test can change sw.js without touching the tree.
+  www = copyWww();
+  relay = await startRelay({ www: www.dir });
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await relay?.stop();
+  www?.remove();
+});
+
+const enc = encodeURIComponent;
+const instanceId = (page) => page.evaluate(async () => (await window.hearth.status()).instanceId);
+
+/** Who holds, and who waits for, the server's Web Lock, as seen from `page`. */
+const serverLock = (page) =>
+  page.evaluate(async () => {
+    const q = await navigator.locks.query();
+    return {
+      held: q.held.filter((l) => l.name === 'hearth-server').length,
+      pending: q.pending.filter((l) => l.name === 'hearth-server').length,
+    };
+  });
+
+async function send(page, token, roomId, body, txn) {
+  return api(page, 'PUT', `/_matrix/client/v3/rooms/${enc(roomId)}/send/m.room.message/${txn}`, { msgtype: 'm.text', body }, token);
+}
+
+async function bodies(page, token, roomId) {
+  const res = await apiOk(page, 'GET', `/_matrix/client/v3/rooms/${enc(roomId)}/messages?dir=b&limit=500`, undefined, token);
+  return res.chunk.filter((e) => e.type === 'm.room.message').map((e) => e.content.body).reverse();
+}
+
+/** A CDP handle on the context's service workers: how often they stopped, and a stop button. */
+async function serviceWorkers(ctx, page) {
+  const cdp = await ctx.newCDPSession(page);
+  const running = new Map(); // versionId -> runningStatus
+  let stops = 0;
+  cdp.on('ServiceWorker.workerVersionUpdated', ({ versions }) => {
+    for (const v of versions) {
+      if (v.runningStatus === 'stopped' && running.get(v.versionId) !== 'stopped') stops++;
+      running.set(v.versionId, v.runningStatus);
+    }
+  });
+  await cdp.send('ServiceWorker.enable');
+  return {
+    anyRunning: () => [...running.values()].some((s) => s === 'running'),
+    /** Stops every service worker and waits until the browser reports it stopped (a request
+     * may restart it right after, which is the point). */
+    async stopAll() {
+      const before = stops;
+      await cdp.send('ServiceWorker.stopAllWorkers');
+      const deadline = Date.now() + 10000;
+      while (stops === before) {
+        if (Date.now() > deadline) throw new Error(`service worker did not stop: ${JSON.stringify([...running])}`);
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    },
+  };
+}
+
+test('promise 2: stopping the service worker mid-session loses nothing and the next request is answered', async () => {
+  const ctx = await browser.newContext();
+  try {
+    const { page } = await openPage(ctx, relay.url);
+    await registerUi(page, 'alice');
+    const roomId = await createRoomUi(page, 'Resilient');
+    const token = await page.evaluate(() => JSON.parse(localStorage.getItem('hearth.session')).accessToken);
+    const server = await instanceId(page);
+    const sw = await serviceWorkers(ctx, page);
+    const acknowledged = [];
+    for (let round = 0; round < 3; round++) {
+      // A burst of sends races the stop: whatever was acknowledged must survive.
+      const burst = Array.from({ length: 5 }, (_, i) => `round ${round} msg ${i}`);
+      const sends = burst.map((body, i) => send(page, token, roomId, body, `r${round}m${i}`));
+      await sw.stopAll();
+      const results = await Promise.all(sends);
+      results.forEach((r, i) => {
+        if (r.status === 200) acknowledged.push(burst[i]);
+        // A request caught by the stop may fail, but only with a clear, retryable Matrix error.
+        else assert.ok(r.status === 503 && r.body?.errcode, `round ${round} send ${i}: ${r.status} ${JSON.stringify(r.body)}`);
+      });
+      // The worker is stopped; the very next request restarts it and is answered.
+      await sw.stopAll();
+      const next = await send(page, token, roomId, `after stop ${round}`, `after${round}`);
+      assert.equal(next.status, 200, JSON.stringify(next.body));
+      acknowledged.push(`after stop ${round}`);
+      assert.ok(sw.anyRunning(), 'the service worker restarted for the request');
+    }
+    const stored = await bodies(page, token, roomId);
+    for (const body of acknowledged) assert.ok(stored.includes(body), `acknowledged "${body}" was lost`);
+    // The server itself never restarted: only its stateless proxy did.
+    assert.equal(await instanceId(page), server);
+    // The page's own client recovers too: its long-poll was cut by the stop.
+    await sw.stopAll();
+    await sendUi(page, 'the UI still works');
+    await waitForMessage(page, 'the UI still works');
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('promise 3: one server instance across tabs, reloads and a service-worker update', async () => {
+  const ctx = await browser.newContext();
+  try {
+    const tabs = [];
+    for (let i = 0; i < 3; i++) tabs.push((await openPage(ctx, relay.url)).page);
+    const first = await instanceId(tabs[0]);
+    assert.ok(first, 'status() reports an instance id');
+    for (const t of tabs) assert.equal(await instanceId(t), first);
+    assert.deepEqual(await serverLock(tabs[1]), { held: 1, pending: 0 });
+
+    const reg = await registerApi(tabs[0], 'alice');
+    const { room_id: roomId } = await apiOk(tabs[0], 'POST', '/_matrix/client/v3/createRoom', { name: 'one writer' }, reg.access_token);
+    assert.equal((await send(tabs[1], reg.access_token, roomId, 'before reload', 'a1')).status, 200);
+
+    // Reloading a tab while others are open keeps the same server.
+    await tabs[1].reload();
+    await tabs[1].evaluate(() => window.hearth.ready);
+    assert.equal(await instanceId(tabs[1]), first);
+    assert.deepEqual(await serverLock(tabs[2]), { held: 1, pending: 0 });
+
+    // A service-worker update: a new sw.js replaces the old one in every tab.
+    const changed = tabs.map((t) =>
+      t.evaluate(() => new Promise((resolve) => navigator.serviceWorker.addEventListener('controllerchange', () => resolve(true), { once: true }))),
+    );
+    appendFileSync(path.join(www.dir, 'sw.js'), `\n// e2e update ${Date.now()}\n`);
+    await tabs[0].evaluate(async () => (await navigator.serviceWorker.getRegistration()).update());
+    assert.deepEqual(await Promise.all(changed), [true, true, true]);
+    for (const [i, t] of tabs.entries()) {
+      const r = await send(t, reg.access_token, roomId, `after update ${i}`, `u${i}`);
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(await instanceId(t), first);
+    }
+    assert.deepEqual(await serverLock(tabs[0]), { held: 1, pending: 0 });
+    assert.deepEqual(await bodies(tabs[2], reg.access_token, roomId), ['before reload', 'after update 0', 'after update 1', 'after update 2']);
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('promise 4: the server keeps running while any tab is open', async () => {
+  const ctx = await browser.newContext();
+  try {
+    const { page: a } = await openPage(ctx, relay.url);
+    const { page: b } = await openPage(ctx, relay.url);
+    await registerUi(a, 'alice');
+    const roomId = await createRoomUi(a, 'Still here');
+    await sendUi(a, 'from the first tab');
+    await waitForMessage(a, 'from the first tab');
+    const server = await instanceId(b);
+
+    // The tab that started the server goes away; the other one keeps the same server.
+    await a.close();
+    assert.equal(await instanceId(b), server);
+    const token = await b.evaluate(() => JSON.parse(localStorage.getItem('hearth.session')).accessToken);
+    const r = await send(b, token, roomId, 'from the second tab', 'b1');
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(await bodies(b, token, roomId), ['from the first tab', 'from the second tab']);
+    // b's page UI logs in and chats live on the same server. (No reload here: reloading the
+    // only open tab restarts the server, which the last part of this test covers.)
+    await loginUi(b, 'alice');
+    await b.waitForSelector(`#room-list li[data-room-id="${roomId}"]`);
+    await openRoomUi(b, roomId);
+    await sendUi(b, 'live in the second tab');
+    await waitForMessage(b, 'live in the second tab');
+    assert.equal(await instanceId(b), server);
+
+    // With the last tab closed the server stops; the next tab starts a new instance on the
+    // same data.
+    await b.close();
+    const { page: c } = await openPage(ctx, relay.url);
+    assert.notEqual(await instanceId(c), server);
+    assert.deepEqual(await bodies(c, token, roomId), ['from the first tab', 'from the second tab', 'live in the second tab']);
+    assert.deepEqual(await serverLock(c), { held: 1, pending: 0 });
+  } finally {
+    await ctx.close();
+  }
+});
