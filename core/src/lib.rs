@@ -48,6 +48,9 @@ pub struct Config {
     pub access_token_lifetime_ms: Option<u64>,
     /// Argon2 memory cost in KiB. Tests lower it to stay fast.
     pub password_hash_memory_kib: u32,
+    /// Contacts served at `/.well-known/matrix/support`; none by default (that endpoint is
+    /// then `404`, as the spec has it).
+    pub support: client::support::SupportInfo,
 }
 
 impl Default for Config {
@@ -57,6 +60,7 @@ impl Default for Config {
             max_body_bytes: DEFAULT_MAX_BODY,
             access_token_lifetime_ms: Some(5 * 60 * 1000),
             password_hash_memory_kib: 19 * 1024,
+            support: client::support::SupportInfo::default(),
         }
     }
 }

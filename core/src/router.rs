@@ -92,6 +92,29 @@ impl Router {
     where
         R: IncomingRequest + 'static,
     {
+        self.add_mapped::<R, R::OutgoingResponse>(f, |resp| match resp.try_into_http_response::<Vec<u8>>() {
+            Ok(r) => r,
+            Err(e) => MatrixError::unknown(format!("response serialization failed: {e}")).into_response(),
+        });
+    }
+
+    /// Registers a ruma endpoint whose answer is built as JSON by hand, for responses ruma's
+    /// types would shape against the spec (e.g. `null` where the spec wants a field absent).
+    pub fn add_json<R>(&mut self, f: Rc<dyn Fn(Homeserver, Ctx, R) -> LocalBoxFuture<'static, Result<serde_json::Value>>>)
+    where
+        R: IncomingRequest + 'static,
+    {
+        self.add_mapped::<R, serde_json::Value>(f, |v| json_response(StatusCode::OK, &v));
+    }
+
+    fn add_mapped<R, T>(
+        &mut self,
+        f: Rc<dyn Fn(Homeserver, Ctx, R) -> LocalBoxFuture<'static, Result<T>>>,
+        respond: fn(T) -> Response<Vec<u8>>,
+    ) where
+        R: IncomingRequest + 'static,
+        T: 'static,
+    {
         let auth = auth_of::<R>();
         let handler: Handler = Rc::new(move |hs: Homeserver, req: Request<Vec<u8>>, args: Vec<String>| {
             let f = f.clone();
@@ -111,11 +134,7 @@ impl Router {
                     Err(e) => return e.into_response(),
                 };
                 match f(hs, ctx, parsed).await {
-                    Ok(resp) => match resp.try_into_http_response::<Vec<u8>>() {
-                        Ok(r) => r,
-                        Err(e) => MatrixError::unknown(format!("response serialization failed: {e}"))
-                            .into_response(),
-                    },
+                    Ok(resp) => respond(resp),
                     Err(e) => e.into_response(),
                 }
             })

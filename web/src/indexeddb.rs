@@ -31,6 +31,8 @@ use js_sys::{ArrayBuffer, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
+use crate::read_cache::ReadCache;
+
 /// How long an open may stay blocked by another connection (an old tab that does not close
 /// its database on `versionchange`) before we give up and report the database unavailable.
 const BLOCKED_GRACE_MS: u32 = 2_000;
@@ -59,6 +61,7 @@ pub struct IndexedDbStorage {
     /// The last failure the backend reported, for the status page.
     last_error: RefCell<Option<StorageFailure>>,
     stats: RefCell<OpStats>,
+    cache: RefCell<ReadCache>,
     /// The browser holds these as event handlers; they must live as long as the connection.
     _on_versionchange: Closure<dyn FnMut()>,
     _on_close: Closure<dyn FnMut()>,
@@ -92,6 +95,9 @@ pub struct OpStats {
     pub gets: OpCounter,
     pub scans: OpCounter,
     pub writes: OpCounter,
+    /// Point reads answered from memory, and those that went to IndexedDB.
+    pub cache_hits: u64,
+    pub cache_misses: u64,
 }
 
 impl std::fmt::Debug for IndexedDbStorage {
@@ -155,6 +161,7 @@ impl IndexedDbStorage {
             closed,
             last_error: RefCell::new(None),
             stats: RefCell::default(),
+            cache: RefCell::default(),
             _on_versionchange: on_versionchange,
             _on_close: on_close,
         })
@@ -167,6 +174,7 @@ impl IndexedDbStorage {
     /// Closes the connection; later calls fail with [`StorageError::Unavailable`].
     pub fn close(&self) {
         self.raw().close();
+        self.cache.borrow_mut().clear();
         self.closed
             .replace(Some("the database was closed".to_owned()));
     }
@@ -183,7 +191,12 @@ impl IndexedDbStorage {
 
     /// Operation counts and time spent since the connection opened.
     pub fn op_stats(&self) -> OpStats {
-        *self.stats.borrow()
+        let cache = self.cache.borrow();
+        OpStats {
+            cache_hits: cache.hits(),
+            cache_misses: cache.misses(),
+            ..*self.stats.borrow()
+        }
     }
 
     /// Number of records in `tree`, counted by IndexedDB without reading them.
@@ -265,6 +278,20 @@ impl IndexedDbStorage {
     }
 
     async fn get_inner(&self, tree: &'static str, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        self.check_open()?;
+        if !TREES.contains(&tree) {
+            return Err(StorageError::UnknownTree(tree.to_owned()));
+        }
+        if let Some(known) = self.cache.borrow_mut().get(tree, key) {
+            return Ok(known);
+        }
+        let ticket = self.cache.borrow().ticket();
+        let value = self.read_one(tree, key).await?;
+        self.cache.borrow_mut().fill(ticket, tree, key, &value);
+        Ok(value)
+    }
+
+    async fn read_one(&self, tree: &'static str, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
         let tx = self.transaction(&[tree], TransactionMode::Readonly)?;
         let store = tx.object_store(tree).map_err(map_error)?;
         let value: Option<JsValue> = store
@@ -347,7 +374,7 @@ impl IndexedDbStorage {
         }
     }
 
-    async fn write_inner(&self, batch: Batch) -> StorageResult<()> {
+    async fn write_inner(&self, batch: &Batch) -> StorageResult<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -395,7 +422,10 @@ impl IndexedDbStorage {
         }
         drop(stores);
         match tx.commit().await {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.cache.borrow_mut().committed(batch);
+                Ok(())
+            }
             // An aborted transaction carries its real cause (quota, I/O) on `error`.
             Err(e) => Err(self.map_closed(match raw_tx.error() {
                 Some(dom) => map_dom_exception(&dom),
@@ -436,7 +466,7 @@ impl Storage for IndexedDbStorage {
 
     async fn write(&self, batch: Batch) -> StorageResult<()> {
         let began = performance_now();
-        let result = self.write_inner(batch).await;
+        let result = self.write_inner(&batch).await;
         self.stats.borrow_mut().writes.record(began);
         self.note(result)
     }

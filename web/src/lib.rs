@@ -27,17 +27,24 @@
 //! ```text
 //! CHROMEDRIVER=/usr/bin/chromedriver cargo test -p hearth-web --target wasm32-unknown-unknown
 //! ```
-//! runs the storage conformance suite and the server tests in headless Chromium. Natively the
-//! crate is empty and its tests run nothing.
+//! runs the storage conformance suite and the server tests in headless Chromium. Natively only
+//! the platform-free parts build (the read cache), and `cargo test -p hearth-web` runs their
+//! unit tests.
 
-#![cfg(target_arch = "wasm32")]
+pub mod read_cache;
 
+#[cfg(target_arch = "wasm32")]
 mod indexeddb;
+#[cfg(target_arch = "wasm32")]
 mod server;
+#[cfg(target_arch = "wasm32")]
 mod world;
 
+#[cfg(target_arch = "wasm32")]
 pub use indexeddb::{
     IndexedDbStorage, OpCounter, OpStats, StorageFailure, idb_version, map_dom_exception,
 };
+#[cfg(target_arch = "wasm32")]
 pub use server::HearthServer;
+#[cfg(target_arch = "wasm32")]
 pub use world::BrowserWorld;

@@ -219,6 +219,8 @@ fn op_stats_to_js(stats: OpStats) -> Result<JsValue, JsValue> {
         set(&entry, "totalMs", &counter.total_ms.into())?;
         set(&out, name, &entry)?;
     }
+    set(&out, "cacheHits", &(stats.cache_hits as f64).into())?;
+    set(&out, "cacheMisses", &(stats.cache_misses as f64).into())?;
     Ok(out.into())
 }
 

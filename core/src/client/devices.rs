@@ -1,9 +1,7 @@
 //! Device management: list, show, rename and delete the caller's devices.
 
-use ruma::api::client::device::{
-    self, delete_device, delete_devices, get_device, get_devices, update_device,
-};
-use ruma::{MilliSecondsSinceUnixEpoch, OwnedDeviceId, UInt, UserId};
+use ruma::api::client::device::{delete_device, delete_devices, get_device, get_devices, update_device};
+use ruma::{OwnedDeviceId, UserId};
 
 use crate::client::uia::{self, Completed, Operation, UiaError};
 use crate::db::e2ee;
@@ -11,14 +9,15 @@ use crate::db::users::{self, DeviceRecord};
 use crate::error::{MatrixError, OptionExt, Result};
 use crate::router::Router;
 use crate::storage::Batch;
-use crate::{Ctx, Homeserver, route, uia_route};
+use crate::{Ctx, Homeserver, route, route_json, uia_route};
+use serde_json::{Value, json};
 
 /// Longest accepted device display name, in characters.
 pub const MAX_DISPLAY_NAME_CHARS: usize = 256;
 
 pub fn routes(r: &mut Router) {
-    route!(r, get_devices::v3::Request, list);
-    route!(r, get_device::v3::Request, show);
+    route_json!(r, get_devices::v3::Request, list);
+    route_json!(r, get_device::v3::Request, show);
     route!(r, update_device::v3::Request, update);
     uia_route!(r, delete_device::v3::Request, delete_one);
     uia_route!(r, delete_devices::v3::Request, delete_many);
@@ -39,36 +38,32 @@ pub async fn remove_device(
     Ok(())
 }
 
-fn to_ruma(dev: DeviceRecord) -> device::Device {
-    let mut d = device::Device::new(dev.device_id);
-    d.display_name = dev.display_name;
-    d.last_seen_ip = dev.last_seen_ip;
-    d.last_seen_ts = dev
-        .last_seen_ts
-        .map(|ts| MilliSecondsSinceUnixEpoch(UInt::new_saturating(ts)));
-    d
+/// A device as the spec's `Device` object. Built by hand: ruma's type sends `null` for an
+/// unset `display_name` or `last_seen_ip`, where the spec's schema wants the field absent.
+fn device_json(dev: DeviceRecord) -> Value {
+    let mut v = json!({ "device_id": dev.device_id });
+    if let Some(n) = dev.display_name {
+        v["display_name"] = json!(n);
+    }
+    if let Some(ip) = dev.last_seen_ip {
+        v["last_seen_ip"] = json!(ip);
+    }
+    if let Some(ts) = dev.last_seen_ts {
+        v["last_seen_ts"] = json!(ts);
+    }
+    v
 }
 
-async fn list(
-    hs: &Homeserver,
-    ctx: Ctx,
-    _req: get_devices::v3::Request,
-) -> Result<get_devices::v3::Response> {
+async fn list(hs: &Homeserver, ctx: Ctx, _req: get_devices::v3::Request) -> Result<Value> {
     let devices = users::list_devices(hs, ctx.user_id()?).await?;
-    Ok(get_devices::v3::Response::new(
-        devices.into_iter().map(to_ruma).collect(),
-    ))
+    Ok(json!({ "devices": devices.into_iter().map(device_json).collect::<Vec<_>>() }))
 }
 
-async fn show(
-    hs: &Homeserver,
-    ctx: Ctx,
-    req: get_device::v3::Request,
-) -> Result<get_device::v3::Response> {
+async fn show(hs: &Homeserver, ctx: Ctx, req: get_device::v3::Request) -> Result<Value> {
     let dev = users::get_device(hs, ctx.user_id()?, req.device_id.as_str())
         .await?
         .or_not_found("you have no device with that id")?;
-    Ok(get_device::v3::Response::new(to_ruma(dev)))
+    Ok(device_json(dev))
 }
 
 /// Renames a device. Only application services may create devices here, and this server has

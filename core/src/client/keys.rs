@@ -277,24 +277,31 @@ async fn changes(
     Ok(get_key_changes::v3::Response::new(changed, left))
 }
 
-/// Users sharing a room with `user` (and `user` themself, for their other devices) whose device
-/// lists changed at a position in `(after, upto]`.
+/// Users whose keys changed at a position in `(after, upto]` in a way `user` may hear of: public
+/// changes of users sharing a room with `user` (and of `user` themself, for their other devices),
+/// and changes only `user` may see (their own user-signing key, their signatures of others).
 async fn changes_between(
     hs: &Homeserver,
     user: &UserId,
     after: u64,
     upto: u64,
 ) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
-    let changed = e2ee::key_changes_between(hs, after, upto).await?;
-    if changed.is_empty() {
+    let log = e2ee::key_changes_between(hs, after, upto).await?;
+    if log.is_empty() {
         return Ok((Vec::new(), Vec::new()));
     }
     let mut visible = rooms::users_sharing_room_with(hs, user).await?;
     visible.insert(user.to_owned());
-    let changed = changed
-        .into_iter()
-        .filter(|u| visible.contains(u))
-        .collect();
+    let mut changed: Vec<OwnedUserId> = Vec::new();
+    for change in log {
+        let heard = match &change.audience {
+            None => visible.contains(&change.user),
+            Some(audience) => audience == user,
+        };
+        if heard && !changed.contains(&change.user) {
+            changed.push(change.user);
+        }
+    }
     // `left` needs the membership history of shared rooms; it stays empty until that exists.
     Ok((changed, Vec::new()))
 }

@@ -62,7 +62,11 @@ pub async fn join(hs: &Homeserver, user: &UserId, room: &RoomId, reason: Option<
         // Already joined: the spec makes join idempotent.
         return Ok(room.to_owned());
     }
-    let content = member_content(hs, user, "join", reason).await?;
+    let mut content = member_content(hs, user, "join", reason).await?;
+    // Restricted rooms: a local member with invite power vouches for the join (see `knock`).
+    if let Some(via) = super::knock::join_authoriser(hs, &txn, user).await? {
+        content["join_authorised_via_users_server"] = json!(via);
+    }
     txn.append(NewEvent::state(user, "m.room.member", user.as_str(), content)).await?;
     txn.commit().await?;
     Ok(room.to_owned())

@@ -23,12 +23,12 @@ pub fn routes(r: &mut Router) {
     route!(r, get_protocols::v3::Request, protocols);
 }
 
-/// This server has no TURN server, and answers `200 {}`. The spec leaves the answer of a
-/// server without TURN open (MSC4166 later proposed `404`); matrix-js-sdk handles `{}` best:
-/// it sees no `uris`, stays quiet and asks again later. A `403` makes it stop checking for
-/// good and emit a fatal `TurnServersError`; a `404` is logged as a failure at every check.
+/// This server has no TURN server. The spec documents only `200` (with `username`,
+/// `password`, `uris` and `ttl` all required) and `429` for this endpoint, so the answer is a
+/// schema-valid `200` with no URIs and a day-long `ttl`: clients see nothing to use and do not
+/// ask again soon. (`{}` and `404`, which other servers send, are not in the spec.)
 fn turn_server() -> Result<Value> {
-    Ok(json!({}))
+    Ok(json!({ "username": "", "password": "", "uris": [], "ttl": 86400 }))
 }
 
 /// No bridges: no third-party protocols.

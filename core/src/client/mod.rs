@@ -23,6 +23,8 @@ pub mod presence;
 pub mod push;
 pub mod receipts;
 pub mod typing;
+pub mod knock;
+pub mod tags;
 
 use crate::router::Router;
 
@@ -32,6 +34,18 @@ use crate::router::Router;
 macro_rules! route {
     ($router:expr, $req:ty, $handler:path) => {
         $router.add::<$req>(::std::rc::Rc::new(
+            |hs: $crate::Homeserver, ctx: $crate::Ctx, req: $req| {
+                Box::pin(async move { $handler(&hs, ctx, req).await })
+            },
+        ))
+    };
+}
+
+/// Like [`route!`], for a handler that answers with a `serde_json::Value` built by hand.
+#[macro_export]
+macro_rules! route_json {
+    ($router:expr, $req:ty, $handler:path) => {
+        $router.add_json::<$req>(::std::rc::Rc::new(
             |hs: $crate::Homeserver, ctx: $crate::Ctx, req: $req| {
                 Box::pin(async move { $handler(&hs, ctx, req).await })
             },
@@ -55,12 +69,14 @@ pub fn register_routes(r: &mut Router) {
     push::routes(r);
     receipts::routes(r);
     typing::routes(r);
+    tags::routes(r);
     account::routes(r);
     session::routes(r);
     devices::routes(r);
     profile::routes(r);
     capabilities::routes(r);
     misc::routes(r);
+    knock::routes(r);
 }
 
 /// Wraps a JSON value as ruma's `Raw<T>` for a response field.

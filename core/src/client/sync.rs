@@ -289,6 +289,10 @@ async fn build(
             MembershipState::Invite if rec.pos > since => {
                 resp.rooms.invite.insert(room.clone(), invited_room(hs, &room, &rec).await?);
             }
+            // Knocks: stripped state and the knock itself (`knock::knocked_room`).
+            MembershipState::Knock if rec.pos > since => {
+                resp.rooms.knock.insert(room.clone(), super::knock::knocked_room(hs, &room, &rec).await?);
+            }
             MembershipState::Leave | MembershipState::Ban
                 if (since > 0 && rec.pos > since) || (f.room.include_leave && since == 0) =>
             {

@@ -301,6 +301,10 @@ impl<'a> RoomTxn<'a> {
                     key(&[parent.as_bytes(), rel_type.as_bytes(), &pos_bytes(pos)]),
                     event_id.as_bytes(),
                 );
+                // Thread activity per room, for `/threads` (layout in db/relations.rs).
+                if rel_type == super::relations::THREAD {
+                    super::relations::index_thread_activity(&mut self.batch, &self.room_id, pos, parent);
+                }
             }
         }
         if let Some((device, txn_id)) = &ev.txn {

@@ -8,7 +8,13 @@
 //!   [`OneTimeKeyRecord`].
 //!   The upload sequence makes a forward scan hand keys out in upload order.
 //! - `fallback_keys`: `user, device, algorithm` → [`FallbackKeyRecord`] (one per algorithm).
-//! - `key_changes`: `stream pos (u64 BE), user` → empty: whose device list changed when.
+//! - `key_changes`: `stream pos (u64 BE), user` → empty when every user sharing a room with
+//!   `user` must hear of the change, or the one user id allowed to (a change only that user can
+//!   see: their own user-signing key, their signatures of other users' master keys).
+//! - `cross_signing`: `"key", user, usage` → the cross-signing key exactly as uploaded; and
+//!   `"sig", target user, target kind, target id, signer, signer key id` → one signature (unpadded
+//!   base64) uploaded through `/keys/signatures/upload`. Kept apart from the signed object so a
+//!   device re-uploading its keys, or a key being replaced, cannot lose or resurrect them.
 //! - `to_device`: `user, device, stream pos (u64 BE)` → [`ToDeviceRecord`]. Position 0 is never
 //!   allocated to anything, so its slot holds the device's delivery mark (u64 BE): the newest
 //!   position `/sync` has handed to the device.
@@ -17,7 +23,7 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use ruma::encryption::{DeviceKeys, OneTimeKey};
+use ruma::encryption::{CrossSigningKey, DeviceKeys, KeyUsage, OneTimeKey};
 use ruma::serde::Raw;
 use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedOneTimeKeyId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
@@ -243,7 +249,8 @@ pub fn put_fallback_key(
 // ---------------------------------------------------------------------------------------------
 // Device-list change log
 
-/// Records that `user`'s device list changed at stream position `pos`.
+/// Records that `user`'s device list changed at stream position `pos`, for everyone who shares a
+/// room with them.
 pub fn record_key_change(batch: &mut Batch, pos: u64, user: &UserId) {
     batch.put(
         "key_changes",
@@ -252,12 +259,30 @@ pub fn record_key_change(batch: &mut Batch, pos: u64, user: &UserId) {
     );
 }
 
-/// Users whose device list changed at a position in `(after, upto]`.
+/// Records a change of `user`'s keys at `pos` that only `audience` may hear of. Do not record a
+/// public change of the same user at the same position: the later write wins.
+pub fn record_private_key_change(batch: &mut Batch, pos: u64, user: &UserId, audience: &UserId) {
+    batch.put(
+        "key_changes",
+        key(&[&pos_bytes(pos), user.as_bytes()]),
+        audience.as_bytes().to_vec(),
+    );
+}
+
+/// One entry of the device-list change log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChange {
+    pub user: OwnedUserId,
+    /// `None`: everyone sharing a room with `user` hears of it; `Some(u)`: only `u` does.
+    pub audience: Option<OwnedUserId>,
+}
+
+/// Changes at a position in `(after, upto]`, oldest first, each distinct change once.
 pub async fn key_changes_between(
     hs: &Homeserver,
     after: u64,
     upto: u64,
-) -> Result<Vec<OwnedUserId>> {
+) -> Result<Vec<KeyChange>> {
     if upto <= after {
         return Ok(Vec::new());
     }
@@ -269,17 +294,148 @@ pub async fn key_changes_between(
         .store
         .scan("key_changes", range, Direction::Forward, usize::MAX)
         .await?;
-    let mut users = Vec::new();
-    for (k, _) in rows {
+    let mut changes = Vec::new();
+    for (k, v) in rows {
         // Position (8 bytes), NUL, user id.
         let user = k.get(9..).ok_or_else(|| corrupt("key_changes key"))?;
-        let user = std::str::from_utf8(user).map_err(|_| corrupt("key_changes key"))?;
-        let user = OwnedUserId::try_from(user).map_err(|_| corrupt("key_changes user"))?;
-        if !users.contains(&user) {
-            users.push(user);
+        let user = parse_user(user).ok_or_else(|| corrupt("key_changes user"))?;
+        let audience = if v.is_empty() {
+            None
+        } else {
+            Some(parse_user(&v).ok_or_else(|| corrupt("key_changes audience"))?)
+        };
+        let change = KeyChange { user, audience };
+        if !changes.contains(&change) {
+            changes.push(change);
         }
     }
-    Ok(users)
+    Ok(changes)
+}
+
+fn parse_user(bytes: &[u8]) -> Option<OwnedUserId> {
+    OwnedUserId::try_from(std::str::from_utf8(bytes).ok()?).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cross-signing keys and their signatures
+
+const CS_TREE: &str = "cross_signing";
+
+fn cross_signing_key_key(user: &UserId, usage: &KeyUsage) -> Vec<u8> {
+    key(&[b"key", user.as_bytes(), usage.as_str().as_bytes()])
+}
+
+/// The user's cross-signing key for `usage`, exactly as uploaded.
+pub async fn cross_signing_key(
+    hs: &Homeserver,
+    user: &UserId,
+    usage: &KeyUsage,
+) -> Result<Option<Raw<CrossSigningKey>>> {
+    hs.get_json(CS_TREE, &cross_signing_key_key(user, usage))
+        .await
+}
+
+pub fn put_cross_signing_key(
+    batch: &mut Batch,
+    user: &UserId,
+    usage: &KeyUsage,
+    raw: &Raw<CrossSigningKey>,
+) {
+    batch.put(
+        CS_TREE,
+        cross_signing_key_key(user, usage),
+        raw.json().get().as_bytes().to_vec(),
+    );
+}
+
+/// What a signature uploaded through `/keys/signatures/upload` signs.
+#[derive(Debug, Clone, Copy)]
+pub enum SignedKey<'a> {
+    /// A device's identity keys.
+    Device(&'a DeviceId),
+    /// The master cross-signing key with this public key (unpadded base64).
+    Master(&'a str),
+}
+
+impl SignedKey<'_> {
+    fn parts(&self) -> (&'static [u8], &[u8]) {
+        match self {
+            Self::Device(d) => (b"device", d.as_bytes()),
+            Self::Master(k) => (b"master", k.as_bytes()),
+        }
+    }
+}
+
+fn signatures_prefix(target_user: &UserId, target: SignedKey<'_>) -> Vec<u8> {
+    let (kind, id) = target.parts();
+    prefix(&[b"sig", target_user.as_bytes(), kind, id])
+}
+
+/// One stored signature: who signed, with which key, and the signature itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredSignature {
+    pub signer: OwnedUserId,
+    pub key_id: String,
+    pub signature: String,
+}
+
+pub fn put_signature(
+    batch: &mut Batch,
+    target_user: &UserId,
+    target: SignedKey<'_>,
+    sig: &StoredSignature,
+) {
+    let mut k = signatures_prefix(target_user, target);
+    k.extend_from_slice(&key(&[sig.signer.as_bytes(), sig.key_id.as_bytes()]));
+    batch.put(CS_TREE, k, sig.signature.as_bytes().to_vec());
+}
+
+/// Every signature uploaded for `target` of `target_user`.
+pub async fn signatures_of(
+    hs: &Homeserver,
+    target_user: &UserId,
+    target: SignedKey<'_>,
+) -> Result<Vec<StoredSignature>> {
+    let p = signatures_prefix(target_user, target);
+    let rows = hs.scan_prefix(CS_TREE, &p).await?;
+    rows.iter()
+        .map(|(k, v)| {
+            let rest = k.get(p.len()..).ok_or_else(|| corrupt("signature key"))?;
+            // Neither user ids nor key ids contain NUL.
+            let mut parts = rest.splitn(2, |b| *b == 0);
+            let signer = parts
+                .next()
+                .and_then(parse_user)
+                .ok_or_else(|| corrupt("signature signer"))?;
+            let key_id = parts
+                .next()
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .ok_or_else(|| corrupt("signature key id"))?;
+            let signature =
+                std::str::from_utf8(v).map_err(|_| corrupt("signature value"))?;
+            Ok(StoredSignature {
+                signer,
+                key_id: key_id.to_owned(),
+                signature: signature.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Drops every uploaded signature of `target`: the key they signed is gone or was replaced.
+pub async fn delete_signatures_of(
+    hs: &Homeserver,
+    batch: &mut Batch,
+    target_user: &UserId,
+    target: SignedKey<'_>,
+) -> Result<()> {
+    for (k, _) in hs
+        .scan_prefix(CS_TREE, &signatures_prefix(target_user, target))
+        .await?
+    {
+        batch.delete(CS_TREE, k);
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -406,7 +562,8 @@ pub fn put_to_device_txn(batch: &mut Batch, sender: &UserId, device: &DeviceId, 
 // Device removal
 
 /// Deletes every E2EE record of the device: identity keys, one-time and fallback keys, its
-/// to-device inbox and the transaction ids it used. Returns whether it had identity keys.
+/// to-device inbox, the transaction ids it used and the cross-signing signatures of it. Returns
+/// whether it had identity keys.
 pub async fn delete_device(
     hs: &Homeserver,
     batch: &mut Batch,
@@ -415,6 +572,7 @@ pub async fn delete_device(
 ) -> Result<bool> {
     let had_keys = device_keys(hs, user, device).await?.is_some();
     batch.delete("device_keys", key(&[user.as_bytes(), device.as_bytes()]));
+    delete_signatures_of(hs, batch, user, SignedKey::Device(device)).await?;
     let device_prefix = prefix(&[user.as_bytes(), device.as_bytes()]);
     for tree in [
         "one_time_keys",

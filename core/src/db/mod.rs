@@ -6,6 +6,7 @@ pub mod power;
 pub mod e2ee;
 pub mod media;
 pub mod push;
+pub mod relations;
 pub mod rooms;
 pub mod users;
 

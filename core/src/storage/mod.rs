@@ -54,10 +54,13 @@ pub const TREES: &[&str] = &[
     "pushers",
     "notifications",
     "relations",
+    "threads",
     "reports",
     "key_backup",
     "openid",
     "threepids",
+    "profile_fields",
+    "erased_users",
     "directory",
     "test",
 ];

@@ -1,0 +1,182 @@
+//! A write-through cache of point reads in front of IndexedDB.
+//!
+//! Every IndexedDB read is a transaction of its own and costs about half a millisecond in
+//! Chromium; a message send does several. The server is the database's only writer (the
+//! server worker holds the `hearth-server` Web Lock for as long as it runs), so what it last
+//! wrote or read is what the database holds, and answers can come from memory.
+//!
+//! Coherence rules:
+//! - a committed batch updates the cache for every key it touched (absent keys included);
+//! - a read fills the cache only if no batch committed while it was in flight, so a value
+//!   read before a commit can never overwrite what the commit wrote;
+//! - a failed batch leaves the cache alone (nothing of it reached the database).
+
+use std::collections::HashMap;
+
+use hearth_core::storage::{Batch, Op};
+
+/// Values larger than this are not worth the memory (media blobs, big state snapshots).
+const MAX_CACHED_VALUE: usize = 64 * 1024;
+/// The cache empties itself when it grows past this many bytes of keys and values.
+const BUDGET_BYTES: usize = 32 * 1024 * 1024;
+
+type Entry = Option<Vec<u8>>;
+
+#[derive(Debug, Default)]
+pub struct ReadCache {
+    entries: HashMap<(&'static str, Vec<u8>), Entry>,
+    bytes: usize,
+    /// Bumped by every commit; reads remember it to detect an overlapping commit.
+    epoch: u64,
+    hits: u64,
+    misses: u64,
+}
+
+/// Taken when a read starts; hands the answer back to the cache when it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadTicket(u64);
+
+impl ReadCache {
+    /// `Some(answer)` when the cache knows the key (`Some(None)`: known to be absent).
+    pub fn get(&mut self, tree: &'static str, key: &[u8]) -> Option<Entry> {
+        match self.entries.get(&(tree, key.to_vec())) {
+            Some(entry) => {
+                self.hits += 1;
+                Some(entry.clone())
+            }
+            None => {
+                self.misses += 1;
+                None
+            }
+        }
+    }
+
+    pub fn ticket(&self) -> ReadTicket {
+        ReadTicket(self.epoch)
+    }
+
+    /// Remembers what a read found, unless a commit overlapped the read.
+    pub fn fill(&mut self, ticket: ReadTicket, tree: &'static str, key: &[u8], value: &Entry) {
+        if ticket.0 == self.epoch {
+            self.insert(tree, key.to_vec(), value.clone());
+        }
+    }
+
+    /// Applies a batch that IndexedDB has committed.
+    pub fn committed(&mut self, batch: &Batch) {
+        self.epoch += 1;
+        for op in &batch.ops {
+            match op {
+                Op::Put { tree, key, value } => self.insert(tree, key.clone(), Some(value.clone())),
+                Op::Delete { tree, key } => self.insert(tree, key.clone(), None),
+            }
+        }
+    }
+
+    /// Forgets everything (the connection closed; the database may change under us).
+    pub fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+        self.epoch += 1;
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits
+    }
+
+    pub fn misses(&self) -> u64 {
+        self.misses
+    }
+
+    fn insert(&mut self, tree: &'static str, key: Vec<u8>, value: Entry) {
+        let value_len = value.as_ref().map_or(0, Vec::len);
+        let cost = key.len() + value_len;
+        if value_len > MAX_CACHED_VALUE {
+            // Too big to keep, but a stale smaller copy must not survive either.
+            if let Some(old) = self.entries.remove(&(tree, key.clone())) {
+                self.bytes -= key.len() + old.as_ref().map_or(0, Vec::len);
+            }
+            return;
+        }
+        if self.bytes + cost > BUDGET_BYTES {
+            // Rare, and rebuilding from IndexedDB is cheap: simpler than tracking recency.
+            self.entries.clear();
+            self.bytes = 0;
+        }
+        let old_cost = |old: &Entry, key: &Vec<u8>| key.len() + old.as_ref().map_or(0, Vec::len);
+        let k = (tree, key);
+        if let Some(old) = self.entries.get(&k) {
+            self.bytes -= old_cost(old, &k.1);
+        }
+        self.bytes += cost;
+        self.entries.insert(k, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(ops: &[(&'static str, &[u8], Option<&[u8]>)]) -> Batch {
+        let mut b = Batch::new();
+        for (tree, key, value) in ops {
+            match value {
+                Some(v) => b.put(tree, key.to_vec(), v.to_vec()),
+                None => b.delete(tree, key.to_vec()),
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn commit_is_visible_including_deletes() {
+        let mut c = ReadCache::default();
+        c.committed(&batch(&[("t", b"a", Some(b"1")), ("t", b"b", None)]));
+        assert_eq!(c.get("t", b"a"), Some(Some(b"1".to_vec())));
+        assert_eq!(c.get("t", b"b"), Some(None));
+        assert_eq!(c.get("t", b"c"), None);
+        assert_eq!(c.get("u", b"a"), None, "trees are separate");
+    }
+
+    #[test]
+    fn read_overlapping_a_commit_does_not_fill() {
+        let mut c = ReadCache::default();
+        let ticket = c.ticket();
+        c.committed(&batch(&[("t", b"a", Some(b"new"))]));
+        c.fill(ticket, "t", b"a", &Some(b"old".to_vec()));
+        assert_eq!(c.get("t", b"a"), Some(Some(b"new".to_vec())));
+        let ticket = c.ticket();
+        c.fill(ticket, "t", b"z", &None);
+        assert_eq!(c.get("t", b"z"), Some(None));
+    }
+
+    #[test]
+    fn big_values_are_not_kept_and_evict_older_copies() {
+        let mut c = ReadCache::default();
+        c.committed(&batch(&[("t", b"a", Some(b"small"))]));
+        let big = vec![0u8; MAX_CACHED_VALUE + 1];
+        c.committed(&batch(&[("t", b"a", Some(&big))]));
+        assert_eq!(c.get("t", b"a"), None);
+        assert_eq!(c.bytes, 0);
+    }
+
+    #[test]
+    fn budget_is_bounded() {
+        let mut c = ReadCache::default();
+        let v = vec![0u8; MAX_CACHED_VALUE];
+        for i in 0..(BUDGET_BYTES / MAX_CACHED_VALUE + 10) as u32 {
+            c.committed(&batch(&[("t", &i.to_be_bytes(), Some(&v))]));
+            assert!(c.bytes <= BUDGET_BYTES);
+        }
+    }
+
+    #[test]
+    fn clear_forgets_and_invalidates_tickets() {
+        let mut c = ReadCache::default();
+        c.committed(&batch(&[("t", b"a", Some(b"1"))]));
+        let ticket = c.ticket();
+        c.clear();
+        c.fill(ticket, "t", b"a", &Some(b"1".to_vec()));
+        assert_eq!(c.get("t", b"a"), None);
+    }
+}
