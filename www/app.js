@@ -158,8 +158,9 @@ async function refreshStatus() {
     $('st-users').textContent = s.users ?? '—';
     $('st-rooms').textContent = s.rooms ?? '—';
     $('st-relay').textContent = relayText(s.relay);
+    const count = (n, word) => `${n ?? '?'} ${word}${n === 1 ? '' : 's'}`;
     $('status-summary').textContent =
-      `${shortName(s.serverName)} · ${s.users ?? '?'} users · ${s.rooms ?? '?'} rooms · relay ${relayText(s.relay)}`;
+      `${shortName(s.serverName)} · ${count(s.users, 'user')} · ${count(s.rooms, 'room')} · relay ${relayText(s.relay)}`;
     $('status-dot').className = 'dot dot-ok';
     if (s.error) banner(`Server problem: ${s.error.message ?? s.error}`);
   } catch (e) {
@@ -373,6 +374,8 @@ function roomName(r) {
     .filter(([id, m]) => id !== me && (m.membership === 'join' || m.membership === 'invite'))
     .map(([id]) => displayName(r, id));
   if (others.length) return others.slice(0, 3).join(', ') + (others.length > 3 ? ` and ${others.length - 3} more` : '');
+  // Just joined or created: the room's state arrives with the next sync.
+  if (r.members.size === 0) return r.id;
   return 'Empty room';
 }
 
@@ -759,7 +762,8 @@ function retrySend(txn) {
 async function joinRoom(target) {
   const res = await api('POST', `${CS}/join/${enc(target)}`, {});
   state.invites.delete(res.room_id);
-  room(res.room_id);
+  const r = room(res.room_id);
+  if (target.startsWith('#')) r.alias ??= target;
   openRoom(res.room_id);
   return res.room_id;
 }

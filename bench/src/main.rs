@@ -176,14 +176,8 @@ async fn run(a: Args) -> Result<(), BenchError> {
         };
         let each: Vec<String> = values.iter().map(|v| fmt(*v)).collect();
         let med = median(values).map(fmt).unwrap_or_else(|| "-".into());
-        println!(
-            "{:<40} {:>7} {:<4}  [{:<30}] {}",
-            name,
-            med,
-            unit,
-            each.join(" "),
-            note
-        );
+        let each = format!("[{}]", each.join(" "));
+        println!("{name:<40} {med:>7} {unit:<4}  {each:<32} {note}");
     }
     Ok(())
 }

@@ -65,12 +65,21 @@ codes! {
 
 impl MatrixError {
     pub fn new(status: StatusCode, errcode: &'static str, error: impl Into<String>) -> Self {
-        Self { status, errcode, error: error.into(), extra: Map::new() }
+        Self {
+            status,
+            errcode,
+            error: error.into(),
+            extra: Map::new(),
+        }
     }
 
     /// `405 M_UNRECOGNIZED`: the path exists but not with this method.
     pub fn method_not_allowed() -> Self {
-        Self::new(StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED", "method not allowed on this endpoint")
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "M_UNRECOGNIZED",
+            "method not allowed on this endpoint",
+        )
     }
 
     /// Retryable: the server is not running or busy. Clients back off and try again.
@@ -112,7 +121,8 @@ impl From<StorageError> for MatrixError {
                     "M_RESOURCE_LIMIT_EXCEEDED",
                     format!("the server's storage is full: {msg}"),
                 );
-                err.extra.insert("admin_contact".into(), json!("mailto:nobody@localhost"));
+                err.extra
+                    .insert("admin_contact".into(), json!("mailto:nobody@localhost"));
                 err
             }
             StorageError::Unavailable(msg) => {

@@ -82,7 +82,9 @@ pub struct Ctx {
 impl Ctx {
     /// The caller, for endpoints that require authentication (the router guarantees it).
     pub fn session(&self) -> Result<&Session> {
-        self.session.as_ref().ok_or_else(|| MatrixError::missing_token("missing access token"))
+        self.session
+            .as_ref()
+            .ok_or_else(|| MatrixError::missing_token("missing access token"))
     }
 
     pub fn user_id(&self) -> Result<&OwnedUserId> {
@@ -134,7 +136,11 @@ const META_STREAM_POS: &[u8] = b"stream_pos";
 impl Homeserver {
     /// Boots the server over `store`: loads its signing key (generating and storing one on
     /// first boot) and its stream position.
-    pub async fn new(store: Rc<dyn Storage>, world: Rc<dyn World>, config: Config) -> Result<Self, StartError> {
+    pub async fn new(
+        store: Rc<dyn Storage>,
+        world: Rc<dyn World>,
+        config: Config,
+    ) -> Result<Self, StartError> {
         let seed = match store.get("meta", META_SIGNING_SEED).await? {
             Some(seed) => seed,
             None => {
@@ -149,7 +155,9 @@ impl Homeserver {
         let key = ServerKey::from_seed(&seed)?;
         let pos = match store.get("meta", META_STREAM_POS).await? {
             Some(v) => u64::from_be_bytes(
-                v.as_slice().try_into().map_err(|_| StartError::Corrupt("stream position".into()))?,
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| StartError::Corrupt("stream position".into()))?,
             ),
             None => 0,
         };
@@ -234,7 +242,10 @@ impl Homeserver {
 
     async fn handle_inner(&self, req: Request<Vec<u8>>) -> Response<Vec<u8>> {
         if req.method() == Method::OPTIONS {
-            return Response::builder().status(StatusCode::OK).body(Vec::new()).unwrap_or_default();
+            return Response::builder()
+                .status(StatusCode::OK)
+                .body(Vec::new())
+                .unwrap_or_default();
         }
         if req.body().len() > self.config.max_body_bytes {
             return MatrixError::too_large(format!(
@@ -250,16 +261,22 @@ impl Homeserver {
                 // A panic (ruma's deserializers have a few on malformed bodies) must not take
                 // the server down natively; the bad-input test sweeps every route so that none
                 // is left for the browser, where a panic cannot be caught.
-                match AssertUnwindSafe(handler(self.clone(), req, args)).catch_unwind().await {
+                match AssertUnwindSafe(handler(self.clone(), req, args))
+                    .catch_unwind()
+                    .await
+                {
                     Ok(resp) => resp,
                     Err(_) => {
                         tracing::error!(%path, "request handler panicked");
-                        MatrixError::unknown("internal error: the request handler panicked").into_response()
+                        MatrixError::unknown("internal error: the request handler panicked")
+                            .into_response()
                     }
                 }
             }
             Lookup::WrongMethod => MatrixError::method_not_allowed().into_response(),
-            Lookup::NotFound => MatrixError::unrecognized(format!("unrecognized endpoint {path}")).into_response(),
+            Lookup::NotFound => {
+                MatrixError::unrecognized(format!("unrecognized endpoint {path}")).into_response()
+            }
         }
     }
 
@@ -276,7 +293,9 @@ impl Homeserver {
             };
         };
         let session = db::users::session_for_token(self, &token).await?;
-        Ok(Ctx { session: Some(session) })
+        Ok(Ctx {
+            session: Some(session),
+        })
     }
 }
 
@@ -293,7 +312,10 @@ fn extract_token<B>(req: &Request<B>) -> Option<String> {
 
 fn add_cors(resp: &mut Response<Vec<u8>>) {
     let h = resp.headers_mut();
-    h.insert("access-control-allow-origin", http::HeaderValue::from_static("*"));
+    h.insert(
+        "access-control-allow-origin",
+        http::HeaderValue::from_static("*"),
+    );
     h.insert(
         "access-control-allow-methods",
         http::HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),

@@ -26,7 +26,10 @@ impl Notifier {
 
     /// Completes once `notify` has been called after generation `seen`.
     pub fn changed_since(&self, seen: u64) -> Changed<'_> {
-        Changed { notifier: self, seen }
+        Changed {
+            notifier: self,
+            seen,
+        }
     }
 }
 

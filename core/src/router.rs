@@ -15,9 +15,13 @@ use crate::error::{MatrixError, Result};
 use crate::world::LocalBoxFuture;
 use crate::{Ctx, Homeserver};
 
+/// A typed endpoint handler, before type erasure.
+pub type TypedHandler<R, T> = Rc<dyn Fn(Homeserver, Ctx, R) -> LocalBoxFuture<'static, Result<T>>>;
+
 /// A type-erased endpoint: parses, authenticates, runs the handler, serialises.
-pub type Handler =
-    Rc<dyn Fn(Homeserver, Request<Vec<u8>>, Vec<String>) -> LocalBoxFuture<'static, Response<Vec<u8>>>>;
+pub type Handler = Rc<
+    dyn Fn(Homeserver, Request<Vec<u8>>, Vec<String>) -> LocalBoxFuture<'static, Response<Vec<u8>>>,
+>;
 
 /// The authentication an endpoint asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +59,11 @@ fn parse_template(path: &str) -> Vec<Seg> {
     path.trim_start_matches('/')
         .split('/')
         .map(|s| {
-            if s.starts_with('{') || s.starts_with(':') { Seg::Var } else { Seg::Lit(s.to_owned()) }
+            if s.starts_with('{') || s.starts_with(':') {
+                Seg::Var
+            } else {
+                Seg::Lit(s.to_owned())
+            }
         })
         .collect()
 }
@@ -64,7 +72,10 @@ fn parse_template(path: &str) -> Vec<Seg> {
 /// clients (Hydrogen) still use `r0` for endpoints that only `v3` lists.
 fn with_twins(path: &str) -> Vec<String> {
     let mut out = vec![path.to_owned()];
-    for (a, b) in [("/_matrix/client/v3/", "/_matrix/client/r0/"), ("/_matrix/client/r0/", "/_matrix/client/v3/")] {
+    for (a, b) in [
+        ("/_matrix/client/v3/", "/_matrix/client/r0/"),
+        ("/_matrix/client/r0/", "/_matrix/client/v3/"),
+    ] {
         if let Some(rest) = path.strip_prefix(a) {
             out.push(format!("{b}{rest}"));
         }
@@ -83,62 +94,69 @@ impl Router {
             if routes.iter().any(|r| r.method == method && r.segs == segs) {
                 continue;
             }
-            routes.push(Route { method: method.clone(), segs, handler: handler.clone() });
+            routes.push(Route {
+                method: method.clone(),
+                segs,
+                handler: handler.clone(),
+            });
         }
     }
 
     /// Registers a ruma endpoint under every path its metadata lists.
-    pub fn add<R>(&mut self, f: Rc<dyn Fn(Homeserver, Ctx, R) -> LocalBoxFuture<'static, Result<R::OutgoingResponse>>>)
+    pub fn add<R>(&mut self, f: TypedHandler<R, R::OutgoingResponse>)
     where
         R: IncomingRequest + 'static,
     {
-        self.add_mapped::<R, R::OutgoingResponse>(f, |resp| match resp.try_into_http_response::<Vec<u8>>() {
-            Ok(r) => r,
-            Err(e) => MatrixError::unknown(format!("response serialization failed: {e}")).into_response(),
+        self.add_mapped::<R, R::OutgoingResponse>(f, |resp| {
+            match resp.try_into_http_response::<Vec<u8>>() {
+                Ok(r) => r,
+                Err(e) => MatrixError::unknown(format!("response serialization failed: {e}"))
+                    .into_response(),
+            }
         });
     }
 
     /// Registers a ruma endpoint whose answer is built as JSON by hand, for responses ruma's
     /// types would shape against the spec (e.g. `null` where the spec wants a field absent).
-    pub fn add_json<R>(&mut self, f: Rc<dyn Fn(Homeserver, Ctx, R) -> LocalBoxFuture<'static, Result<serde_json::Value>>>)
+    pub fn add_json<R>(&mut self, f: TypedHandler<R, serde_json::Value>)
     where
         R: IncomingRequest + 'static,
     {
         self.add_mapped::<R, serde_json::Value>(f, |v| json_response(StatusCode::OK, &v));
     }
 
-    fn add_mapped<R, T>(
-        &mut self,
-        f: Rc<dyn Fn(Homeserver, Ctx, R) -> LocalBoxFuture<'static, Result<T>>>,
-        respond: fn(T) -> Response<Vec<u8>>,
-    ) where
+    fn add_mapped<R, T>(&mut self, f: TypedHandler<R, T>, respond: fn(T) -> Response<Vec<u8>>)
+    where
         R: IncomingRequest + 'static,
         T: 'static,
     {
         let auth = auth_of::<R>();
-        let handler: Handler = Rc::new(move |hs: Homeserver, req: Request<Vec<u8>>, args: Vec<String>| {
-            let f = f.clone();
-            Box::pin(async move {
-                let ctx = match hs.authenticate(&req, auth).await {
-                    Ok(ctx) => ctx,
-                    Err(e) => return e.into_response(),
-                };
-                let parsed = {
-                    let (parts, body) = req.into_parts();
-                    let borrowed = Request::from_parts(parts, body.as_slice());
-                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                    R::try_from_http_request(borrowed, &args).map_err(|e| request_error(e, &body))
-                };
-                let parsed = match parsed {
-                    Ok(p) => p,
-                    Err(e) => return e.into_response(),
-                };
-                match f(hs, ctx, parsed).await {
-                    Ok(resp) => respond(resp),
-                    Err(e) => e.into_response(),
-                }
-            })
-        });
+        let handler: Handler = Rc::new(
+            move |hs: Homeserver, req: Request<Vec<u8>>, args: Vec<String>| {
+                let f = f.clone();
+                Box::pin(async move {
+                    let ctx = match hs.authenticate(&req, auth).await {
+                        Ok(ctx) => ctx,
+                        Err(e) => return e.into_response(),
+                    };
+                    let parsed = {
+                        let (parts, body) = req.into_parts();
+                        let borrowed = Request::from_parts(parts, body.as_slice());
+                        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                        R::try_from_http_request(borrowed, &args)
+                            .map_err(|e| request_error(e, &body))
+                    };
+                    let parsed = match parsed {
+                        Ok(p) => p,
+                        Err(e) => return e.into_response(),
+                    };
+                    match f(hs, ctx, parsed).await {
+                        Ok(resp) => respond(resp),
+                        Err(e) => e.into_response(),
+                    }
+                })
+            },
+        );
         for path in R::PATH_BUILDER.all_paths() {
             self.add_raw(R::METHOD, path, handler.clone());
         }
@@ -147,7 +165,9 @@ impl Router {
     pub fn lookup(&self, method: &Method, path: &str) -> Lookup<'_> {
         match self.lookup_exact(method, path) {
             // `/state/{eventType}` may omit an empty state key entirely.
-            Lookup::NotFound if !path.ends_with('/') => self.lookup_exact(method, &format!("{path}/")),
+            Lookup::NotFound if !path.ends_with('/') => {
+                self.lookup_exact(method, &format!("{path}/"))
+            }
             found => found,
         }
     }
@@ -155,18 +175,26 @@ impl Router {
     fn lookup_exact(&self, method: &Method, path: &str) -> Lookup<'_> {
         let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         let last = segs.len().saturating_sub(1);
-        let Some(routes) = self.by_len.get(&segs.len()) else { return Lookup::NotFound };
+        let Some(routes) = self.by_len.get(&segs.len()) else {
+            return Lookup::NotFound;
+        };
         let mut wrong_method = false;
         for route in routes {
             // Only a final variable may be empty (an empty state key).
-            let matches = route.segs.iter().zip(&segs).enumerate().all(|(i, (t, s))| match t {
-                Seg::Lit(l) => l == s,
-                Seg::Var => !s.is_empty() || i == last,
-            });
+            let matches = route
+                .segs
+                .iter()
+                .zip(&segs)
+                .enumerate()
+                .all(|(i, (t, s))| match t {
+                    Seg::Lit(l) => l == s,
+                    Seg::Var => !s.is_empty() || i == last,
+                });
             if !matches {
                 continue;
             }
-            let method_ok = route.method == *method || (route.method == Method::GET && method == Method::HEAD);
+            let method_ok =
+                route.method == *method || (route.method == Method::GET && method == Method::HEAD);
             if !method_ok {
                 wrong_method = true;
                 continue;
@@ -176,11 +204,19 @@ impl Router {
                 .iter()
                 .zip(&segs)
                 .filter(|(t, _)| **t == Seg::Var)
-                .map(|(_, s)| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned())
+                .map(|(_, s)| {
+                    percent_encoding::percent_decode_str(s)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
                 .collect();
             return Lookup::Found(&route.handler, args);
         }
-        if wrong_method { Lookup::WrongMethod } else { Lookup::NotFound }
+        if wrong_method {
+            Lookup::WrongMethod
+        } else {
+            Lookup::NotFound
+        }
     }
 
     /// Every registered (method, path template), for coverage checks.
@@ -234,9 +270,15 @@ pub fn request_error(e: FromHttpRequestError, body: &[u8]) -> MatrixError {
                     MatrixError::bad_json(format!("request body has the wrong shape: {j}"))
                 }
             }
-            DeserializationError::Utf8(e) => MatrixError::not_json(format!("body is not UTF-8: {e}")),
-            DeserializationError::Query(q) => MatrixError::invalid_param(format!("invalid query string: {q}")),
-            DeserializationError::Ident(i) => MatrixError::invalid_param(format!("invalid identifier: {i}")),
+            DeserializationError::Utf8(e) => {
+                MatrixError::not_json(format!("body is not UTF-8: {e}"))
+            }
+            DeserializationError::Query(q) => {
+                MatrixError::invalid_param(format!("invalid query string: {q}"))
+            }
+            DeserializationError::Ident(i) => {
+                MatrixError::invalid_param(format!("invalid identifier: {i}"))
+            }
             other => MatrixError::bad_json(format!("invalid request: {other}")),
         },
         #[allow(unreachable_patterns)]

@@ -23,7 +23,10 @@ pub struct TestWorld {
 
 impl TestWorld {
     pub fn new(seed: u64) -> Self {
-        Self { offset_ms: Cell::new(0), rng: Cell::new(seed ^ 0x9E37_79B9_7F4A_7C15) }
+        Self {
+            offset_ms: Cell::new(0),
+            rng: Cell::new(seed ^ 0x9E37_79B9_7F4A_7C15),
+        }
     }
 
     /// Moves the clock forward (timers are unaffected).
@@ -34,7 +37,10 @@ impl TestWorld {
 
 impl World for TestWorld {
     fn now_ms(&self) -> u64 {
-        let real = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let real = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         real + self.offset_ms.get()
     }
 
@@ -77,8 +83,13 @@ impl ThreadSleep {
 
 impl std::future::Future for ThreadSleep {
     type Output = ();
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        let Ok(mut g) = self.state.lock() else { return std::task::Poll::Ready(()) };
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let Ok(mut g) = self.state.lock() else {
+            return std::task::Poll::Ready(());
+        };
         if g.0 {
             std::task::Poll::Ready(())
         } else {
@@ -91,7 +102,10 @@ impl std::future::Future for ThreadSleep {
 /// A server on fresh in-memory storage with cheap password hashing.
 pub async fn test_server(seed: u64) -> (Homeserver, Rc<TestWorld>) {
     let world = Rc::new(TestWorld::new(seed));
-    let config = Config { password_hash_memory_kib: 64, ..Config::default() };
+    let config = Config {
+        password_hash_memory_kib: 64,
+        ..Config::default()
+    };
     let hs = Homeserver::new(Rc::new(MemoryStorage::new()), world.clone(), config)
         .await
         .expect("server boots on fresh memory storage");
@@ -111,8 +125,16 @@ impl TestResponse {
     /// Panics unless the response is a Matrix error with this status and errcode.
     pub fn assert_error(&self, status: u16, errcode: &str) -> &Self {
         assert_eq!(self.status.as_u16(), status, "status; body: {}", self.body);
-        assert_eq!(self.body["errcode"], errcode, "errcode; body: {}", self.body);
-        assert!(self.body["error"].is_string(), "error message missing; body: {}", self.body);
+        assert_eq!(
+            self.body["errcode"], errcode,
+            "errcode; body: {}",
+            self.body
+        );
+        assert!(
+            self.body["error"].is_string(),
+            "error message missing; body: {}",
+            self.body
+        );
         self
     }
 
@@ -133,7 +155,12 @@ pub struct TestClient {
 
 impl TestClient {
     pub fn anonymous(hs: &Homeserver) -> Self {
-        Self { hs: hs.clone(), token: None, user_id: String::new(), device_id: String::new() }
+        Self {
+            hs: hs.clone(),
+            token: None,
+            user_id: String::new(),
+            device_id: String::new(),
+        }
     }
 
     /// Registers `localpart` with a password through the real endpoint (dummy auth).
@@ -144,7 +171,9 @@ impl TestClient {
             "password": "correct horse battery staple",
             "auth": { "type": "m.login.dummy" },
         });
-        let r = anon.request(Method::POST, "/_matrix/client/v3/register", Some(body)).await;
+        let r = anon
+            .request(Method::POST, "/_matrix/client/v3/register", Some(body))
+            .await;
         let v = r.assert_ok();
         Self {
             hs: hs.clone(),
@@ -155,12 +184,24 @@ impl TestClient {
     }
 
     pub async fn request(&self, method: Method, path: &str, body: Option<Value>) -> TestResponse {
-        let bytes = body.map(|b| serde_json::to_vec(&b).unwrap_or_default()).unwrap_or_default();
-        self.request_raw(method, path, bytes, "application/json").await
+        let bytes = body
+            .map(|b| serde_json::to_vec(&b).unwrap_or_default())
+            .unwrap_or_default();
+        self.request_raw(method, path, bytes, "application/json")
+            .await
     }
 
-    pub async fn request_raw(&self, method: Method, path: &str, body: Vec<u8>, content_type: &str) -> TestResponse {
-        let mut b = Request::builder().method(method).uri(path).header("content-type", content_type);
+    pub async fn request_raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> TestResponse {
+        let mut b = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", content_type);
         if let Some(t) = &self.token {
             b = b.header("authorization", format!("Bearer {t}"));
         }
@@ -170,7 +211,12 @@ impl TestClient {
         let headers = resp.headers().clone();
         let raw = resp.into_body();
         let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-        TestResponse { status, body, raw, headers }
+        TestResponse {
+            status,
+            body,
+            raw,
+            headers,
+        }
     }
 
     pub async fn get(&self, path: &str) -> TestResponse {

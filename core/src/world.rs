@@ -24,5 +24,8 @@ pub fn random_string(world: &dyn World, len: usize) -> String {
     let mut bytes = vec![0u8; len];
     world.fill_random(&mut bytes);
     // 62 does not divide 256; the tiny bias is irrelevant for identifiers and tokens of this size.
-    bytes.iter().map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char).collect()
+    bytes
+        .iter()
+        .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
+        .collect()
 }

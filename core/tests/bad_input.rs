@@ -35,22 +35,43 @@ async fn every_route_answers_garbage_with_a_matrix_error() {
         let path = concrete(&template);
         for client in [&alice, &anon] {
             for body in BODIES {
-                let r = client.request_raw(method.clone(), &path, body.to_vec(), "application/json").await;
+                let r = client
+                    .request_raw(method.clone(), &path, body.to_vec(), "application/json")
+                    .await;
                 checked += 1;
-                let ok = r.status.as_u16() < 500 || r.status.as_u16() == 503 || r.status.as_u16() == 504;
+                let ok =
+                    r.status.as_u16() < 500 || r.status.as_u16() == 503 || r.status.as_u16() == 504;
                 // Success with a garbage body is fine for endpoints that take no body.
                 if !ok {
-                    failures.push(format!("{method} {path} body={:?} -> {} {}", String::from_utf8_lossy(body), r.status, r.body));
+                    failures.push(format!(
+                        "{method} {path} body={:?} -> {} {}",
+                        String::from_utf8_lossy(body),
+                        r.status,
+                        r.body
+                    ));
                 } else if !r.status.is_success() && method != Method::HEAD {
                     let errcode = r.body["errcode"].as_str().unwrap_or("");
                     let has_flows = r.body["flows"].is_array();
-                    if !errcode.starts_with("M_") && !has_flows && r.headers.get("content-type").is_some_and(|c| c == "application/json") {
-                        failures.push(format!("{method} {path}: error without errcode: {}", r.body));
+                    if !errcode.starts_with("M_")
+                        && !has_flows
+                        && r.headers
+                            .get("content-type")
+                            .is_some_and(|c| c == "application/json")
+                    {
+                        failures.push(format!(
+                            "{method} {path}: error without errcode: {}",
+                            r.body
+                        ));
                     }
                 }
             }
         }
     }
     println!("checked {checked} garbage requests");
-    assert!(failures.is_empty(), "{} failures:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

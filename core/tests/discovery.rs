@@ -7,7 +7,13 @@ async fn versions_lists_v1_and_unstable_features() {
     let c = TestClient::anonymous(&hs);
     let v = c.get("/_matrix/client/versions").await;
     let body = v.assert_ok();
-    assert!(body["versions"].as_array().unwrap().iter().any(|x| x == "v1.12"));
+    assert!(
+        body["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x == "v1.12")
+    );
     assert!(body["unstable_features"].is_object());
 }
 
@@ -15,8 +21,12 @@ async fn versions_lists_v1_and_unstable_features() {
 async fn unknown_endpoint_is_unrecognized_and_wrong_method_is_405() {
     let (hs, _) = test_server(1).await;
     let c = TestClient::anonymous(&hs);
-    c.get("/_matrix/client/v3/nope").await.assert_error(404, "M_UNRECOGNIZED");
-    c.request(Method::POST, "/_matrix/client/versions", None).await.assert_error(405, "M_UNRECOGNIZED");
+    c.get("/_matrix/client/v3/nope")
+        .await
+        .assert_error(404, "M_UNRECOGNIZED");
+    c.request(Method::POST, "/_matrix/client/versions", None)
+        .await
+        .assert_error(405, "M_UNRECOGNIZED");
 }
 
 #[tokio::test]
@@ -32,9 +42,18 @@ async fn server_name_is_the_hex_public_key_and_survives_restart() {
     use std::rc::Rc;
     let store = Rc::new(hearth_core::storage::MemoryStorage::new());
     let world = Rc::new(hearth_core::testing::TestWorld::new(7));
-    let a = hearth_core::Homeserver::new(store.clone(), world.clone(), Default::default()).await.unwrap();
-    let b = hearth_core::Homeserver::new(store, world, Default::default()).await.unwrap();
+    let a = hearth_core::Homeserver::new(store.clone(), world.clone(), Default::default())
+        .await
+        .unwrap();
+    let b = hearth_core::Homeserver::new(store, world, Default::default())
+        .await
+        .unwrap();
     assert_eq!(a.server_name(), b.server_name());
     assert_eq!(a.server_name().as_str().len(), 64);
-    assert!(a.server_name().as_str().chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    assert!(
+        a.server_name()
+            .as_str()
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
 }

@@ -203,10 +203,11 @@ async fn concurrent_tag_puts_are_all_kept() {
     let (hs, _) = test_server(1).await;
     let alice = TestClient::register(&hs, "alice").await;
     let room = create_room(&alice).await;
+    let paths: Vec<String> = ["u.a", "u.b", "u.c"].iter().map(|t| tag_path(&alice.user_id, &room, t)).collect();
     let (a, b, c) = futures::join!(
-        alice.put(&tag_path(&alice.user_id, &room, "u.a"), json!({})),
-        alice.put(&tag_path(&alice.user_id, &room, "u.b"), json!({})),
-        alice.put(&tag_path(&alice.user_id, &room, "u.c"), json!({})),
+        alice.put(&paths[0], json!({})),
+        alice.put(&paths[1], json!({})),
+        alice.put(&paths[2], json!({})),
     );
     for r in [a, b, c] {
         r.assert_ok();

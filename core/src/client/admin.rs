@@ -26,7 +26,11 @@ pub fn routes(r: &mut Router) {
         Rc::new(|hs: Homeserver, req, args: Vec<String>| {
             Box::pin(async move {
                 let answer = async {
-                    let session = hs.authenticate(&req, Auth::Required).await?.session()?.clone();
+                    let session = hs
+                        .authenticate(&req, Auth::Required)
+                        .await?
+                        .session()?
+                        .clone();
                     let target = args.first().map(String::as_str).unwrap_or_default();
                     whois(&hs, &session, target).await
                 };
@@ -40,13 +44,19 @@ pub fn routes(r: &mut Router) {
 }
 
 async fn whois(hs: &Homeserver, session: &Session, target: &str) -> Result<Value> {
-    let target = UserId::parse(target).map_err(|e| MatrixError::invalid_param(format!("invalid user id: {e}")))?;
+    let target = UserId::parse(target)
+        .map_err(|e| MatrixError::invalid_param(format!("invalid user id: {e}")))?;
     if target != session.user_id {
-        return Err(MatrixError::forbidden("you may only look up your own account"));
+        return Err(MatrixError::forbidden(
+            "you may only look up your own account",
+        ));
     }
     let mut devices = Map::new();
     for dev in users::list_devices(hs, &target).await? {
-        devices.insert(dev.device_id.to_string(), json!({ "sessions": [{ "connections": connections(&dev) }] }));
+        devices.insert(
+            dev.device_id.to_string(),
+            json!({ "sessions": [{ "connections": connections(&dev) }] }),
+        );
     }
     Ok(json!({ "user_id": target, "devices": devices }))
 }
@@ -59,5 +69,9 @@ fn connections(dev: &DeviceRecord) -> Vec<Value> {
     if let Some(ts) = dev.last_seen_ts {
         c.insert("last_seen".into(), json!(ts));
     }
-    if c.is_empty() { Vec::new() } else { vec![Value::Object(c)] }
+    if c.is_empty() {
+        Vec::new()
+    } else {
+        vec![Value::Object(c)]
+    }
 }

@@ -100,11 +100,22 @@ async fn deactivate(
     if req.erase {
         record.displayname = None;
         record.avatar_url = None;
-        for tree in ["profile_fields", "account_data", "account_data_stream", "filters"] {
+        for tree in [
+            "profile_fields",
+            "account_data",
+            "account_data_stream",
+            "filters",
+        ] {
             delete_prefix(hs, &mut batch, tree, &user).await?;
         }
         batch.delete("presence", user.as_bytes().to_vec());
-        batch.put(ERASED, user.as_bytes(), to_json(&ErasureRecord { erased_ts: hs.now_ms() })?);
+        batch.put(
+            ERASED,
+            user.as_bytes(),
+            to_json(&ErasureRecord {
+                erased_ts: hs.now_ms(),
+            })?,
+        );
     }
     record.deactivated = true;
     users::put_user(&mut batch, &user, &record)?;
@@ -123,13 +134,17 @@ fn named_account(hs: &Homeserver, auth: Option<&AuthData>) -> Result<OwnedUserId
     let password_flow = |failure: Option<MatrixError>| {
         let mut info = UiaaInfo::new(vec![AuthFlow::new(vec![AuthType::Password])]);
         info.params = serde_json::value::to_raw_value(&json!({})).ok();
-        UiaError::Incomplete { info: Box::new(info), failure }
+        UiaError::Incomplete {
+            info: Box::new(info),
+            failure,
+        }
     };
     match auth {
         None => Err(password_flow(None)),
         Some(AuthData::Password(p)) => match &p.identifier {
-            UserIdentifier::Matrix(m) => users::local_user_id(hs, &m.user)
-                .ok_or_else(|| password_flow(Some(MatrixError::forbidden("invalid username or password")))),
+            UserIdentifier::Matrix(m) => users::local_user_id(hs, &m.user).ok_or_else(|| {
+                password_flow(Some(MatrixError::forbidden("invalid username or password")))
+            }),
             _ => Err(password_flow(Some(MatrixError::forbidden(
                 "name the account with an m.id.user identifier",
             )))),
@@ -166,8 +181,13 @@ async fn leave_all_rooms<'a>(
         if !txn.membership(user).await?.as_ref().is_some_and(is_in_room) {
             continue;
         }
-        txn.append(NewEvent::state(user, "m.room.member", user.as_str(), json!({ "membership": "leave" })))
-            .await?;
+        txn.append(NewEvent::state(
+            user,
+            "m.room.member",
+            user.as_str(),
+            json!({ "membership": "leave" }),
+        ))
+        .await?;
         batch.extend(txn.finish()?);
         txns.push(txn);
     }
@@ -175,11 +195,19 @@ async fn leave_all_rooms<'a>(
 }
 
 fn is_in_room(m: &MembershipState) -> bool {
-    matches!(m, MembershipState::Join | MembershipState::Invite | MembershipState::Knock)
+    matches!(
+        m,
+        MembershipState::Join | MembershipState::Invite | MembershipState::Knock
+    )
 }
 
 /// Deletes every record of `tree` whose key starts with the user's id part.
-async fn delete_prefix(hs: &Homeserver, batch: &mut Batch, tree: &'static str, user: &UserId) -> Result<()> {
+async fn delete_prefix(
+    hs: &Homeserver,
+    batch: &mut Batch,
+    tree: &'static str,
+    user: &UserId,
+) -> Result<()> {
     for (k, _) in hs.scan_prefix(tree, &prefix(&[user.as_bytes()])).await? {
         batch.delete(tree, k);
     }

@@ -1,6 +1,8 @@
 //! Device management: list, show, rename and delete the caller's devices.
 
-use ruma::api::client::device::{delete_device, delete_devices, get_device, get_devices, update_device};
+use ruma::api::client::device::{
+    delete_device, delete_devices, get_device, get_devices, update_device,
+};
 use ruma::{OwnedDeviceId, UserId};
 
 use crate::client::uia::{self, Completed, Operation, UiaError};

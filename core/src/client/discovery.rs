@@ -31,14 +31,23 @@ pub fn routes(r: &mut Router) {
                     .and_then(|h| h.to_str().ok())
                     .map(|h| format!("http://{h}"))
                     .unwrap_or_else(|| format!("https://{}", hs.server_name()));
-                json_response(StatusCode::OK, &json!({ "m.homeserver": { "base_url": base } }))
+                json_response(
+                    StatusCode::OK,
+                    &json!({ "m.homeserver": { "base_url": base } }),
+                )
             })
         }),
     );
 }
 
-async fn versions(_hs: &Homeserver, _ctx: Ctx, _req: get_supported_versions::Request) -> Result<get_supported_versions::Response> {
-    let mut resp = get_supported_versions::Response::new(SPEC_VERSIONS.iter().map(|v| v.to_string()).collect());
+async fn versions(
+    _hs: &Homeserver,
+    _ctx: Ctx,
+    _req: get_supported_versions::Request,
+) -> Result<get_supported_versions::Response> {
+    let mut resp = get_supported_versions::Response::new(
+        SPEC_VERSIONS.iter().map(|v| v.to_string()).collect(),
+    );
     resp.unstable_features = BTreeMap::from([
         ("org.matrix.msc2285.stable".to_owned(), true),
         ("org.matrix.msc3440.stable".to_owned(), true),

@@ -34,7 +34,8 @@ pub fn routes(r: &mut Router) {
 }
 
 fn parse_content(raw_json: &str) -> Result<Value> {
-    let v: Value = serde_json::from_str(raw_json).map_err(|e| MatrixError::not_json(e.to_string()))?;
+    let v: Value =
+        serde_json::from_str(raw_json).map_err(|e| MatrixError::not_json(e.to_string()))?;
     if !v.is_object() {
         return Err(MatrixError::bad_json("event content must be a JSON object"));
     }
@@ -54,19 +55,37 @@ async fn send_message(
             .get("redacts")
             .and_then(Value::as_str)
             .and_then(|s| OwnedEventId::try_from(s).ok())
-            .ok_or_else(|| MatrixError::bad_json("m.room.redaction needs `redacts` in its content"))?;
-        let id = do_redact(hs, &s.user_id, s.device_id.as_str(), &req.room_id, &target, content, req.txn_id.as_str()).await?;
+            .ok_or_else(|| {
+                MatrixError::bad_json("m.room.redaction needs `redacts` in its content")
+            })?;
+        let id = do_redact(
+            hs,
+            &s.user_id,
+            s.device_id.as_str(),
+            &req.room_id,
+            &target,
+            content,
+            req.txn_id.as_str(),
+        )
+        .await?;
         return Ok(send_message_event::v3::Response::new(id));
     }
     let _lock = hs.write_lock().await;
-    if let Some(id) = rooms::txn_event(hs, &s.user_id, s.device_id.as_str(), req.txn_id.as_str()).await? {
+    if let Some(id) =
+        rooms::txn_event(hs, &s.user_id, s.device_id.as_str(), req.txn_id.as_str()).await?
+    {
         return Ok(send_message_event::v3::Response::new(id));
     }
-    let mut txn = RoomTxn::open(hs, &req.room_id).await.map_err(forbidden_if_unknown)?;
+    let mut txn = RoomTxn::open(hs, &req.room_id)
+        .await
+        .map_err(forbidden_if_unknown)?;
     if txn.membership(&s.user_id).await? != Some(MembershipState::Join) {
         return Err(MatrixError::forbidden("you are not joined to this room"));
     }
-    let ev = NewEvent::message(&s.user_id, &event_type, content).with_txn(s.device_id.as_str(), req.txn_id.as_str());
+    // Relation rules the spec puts on the sender's server (threads, duplicate annotations).
+    super::relations::check_new_relation(hs, &s.user_id, &req.room_id, &event_type, &content).await?;
+    let ev = NewEvent::message(&s.user_id, &event_type, content)
+        .with_txn(s.device_id.as_str(), req.txn_id.as_str());
     let pdu = txn.append(ev).await?;
     let id = pdu.event_id.clone();
     txn.commit().await?;
@@ -75,10 +94,18 @@ async fn send_message(
 
 /// An unknown room looks the same as one you are not in, so as not to leak which exist.
 fn forbidden_if_unknown(e: MatrixError) -> MatrixError {
-    if e.errcode == "M_NOT_FOUND" { MatrixError::forbidden("you are not joined to this room") } else { e }
+    if e.errcode == "M_NOT_FOUND" {
+        MatrixError::forbidden("you are not joined to this room")
+    } else {
+        e
+    }
 }
 
-async fn send_state(hs: &Homeserver, ctx: Ctx, req: send_state_event::v3::Request) -> Result<send_state_event::v3::Response> {
+async fn send_state(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: send_state_event::v3::Request,
+) -> Result<send_state_event::v3::Response> {
     let user = ctx.user_id()?;
     let event_type = req.event_type.to_string();
     let content = parse_content(req.body.json().get())?;
@@ -86,15 +113,22 @@ async fn send_state(hs: &Homeserver, ctx: Ctx, req: send_state_event::v3::Reques
         check_canonical_alias(hs, &req.room_id, &content).await?;
     }
     let _lock = hs.write_lock().await;
-    let mut txn = RoomTxn::open(hs, &req.room_id).await.map_err(forbidden_if_unknown)?;
+    let mut txn = RoomTxn::open(hs, &req.room_id)
+        .await
+        .map_err(forbidden_if_unknown)?;
     // Re-sending identical state is a no-op that returns the existing event, as in other
     // servers: clients retry state changes freely.
-    if let Some(existing) = txn.state_event(&event_type, &req.state_key).await? {
-        if existing.content == content && existing.sender == *user {
-            return Ok(send_state_event::v3::Response::new(existing.event_id.clone()));
-        }
+    if let Some(existing) = txn.state_event(&event_type, &req.state_key).await?
+        && existing.content == content
+        && existing.sender == *user
+    {
+        return Ok(send_state_event::v3::Response::new(
+            existing.event_id.clone(),
+        ));
     }
-    let pdu = txn.append(NewEvent::state(user, &event_type, &req.state_key, content)).await?;
+    let pdu = txn
+        .append(NewEvent::state(user, &event_type, &req.state_key, content))
+        .await?;
     let id = pdu.event_id.clone();
     txn.commit().await?;
     Ok(send_state_event::v3::Response::new(id))
@@ -103,19 +137,28 @@ async fn send_state(hs: &Homeserver, ctx: Ctx, req: send_state_event::v3::Reques
 /// `m.room.canonical_alias` may only name aliases that exist and point at this room.
 async fn check_canonical_alias(hs: &Homeserver, room: &RoomId, content: &Value) -> Result<()> {
     let mut aliases = Vec::new();
-    if let Some(a) = content.get("alias") {
-        if !a.is_null() {
-            aliases.push(a.clone());
-        }
+    if let Some(a) = content.get("alias")
+        && !a.is_null()
+    {
+        aliases.push(a.clone());
     }
     if let Some(alts) = content.get("alt_aliases") {
-        let arr = alts.as_array().ok_or_else(|| MatrixError::bad_json("alt_aliases must be an array"))?;
+        let arr = alts
+            .as_array()
+            .ok_or_else(|| MatrixError::bad_json("alt_aliases must be an array"))?;
         aliases.extend(arr.iter().cloned());
     }
     for a in aliases {
-        let s = a.as_str().ok_or_else(|| MatrixError::bad_json("aliases must be strings"))?;
-        let alias = ruma::OwnedRoomAliasId::try_from(s)
-            .map_err(|_| MatrixError::new(http::StatusCode::BAD_REQUEST, "M_BAD_ALIAS", format!("{s} is not a valid alias")))?;
+        let s = a
+            .as_str()
+            .ok_or_else(|| MatrixError::bad_json("aliases must be strings"))?;
+        let alias = ruma::OwnedRoomAliasId::try_from(s).map_err(|_| {
+            MatrixError::new(
+                http::StatusCode::BAD_REQUEST,
+                "M_BAD_ALIAS",
+                format!("{s} is not a valid alias"),
+            )
+        })?;
         if alias.server_name() != hs.server_name() {
             continue;
         }
@@ -139,17 +182,30 @@ pub async fn visible_upto(hs: &Homeserver, user: &UserId, room: &RoomId) -> Resu
     }
     match rooms::membership_record(hs, room, user).await? {
         Some(r) if r.membership == MembershipState::Join => Ok(None),
-        Some(r) if matches!(r.membership, MembershipState::Leave | MembershipState::Ban) => Ok(Some(r.pos)),
+        Some(r) if matches!(r.membership, MembershipState::Leave | MembershipState::Ban) => {
+            Ok(Some(r.pos))
+        }
         _ => {
             let world = rooms::state_event(hs, room, "m.room.history_visibility", "")
                 .await?
-                .is_some_and(|p| p.content.get("history_visibility").and_then(Value::as_str) == Some("world_readable"));
-            if world { Ok(None) } else { Err(MatrixError::forbidden("you are not a member of this room")) }
+                .is_some_and(|p| {
+                    p.content.get("history_visibility").and_then(Value::as_str)
+                        == Some("world_readable")
+                });
+            if world {
+                Ok(None)
+            } else {
+                Err(MatrixError::forbidden("you are not a member of this room"))
+            }
         }
     }
 }
 
-async fn state_events_visible(hs: &Homeserver, user: &UserId, room: &RoomId) -> Result<Vec<Rc<Pdu>>> {
+async fn state_events_visible(
+    hs: &Homeserver,
+    user: &UserId,
+    room: &RoomId,
+) -> Result<Vec<Rc<Pdu>>> {
     match visible_upto(hs, user, room).await? {
         None => rooms::current_state_events(hs, room).await,
         Some(pos) => {
@@ -164,11 +220,18 @@ async fn state_events_visible(hs: &Homeserver, user: &UserId, room: &RoomId) -> 
     }
 }
 
-async fn get_state(hs: &Homeserver, ctx: Ctx, req: get_state_events::v3::Request) -> Result<get_state_events::v3::Response> {
+async fn get_state(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: get_state_events::v3::Request,
+) -> Result<get_state_events::v3::Response> {
     let user = ctx.user_id()?;
     let now = hs.now_ms();
     let events = state_events_visible(hs, user, &req.room_id).await?;
-    let room_state = events.iter().map(|p| raw(&p.to_client(now, None))).collect::<Result<Vec<_>>>()?;
+    let room_state = events
+        .iter()
+        .map(|p| raw(&p.to_client(now, None)))
+        .collect::<Result<Vec<_>>>()?;
     Ok(get_state_events::v3::Response::new(room_state))
 }
 
@@ -189,12 +252,17 @@ async fn get_state_for_key(
             }
         }
     };
-    let pdu = pdu.ok_or_else(|| MatrixError::not_found(format!("no {event_type} state with that key")))?;
+    let pdu =
+        pdu.ok_or_else(|| MatrixError::not_found(format!("no {event_type} state with that key")))?;
     let value = match req.format {
-        ruma::api::client::state::get_state_event_for_key::v3::StateEventFormat::Event => pdu.to_client(hs.now_ms(), None),
+        ruma::api::client::state::get_state_event_for_key::v3::StateEventFormat::Event => {
+            pdu.to_client(hs.now_ms(), None)
+        }
         _ => pdu.content.clone(),
     };
-    Ok(get_state_event_for_key::v3::Response::new(serde_json::value::to_raw_value(&value)?))
+    Ok(get_state_event_for_key::v3::Response::new(
+        serde_json::value::to_raw_value(&value)?,
+    ))
 }
 
 async fn do_redact(
@@ -210,7 +278,9 @@ async fn do_redact(
     if let Some(id) = rooms::txn_event(hs, user, device, txn_id).await? {
         return Ok(id);
     }
-    let mut txn = RoomTxn::open(hs, room).await.map_err(forbidden_if_unknown)?;
+    let mut txn = RoomTxn::open(hs, room)
+        .await
+        .map_err(forbidden_if_unknown)?;
     if txn.membership(user).await? != Some(MembershipState::Join) {
         return Err(MatrixError::forbidden("you are not joined to this room"));
     }
@@ -220,7 +290,9 @@ async fn do_redact(
         .ok_or_else(|| MatrixError::not_found("event not found in this room"))?;
     let pl = txn.power_levels().await?;
     if orig.sender != user && pl.user(user) < pl.redact() {
-        return Err(MatrixError::forbidden("you may only redact your own events without the redact power level"));
+        return Err(MatrixError::forbidden(
+            "you may only redact your own events without the redact power level",
+        ));
     }
     content["redacts"] = json!(target);
     let mut ev = NewEvent::message(user, "m.room.redaction", content).with_txn(device, txn_id);
@@ -231,18 +303,34 @@ async fn do_redact(
     Ok(id)
 }
 
-async fn redact(hs: &Homeserver, ctx: Ctx, req: redact_event::v3::Request) -> Result<redact_event::v3::Response> {
+async fn redact(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: redact_event::v3::Request,
+) -> Result<redact_event::v3::Response> {
     let s = ctx.session()?;
     let mut content = json!({});
     if let Some(r) = &req.reason {
         content["reason"] = json!(r);
     }
-    let id = do_redact(hs, &s.user_id, s.device_id.as_str(), &req.room_id, &req.event_id, content, req.txn_id.as_str())
-        .await?;
+    let id = do_redact(
+        hs,
+        &s.user_id,
+        s.device_id.as_str(),
+        &req.room_id,
+        &req.event_id,
+        content,
+        req.txn_id.as_str(),
+    )
+    .await?;
     Ok(redact_event::v3::Response::new(id))
 }
 
-async fn get_event(hs: &Homeserver, ctx: Ctx, req: get_room_event::v3::Request) -> Result<get_room_event::v3::Response> {
+async fn get_event(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: get_room_event::v3::Request,
+) -> Result<get_room_event::v3::Response> {
     let s = ctx.session()?;
     let not_found = || MatrixError::not_found("event not found");
     let pdu = rooms::get_pdu(hs, req.event_id.as_str())
@@ -252,37 +340,35 @@ async fn get_event(hs: &Homeserver, ctx: Ctx, req: get_room_event::v3::Request) 
     if !rooms::can_see_event(hs, &s.user_id, &pdu).await? {
         return Err(not_found());
     }
-    let v = pdu.to_client(hs.now_ms(), Some((&s.user_id, s.device_id.as_str())));
+    let mut v = pdu.to_client(hs.now_ms(), Some((&s.user_id, s.device_id.as_str())));
+    // Bundled aggregations (edits, threads, references), as the spec asks of served events.
+    super::relations::bundle(hs, &s.user_id, std::slice::from_mut(&mut v)).await?;
     Ok(get_room_event::v3::Response::new(raw(&v)?))
 }
 
 /// Whether an event passes a room event filter's type, sender and URL conditions.
 pub fn filter_matches(f: &RoomEventFilter, pdu: &Pdu) -> bool {
     let type_match = |pat: &String| {
-        pat == &pdu.event_type || (pat.ends_with('*') && pdu.event_type.starts_with(&pat[..pat.len() - 1]))
+        pat == &pdu.event_type
+            || (pat.ends_with('*') && pdu.event_type.starts_with(&pat[..pat.len() - 1]))
     };
     if f.not_types.iter().any(type_match) {
         return false;
     }
-    if let Some(types) = &f.types {
-        if !types.iter().any(type_match) {
-            return false;
-        }
-    }
-    if f.not_senders.iter().any(|s| *s == pdu.sender) {
+    if f.types
+        .as_ref()
+        .is_some_and(|types| !types.iter().any(type_match))
+    {
         return false;
     }
-    if let Some(senders) = &f.senders {
-        if !senders.iter().any(|s| *s == pdu.sender) {
-            return false;
-        }
+    if f.not_senders.contains(&pdu.sender)
+        || f.senders.as_ref().is_some_and(|s| !s.contains(&pdu.sender))
+    {
+        return false;
     }
-    if let Some(rooms) = &f.rooms {
-        if !rooms.iter().any(|r| *r == pdu.room_id) {
-            return false;
-        }
-    }
-    if f.not_rooms.iter().any(|r| *r == pdu.room_id) {
+    if f.not_rooms.contains(&pdu.room_id)
+        || f.rooms.as_ref().is_some_and(|r| !r.contains(&pdu.room_id))
+    {
         return false;
     }
     if let Some(url) = &f.url_filter {
@@ -297,7 +383,12 @@ pub fn filter_matches(f: &RoomEventFilter, pdu: &Pdu) -> bool {
 
 /// Member events for the senders of `events` at the room's current (or capped) state, for
 /// lazy-loading clients.
-async fn member_state_for(hs: &Homeserver, room: &RoomId, events: &[Rc<Pdu>], upto: Option<u64>) -> Result<Vec<Rc<Pdu>>> {
+async fn member_state_for(
+    hs: &Homeserver,
+    room: &RoomId,
+    events: &[Rc<Pdu>],
+    upto: Option<u64>,
+) -> Result<Vec<Rc<Pdu>>> {
     let senders: BTreeSet<&UserId> = events.iter().map(|p| &*p.sender).collect();
     let mut out = Vec::new();
     let capped = match upto {
@@ -319,7 +410,11 @@ async fn member_state_for(hs: &Homeserver, room: &RoomId, events: &[Rc<Pdu>], up
     Ok(out)
 }
 
-async fn context(hs: &Homeserver, ctx: Ctx, req: get_context::v3::Request) -> Result<get_context::v3::Response> {
+async fn context(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: get_context::v3::Request,
+) -> Result<get_context::v3::Response> {
     let s = ctx.session()?;
     let viewer = Some((&*s.user_id, s.device_id.as_str()));
     let not_found = || MatrixError::not_found("event not found");
@@ -330,7 +425,11 @@ async fn context(hs: &Homeserver, ctx: Ctx, req: get_context::v3::Request) -> Re
     if !rooms::can_see_event(hs, &s.user_id, &pdu).await? {
         return Err(not_found());
     }
-    let upto = visible_upto(hs, &s.user_id, &req.room_id).await.ok().flatten().unwrap_or(u64::MAX);
+    let upto = visible_upto(hs, &s.user_id, &req.room_id)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(u64::MAX);
     let limit = u64::from(req.limit).min(100) as usize;
     let before_n = limit / 2;
     let after_n = limit - before_n;
@@ -338,11 +437,22 @@ async fn context(hs: &Homeserver, ctx: Ctx, req: get_context::v3::Request) -> Re
     let mut cursor = pdu.pos;
     // Walk outwards, skipping what the filter or history visibility hides.
     while before.len() < before_n {
-        let batch = rooms::timeline_events(hs, &req.room_id, 0, cursor.saturating_sub(1), Direction::Backward, before_n * 2 + 1).await?;
+        let batch = rooms::timeline_events(
+            hs,
+            &req.room_id,
+            0,
+            cursor.saturating_sub(1),
+            Direction::Backward,
+            before_n * 2 + 1,
+        )
+        .await?;
         let Some(last) = batch.last() else { break };
         cursor = last.pos;
         for p in batch {
-            if before.len() < before_n && filter_matches(&req.filter, &p) && rooms::can_see_event(hs, &s.user_id, &p).await? {
+            if before.len() < before_n
+                && filter_matches(&req.filter, &p)
+                && rooms::can_see_event(hs, &s.user_id, &p).await?
+            {
                 before.push(p);
             }
         }
@@ -351,16 +461,30 @@ async fn context(hs: &Homeserver, ctx: Ctx, req: get_context::v3::Request) -> Re
     let mut cursor = pdu.pos;
     while after.len() < after_n {
         let top = hs.current_pos().min(upto);
-        let batch = rooms::timeline_events(hs, &req.room_id, cursor, top, Direction::Forward, after_n * 2 + 1).await?;
+        let batch = rooms::timeline_events(
+            hs,
+            &req.room_id,
+            cursor,
+            top,
+            Direction::Forward,
+            after_n * 2 + 1,
+        )
+        .await?;
         let Some(last) = batch.last() else { break };
         cursor = last.pos;
         for p in batch {
-            if after.len() < after_n && filter_matches(&req.filter, &p) && rooms::can_see_event(hs, &s.user_id, &p).await? {
+            if after.len() < after_n
+                && filter_matches(&req.filter, &p)
+                && rooms::can_see_event(hs, &s.user_id, &p).await?
+            {
                 after.push(p);
             }
         }
     }
-    let start_pos = before.last().map(|p| p.pos.saturating_sub(1)).unwrap_or(pdu.pos.saturating_sub(1));
+    let start_pos = before
+        .last()
+        .map(|p| p.pos.saturating_sub(1))
+        .unwrap_or(pdu.pos.saturating_sub(1));
     let end_pos = after.last().map(|p| p.pos).unwrap_or(pdu.pos);
     let now = hs.now_ms();
     let state_events = if !req.filter.lazy_load_options.is_disabled() {
@@ -369,7 +493,10 @@ async fn context(hs: &Homeserver, ctx: Ctx, req: get_context::v3::Request) -> Re
         member_state_for(hs, &req.room_id, &all, Some(end_pos)).await?
     } else {
         let mut out = Vec::new();
-        for id in rooms::state_at(hs, &req.room_id, end_pos).await?.into_values() {
+        for id in rooms::state_at(hs, &req.room_id, end_pos)
+            .await?
+            .into_values()
+        {
             if let Some(p) = rooms::get_pdu(hs, id.as_str()).await? {
                 out.push(p);
             }
@@ -379,19 +506,39 @@ async fn context(hs: &Homeserver, ctx: Ctx, req: get_context::v3::Request) -> Re
     let mut resp = get_context::v3::Response::new();
     resp.start = Some(tokens::format(start_pos));
     resp.end = Some(tokens::format(end_pos));
-    resp.event = Some(raw(&pdu.to_client(now, viewer))?);
-    resp.events_before = before.iter().map(|p| raw(&p.to_client(now, viewer))).collect::<Result<_>>()?;
-    resp.events_after = after.iter().map(|p| raw(&p.to_client(now, viewer))).collect::<Result<_>>()?;
-    resp.state = state_events.iter().map(|p| raw(&p.to_client(now, None))).collect::<Result<_>>()?;
+    // Served events carry their bundled aggregations (edits, threads, references).
+    let mut event = pdu.to_client(now, viewer);
+    let mut events_before: Vec<Value> = before.iter().map(|p| p.to_client(now, viewer)).collect();
+    let mut events_after: Vec<Value> = after.iter().map(|p| p.to_client(now, viewer)).collect();
+    super::relations::bundle(hs, &s.user_id, std::slice::from_mut(&mut event)).await?;
+    super::relations::bundle(hs, &s.user_id, &mut events_before).await?;
+    super::relations::bundle(hs, &s.user_id, &mut events_after).await?;
+    resp.event = Some(raw(&event)?);
+    resp.events_before = events_before.iter().map(raw).collect::<Result<_>>()?;
+    resp.events_after = events_after.iter().map(raw).collect::<Result<_>>()?;
+    resp.state = state_events
+        .iter()
+        .map(|p| raw(&p.to_client(now, None)))
+        .collect::<Result<_>>()?;
     Ok(resp)
 }
 
-async fn messages(hs: &Homeserver, ctx: Ctx, req: get_message_events::v3::Request) -> Result<get_message_events::v3::Response> {
+async fn messages(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: get_message_events::v3::Request,
+) -> Result<get_message_events::v3::Response> {
     let s = ctx.session()?;
     let viewer = Some((&*s.user_id, s.device_id.as_str()));
-    let upto = visible_upto(hs, &s.user_id, &req.room_id).await?.unwrap_or(u64::MAX);
+    let upto = visible_upto(hs, &s.user_id, &req.room_id)
+        .await?
+        .unwrap_or(u64::MAX);
     let limit = (u64::from(req.limit).clamp(1, 1000)) as usize;
-    let limit = req.filter.limit.map(|l| (u64::from(l) as usize).clamp(1, limit)).unwrap_or(limit);
+    let limit = req
+        .filter
+        .limit
+        .map(|l| (u64::from(l) as usize).clamp(1, limit))
+        .unwrap_or(limit);
     let head = hs.current_pos().min(upto);
     let from = match &req.from {
         Some(t) => tokens::parse(t)?,
@@ -416,7 +563,15 @@ async fn messages(hs: &Homeserver, ctx: Ctx, req: get_message_events::v3::Reques
                     exhausted = true;
                     break;
                 }
-                rooms::timeline_range(hs, &req.room_id, low, cursor.min(head), Direction::Backward, limit * 2).await?
+                rooms::timeline_range(
+                    hs,
+                    &req.room_id,
+                    low,
+                    cursor.min(head),
+                    Direction::Backward,
+                    limit * 2,
+                )
+                .await?
             }
             _ => {
                 let high = to.unwrap_or(head).min(head);
@@ -424,7 +579,15 @@ async fn messages(hs: &Homeserver, ctx: Ctx, req: get_message_events::v3::Reques
                     exhausted = true;
                     break;
                 }
-                rooms::timeline_range(hs, &req.room_id, cursor, high, Direction::Forward, limit * 2).await?
+                rooms::timeline_range(
+                    hs,
+                    &req.room_id,
+                    cursor,
+                    high,
+                    Direction::Forward,
+                    limit * 2,
+                )
+                .await?
             }
         };
         if page.is_empty() {
@@ -439,7 +602,9 @@ async fn messages(hs: &Homeserver, ctx: Ctx, req: get_message_events::v3::Reques
                 ApiDirection::Backward => pos - 1,
                 _ => pos,
             };
-            let Some(p) = rooms::get_pdu(hs, id.as_str()).await? else { continue };
+            let Some(p) = rooms::get_pdu(hs, id.as_str()).await? else {
+                continue;
+            };
             if filter_matches(&req.filter, &p) && rooms::can_see_event(hs, &s.user_id, &p).await? {
                 chunk.push(p);
             }
@@ -448,11 +613,22 @@ async fn messages(hs: &Homeserver, ctx: Ctx, req: get_message_events::v3::Reques
     let now = hs.now_ms();
     let mut resp = get_message_events::v3::Response::new();
     resp.start = tokens::format(from);
-    resp.end = if exhausted && chunk.len() < limit { None } else { Some(tokens::format(cursor)) };
+    resp.end = if exhausted && chunk.len() < limit {
+        None
+    } else {
+        Some(tokens::format(cursor))
+    };
     if !req.filter.lazy_load_options.is_disabled() {
-        let members = member_state_for(hs, &req.room_id, &chunk, (upto != u64::MAX).then_some(upto)).await?;
-        resp.state = members.iter().map(|p| raw(&p.to_client(now, None))).collect::<Result<_>>()?;
+        let members =
+            member_state_for(hs, &req.room_id, &chunk, (upto != u64::MAX).then_some(upto)).await?;
+        resp.state = members
+            .iter()
+            .map(|p| raw(&p.to_client(now, None)))
+            .collect::<Result<_>>()?;
     }
-    resp.chunk = chunk.iter().map(|p| raw(&p.to_client(now, viewer))).collect::<Result<_>>()?;
+    // Served events carry their bundled aggregations (edits, threads, references).
+    let mut events: Vec<Value> = chunk.iter().map(|p| p.to_client(now, viewer)).collect();
+    super::relations::bundle(hs, &s.user_id, &mut events).await?;
+    resp.chunk = events.iter().map(raw).collect::<Result<_>>()?;
     Ok(resp)
 }

@@ -1,6 +1,6 @@
-//! End-to-end encryption key management: `/keys/upload`, `/keys/query`, `/keys/claim`,
-//! `/keys/changes`, and the E2EE parts of `/sync` (device-list changes, one-time key counts,
-//! unused fallback key types).
+//! End-to-end encryption key management: `/keys/upload`, `/keys/query` (with the cross-signing
+//! keys and signatures of `cross_signing`), `/keys/claim`, `/keys/changes`, and the E2EE parts
+//! of `/sync` (device-list changes, one-time key counts, unused fallback key types).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -10,7 +10,7 @@ use ruma::serde::Raw;
 use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedUserId, UInt, UserId};
 use serde_json::{Value, json};
 
-use crate::client::tokens;
+use crate::client::{cross_signing, tokens};
 use crate::db::e2ee::{self, FallbackKeyRecord, OneTimeKeyRecord};
 use crate::db::{rooms, users};
 use crate::error::{MatrixError, Result};
@@ -82,7 +82,19 @@ async fn upload(
     let mut device_list_changed = false;
     if let Some(raw) = &req.device_keys {
         let old = e2ee::device_keys(hs, user, device).await?;
-        if !old.is_some_and(|old| same_json(old.json().get(), raw.json().get())) {
+        if !old
+            .as_ref()
+            .is_some_and(|old| same_json(old.json().get(), raw.json().get()))
+        {
+            // Cross-signing signatures of the device vouch for the keys they signed; once those
+            // change they are stale and would only confuse verifiers.
+            if let Some(old) = &old
+                && cross_signing::signed_content(old.json().get())
+                    != cross_signing::signed_content(raw.json().get())
+            {
+                e2ee::delete_signatures_of(hs, &mut batch, user, e2ee::SignedKey::Device(device))
+                    .await?;
+            }
             e2ee::put_device_keys(&mut batch, user, device, raw);
             device_list_changed = true;
         }
@@ -156,20 +168,28 @@ fn unreachable_server() -> Value {
     json!({ "status": 503, "message": "federation with other servers is not available" })
 }
 
-/// Device keys as served by `/keys/query`: the uploaded object plus `unsigned.device_display_name`.
-/// Edited as a JSON map so that fields this server does not know survive (signatures cover them).
-fn with_display_name(raw: &Raw<DeviceKeys>, display_name: Option<&str>) -> Result<Raw<DeviceKeys>> {
-    let Some(name) = display_name else {
+/// Device keys as served by `/keys/query`: the uploaded object plus the cross-signing signatures
+/// uploaded for it since, and `unsigned.device_display_name`. Edited as a JSON map so that fields
+/// this server does not know survive (signatures cover them).
+fn served_device_keys(
+    raw: &Raw<DeviceKeys>,
+    display_name: Option<&str>,
+    signatures: &[e2ee::StoredSignature],
+) -> Result<Raw<DeviceKeys>> {
+    if display_name.is_none() && signatures.is_empty() {
         return Ok(raw.clone());
-    };
+    }
     let mut obj: serde_json::Map<String, Value> = serde_json::from_str(raw.json().get())
         .map_err(|e| MatrixError::unknown(format!("stored device keys are corrupt: {e}")))?;
-    let unsigned = obj.entry("unsigned").or_insert_with(|| json!({}));
-    if let Some(u) = unsigned.as_object_mut() {
-        u.insert(
-            "device_display_name".to_owned(),
-            Value::String(name.to_owned()),
-        );
+    cross_signing::merge_signatures(&mut obj, signatures);
+    if let Some(name) = display_name {
+        let unsigned = obj.entry("unsigned").or_insert_with(|| json!({}));
+        if let Some(u) = unsigned.as_object_mut() {
+            u.insert(
+                "device_display_name".to_owned(),
+                Value::String(name.to_owned()),
+            );
+        }
     }
     Ok(Raw::from_json(serde_json::value::to_raw_value(&obj)?))
 }
@@ -179,7 +199,7 @@ async fn query(
     ctx: Ctx,
     req: get_keys::v3::Request,
 ) -> Result<get_keys::v3::Response> {
-    ctx.session()?;
+    let requester = ctx.user_id()?;
     let mut resp = get_keys::v3::Response::new();
     for (user, wanted) in &req.device_keys {
         if user.server_name() != hs.server_name() {
@@ -204,9 +224,17 @@ async fn query(
             if !wanted.is_empty() && !wanted.contains(&device) {
                 continue;
             }
-            devices.insert(device, with_display_name(&raw, name.as_deref())?);
+            let sigs = cross_signing::visible_signatures(
+                hs,
+                requester,
+                user,
+                e2ee::SignedKey::Device(&device),
+            )
+            .await?;
+            devices.insert(device, served_device_keys(&raw, name.as_deref(), &sigs)?);
         }
         resp.device_keys.insert(user.clone(), devices);
+        cross_signing::add_to_query(hs, requester, user, &mut resp).await?;
     }
     Ok(resp)
 }

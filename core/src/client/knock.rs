@@ -39,13 +39,19 @@ pub fn routes(r: &mut Router) {
     route!(r, knock_room::v3::Request, knock);
 }
 
-async fn knock(hs: &Homeserver, ctx: Ctx, req: knock_room::v3::Request) -> Result<knock_room::v3::Response> {
+async fn knock(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: knock_room::v3::Request,
+) -> Result<knock_room::v3::Response> {
     let user = ctx.user_id()?;
     let room = resolve_room(hs, &req.room_id_or_alias).await?;
     let _lock = hs.write_lock().await;
     let mut txn = RoomTxn::open(hs, &room).await.map_err(|e| {
         if e.errcode == "M_NOT_FOUND" {
-            MatrixError::not_found("that room does not appear to exist on this server (no federation)")
+            MatrixError::not_found(
+                "that room does not appear to exist on this server (no federation)",
+            )
         } else {
             e
         }
@@ -53,22 +59,40 @@ async fn knock(hs: &Homeserver, ctx: Ctx, req: knock_room::v3::Request) -> Resul
     match txn.membership(user).await? {
         // Knocking twice changes nothing; the first knock stands.
         Some(MembershipState::Knock) => return Ok(knock_room::v3::Response::new(room)),
-        Some(MembershipState::Join) => return Err(MatrixError::forbidden("you are already joined to this room")),
-        Some(MembershipState::Invite) => {
-            return Err(MatrixError::forbidden("you are already invited to this room: join it instead"));
+        Some(MembershipState::Join) => {
+            return Err(MatrixError::forbidden(
+                "you are already joined to this room",
+            ));
         }
-        Some(MembershipState::Ban) => return Err(MatrixError::forbidden("you are banned from this room")),
+        Some(MembershipState::Invite) => {
+            return Err(MatrixError::forbidden(
+                "you are already invited to this room: join it instead",
+            ));
+        }
+        Some(MembershipState::Ban) => {
+            return Err(MatrixError::forbidden("you are banned from this room"));
+        }
         _ => {}
     }
     let content = member_content(hs, user, "knock", req.reason.as_deref()).await?;
     // The auth rules refuse (403) a room whose join rule or version does not allow knocking.
-    txn.append(NewEvent::state(user, "m.room.member", user.as_str(), content)).await?;
+    txn.append(NewEvent::state(
+        user,
+        "m.room.member",
+        user.as_str(),
+        content,
+    ))
+    .await?;
     txn.commit().await?;
     Ok(knock_room::v3::Response::new(room))
 }
 
 /// The `/sync` entry of a room the user knocks on: its stripped state and the knock itself.
-pub async fn knocked_room(hs: &Homeserver, room: &RoomId, rec: &MembershipRecord) -> Result<KnockedRoom> {
+pub async fn knocked_room(
+    hs: &Homeserver,
+    room: &RoomId,
+    rec: &MembershipRecord,
+) -> Result<KnockedRoom> {
     let mut events = Vec::new();
     for t in KNOCK_STATE_TYPES {
         if let Some(p) = rooms::state_event(hs, room, t, "").await? {
@@ -89,12 +113,17 @@ pub async fn knocked_room(hs: &Homeserver, room: &RoomId, rec: &MembershipRecord
 /// The room's join rule, parsed; `None` when it has none or it does not parse (the auth rules
 /// then treat the room as invite-only).
 pub fn parse_join_rule(content: &Value) -> Option<JoinRule> {
-    serde_json::from_value::<RoomJoinRulesEventContent>(content.clone()).ok().map(|c| c.join_rule)
+    serde_json::from_value::<RoomJoinRulesEventContent>(content.clone())
+        .ok()
+        .map(|c| c.join_rule)
 }
 
 /// The `allow` conditions of a room whose version honours its `restricted` or `knock_restricted`
 /// join rule, or `None` for every other room.
-pub fn restricted_allow(rule: &JoinRule, rules: &ruma::room_version_rules::AuthorizationRules) -> Option<Restricted> {
+pub fn restricted_allow(
+    rule: &JoinRule,
+    rules: &ruma::room_version_rules::AuthorizationRules,
+) -> Option<Restricted> {
     match rule {
         JoinRule::Restricted(r) if rules.restricted_join_rule => Some(r.clone()),
         JoinRule::KnockRestricted(r) if rules.knock_restricted_join_rule => Some(r.clone()),
@@ -118,15 +147,32 @@ pub async fn meets_allow(hs: &Homeserver, allow: &Restricted, user: &UserId) -> 
 /// picks the local member who vouches for the join (`join_authorised_via_users_server`): the one
 /// with the most power, as long as it suffices to invite. `None` when the join needs no
 /// authoriser (other join rules, or the user is invited or already joined).
-pub async fn join_authoriser(hs: &Homeserver, txn: &RoomTxn<'_>, user: &UserId) -> Result<Option<OwnedUserId>> {
-    let Some(content) = txn.state_content("m.room.join_rules", "").await? else { return Ok(None) };
-    let Some(rule) = parse_join_rule(&content) else { return Ok(None) };
-    let Some(allow) = restricted_allow(&rule, &txn.rules.authorization) else { return Ok(None) };
-    if matches!(txn.membership(user).await?, Some(MembershipState::Join | MembershipState::Invite)) {
+pub async fn join_authoriser(
+    hs: &Homeserver,
+    txn: &RoomTxn<'_>,
+    user: &UserId,
+) -> Result<Option<OwnedUserId>> {
+    let Some(content) = txn.state_content("m.room.join_rules", "").await? else {
+        return Ok(None);
+    };
+    let Some(rule) = parse_join_rule(&content) else {
+        return Ok(None);
+    };
+    let Some(allow) = restricted_allow(&rule, &txn.rules.authorization) else {
+        return Ok(None);
+    };
+    if matches!(
+        txn.membership(user).await?,
+        Some(MembershipState::Join | MembershipState::Invite)
+    ) {
         return Ok(None);
     }
     if !meets_allow(hs, &allow, user).await? {
-        let how = if matches!(rule, JoinRule::KnockRestricted(_)) { " (you may knock instead)" } else { "" };
+        let how = if matches!(rule, JoinRule::KnockRestricted(_)) {
+            " (you may knock instead)"
+        } else {
+            ""
+        };
         return Err(MatrixError::forbidden(format!(
             "you are not a member of any room this room's join rules allow{how}"
         )));

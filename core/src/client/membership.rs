@@ -1,10 +1,10 @@
 //! Room membership: join, invite, leave, forget, kick, ban, unban, and member lists.
 
-use ruma::api::client::membership::{
-    ban_user, forget_room, get_member_events, invite_user, join_room_by_id, join_room_by_id_or_alias, joined_members,
-    joined_rooms, kick_user, leave_room, unban_user,
-};
 use ruma::api::client::membership::invite_user::v3::InvitationRecipient;
+use ruma::api::client::membership::{
+    ban_user, forget_room, get_member_events, invite_user, join_room_by_id,
+    join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
+};
 use ruma::events::room::member::MembershipState;
 use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomOrAliasId, UserId};
 use serde_json::{Value, json};
@@ -19,7 +19,11 @@ use crate::{Ctx, Homeserver, route};
 
 pub fn routes(r: &mut Router) {
     route!(r, join_room_by_id::v3::Request, join_by_id);
-    route!(r, join_room_by_id_or_alias::v3::Request, join_by_id_or_alias);
+    route!(
+        r,
+        join_room_by_id_or_alias::v3::Request,
+        join_by_id_or_alias
+    );
     route!(r, invite_user::v3::Request, invite);
     route!(r, leave_room::v3::Request, leave);
     route!(r, forget_room::v3::Request, forget);
@@ -32,7 +36,12 @@ pub fn routes(r: &mut Router) {
 }
 
 /// `m.room.member` content for `user` with their profile (display name and avatar) attached.
-pub async fn member_content(hs: &Homeserver, user: &UserId, membership: &str, reason: Option<&str>) -> Result<Value> {
+pub async fn member_content(
+    hs: &Homeserver,
+    user: &UserId,
+    membership: &str,
+    reason: Option<&str>,
+) -> Result<Value> {
     let mut c = json!({ "membership": membership });
     if let Some(rec) = users::get_user(hs, user).await? {
         if let Some(d) = rec.displayname {
@@ -49,7 +58,12 @@ pub async fn member_content(hs: &Homeserver, user: &UserId, membership: &str, re
 }
 
 /// Joins `user` to a room this server knows, by the auth rules (join rules, bans, invites).
-pub async fn join(hs: &Homeserver, user: &UserId, room: &RoomId, reason: Option<&str>) -> Result<OwnedRoomId> {
+pub async fn join(
+    hs: &Homeserver,
+    user: &UserId,
+    room: &RoomId,
+    reason: Option<&str>,
+) -> Result<OwnedRoomId> {
     let _lock = hs.write_lock().await;
     let mut txn = RoomTxn::open(hs, room).await.map_err(|e| {
         if e.errcode == "M_NOT_FOUND" {
@@ -67,12 +81,22 @@ pub async fn join(hs: &Homeserver, user: &UserId, room: &RoomId, reason: Option<
     if let Some(via) = super::knock::join_authoriser(hs, &txn, user).await? {
         content["join_authorised_via_users_server"] = json!(via);
     }
-    txn.append(NewEvent::state(user, "m.room.member", user.as_str(), content)).await?;
+    txn.append(NewEvent::state(
+        user,
+        "m.room.member",
+        user.as_str(),
+        content,
+    ))
+    .await?;
     txn.commit().await?;
     Ok(room.to_owned())
 }
 
-async fn join_by_id(hs: &Homeserver, ctx: Ctx, req: join_room_by_id::v3::Request) -> Result<join_room_by_id::v3::Response> {
+async fn join_by_id(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: join_room_by_id::v3::Request,
+) -> Result<join_room_by_id::v3::Response> {
     let room = join(hs, ctx.user_id()?, &req.room_id, req.reason.as_deref()).await?;
     Ok(join_room_by_id::v3::Response::new(room))
 }
@@ -119,11 +143,21 @@ async fn change_other(
                 ));
             }
             if users::get_user(hs, target).await?.is_none() {
-                return Err(MatrixError::not_found(format!("user {target} does not exist")));
+                return Err(MatrixError::not_found(format!(
+                    "user {target} does not exist"
+                )));
             }
             match txn.membership(target).await? {
-                Some(MembershipState::Join) => return Err(MatrixError::forbidden(format!("{target} is already in the room"))),
-                Some(MembershipState::Ban) => return Err(MatrixError::forbidden(format!("{target} is banned from the room"))),
+                Some(MembershipState::Join) => {
+                    return Err(MatrixError::forbidden(format!(
+                        "{target} is already in the room"
+                    )));
+                }
+                Some(MembershipState::Ban) => {
+                    return Err(MatrixError::forbidden(format!(
+                        "{target} is banned from the room"
+                    )));
+                }
                 Some(MembershipState::Invite) => return Ok(()),
                 _ => {}
             }
@@ -140,8 +174,14 @@ async fn change_other(
         "leave" => {
             // kick: only someone currently in the room (joined, invited or knocking).
             match txn.membership(target).await? {
-                Some(MembershipState::Join) | Some(MembershipState::Invite) | Some(MembershipState::Knock) => {}
-                _ => return Err(MatrixError::forbidden(format!("{target} is not in the room"))),
+                Some(MembershipState::Join)
+                | Some(MembershipState::Invite)
+                | Some(MembershipState::Knock) => {}
+                _ => {
+                    return Err(MatrixError::forbidden(format!(
+                        "{target} is not in the room"
+                    )));
+                }
             }
             let mut c = json!({ "membership": "leave" });
             if let Some(r) = reason {
@@ -157,44 +197,109 @@ async fn change_other(
             c
         }
     };
-    txn.append(NewEvent::state(sender, "m.room.member", target.as_str(), content)).await?;
+    txn.append(NewEvent::state(
+        sender,
+        "m.room.member",
+        target.as_str(),
+        content,
+    ))
+    .await?;
     txn.commit().await?;
     Ok(())
 }
 
-async fn invite(hs: &Homeserver, ctx: Ctx, req: invite_user::v3::Request) -> Result<invite_user::v3::Response> {
+async fn invite(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: invite_user::v3::Request,
+) -> Result<invite_user::v3::Response> {
     let InvitationRecipient::UserId(invitee) = &req.recipient else {
-        return Err(MatrixError::forbidden("third-party invites need an identity server, which this server does not use"));
+        return Err(MatrixError::forbidden(
+            "third-party invites need an identity server, which this server does not use",
+        ));
     };
-    change_other(hs, ctx.user_id()?, &req.room_id, &invitee.user_id, "invite", invitee.reason.as_deref()).await?;
+    change_other(
+        hs,
+        ctx.user_id()?,
+        &req.room_id,
+        &invitee.user_id,
+        "invite",
+        invitee.reason.as_deref(),
+    )
+    .await?;
     Ok(invite_user::v3::Response::new())
 }
 
-async fn kick(hs: &Homeserver, ctx: Ctx, req: kick_user::v3::Request) -> Result<kick_user::v3::Response> {
-    change_other(hs, ctx.user_id()?, &req.room_id, &req.user_id, "leave", req.reason.as_deref()).await?;
+async fn kick(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: kick_user::v3::Request,
+) -> Result<kick_user::v3::Response> {
+    change_other(
+        hs,
+        ctx.user_id()?,
+        &req.room_id,
+        &req.user_id,
+        "leave",
+        req.reason.as_deref(),
+    )
+    .await?;
     Ok(kick_user::v3::Response::new())
 }
 
-async fn ban(hs: &Homeserver, ctx: Ctx, req: ban_user::v3::Request) -> Result<ban_user::v3::Response> {
-    change_other(hs, ctx.user_id()?, &req.room_id, &req.user_id, "ban", req.reason.as_deref()).await?;
+async fn ban(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: ban_user::v3::Request,
+) -> Result<ban_user::v3::Response> {
+    change_other(
+        hs,
+        ctx.user_id()?,
+        &req.room_id,
+        &req.user_id,
+        "ban",
+        req.reason.as_deref(),
+    )
+    .await?;
     Ok(ban_user::v3::Response::new())
 }
 
-async fn unban(hs: &Homeserver, ctx: Ctx, req: unban_user::v3::Request) -> Result<unban_user::v3::Response> {
+async fn unban(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: unban_user::v3::Request,
+) -> Result<unban_user::v3::Response> {
     let user = ctx.user_id()?;
     if rooms::membership(hs, &req.room_id, &req.user_id).await? != Some(MembershipState::Ban) {
-        return Err(MatrixError::forbidden(format!("{} is not banned", req.user_id)));
+        return Err(MatrixError::forbidden(format!(
+            "{} is not banned",
+            req.user_id
+        )));
     }
-    change_other(hs, user, &req.room_id, &req.user_id, "leave", req.reason.as_deref()).await?;
+    change_other(
+        hs,
+        user,
+        &req.room_id,
+        &req.user_id,
+        "leave",
+        req.reason.as_deref(),
+    )
+    .await?;
     Ok(unban_user::v3::Response::new())
 }
 
-async fn leave(hs: &Homeserver, ctx: Ctx, req: leave_room::v3::Request) -> Result<leave_room::v3::Response> {
+async fn leave(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: leave_room::v3::Request,
+) -> Result<leave_room::v3::Response> {
     let user = ctx.user_id()?;
     let _lock = hs.write_lock().await;
     let mut txn = RoomTxn::open(hs, &req.room_id).await?;
     match txn.membership(user).await? {
-        Some(MembershipState::Join) | Some(MembershipState::Invite) | Some(MembershipState::Knock) => {}
+        Some(MembershipState::Join)
+        | Some(MembershipState::Invite)
+        | Some(MembershipState::Knock) => {}
         Some(MembershipState::Leave) => return Ok(leave_room::v3::Response::new()),
         _ => return Err(MatrixError::forbidden("you are not in this room")),
     }
@@ -202,31 +307,58 @@ async fn leave(hs: &Homeserver, ctx: Ctx, req: leave_room::v3::Request) -> Resul
     if let Some(r) = &req.reason {
         content["reason"] = json!(r);
     }
-    txn.append(NewEvent::state(user, "m.room.member", user.as_str(), content)).await?;
+    txn.append(NewEvent::state(
+        user,
+        "m.room.member",
+        user.as_str(),
+        content,
+    ))
+    .await?;
     txn.commit().await?;
     Ok(leave_room::v3::Response::new())
 }
 
-async fn forget(hs: &Homeserver, ctx: Ctx, req: forget_room::v3::Request) -> Result<forget_room::v3::Response> {
+async fn forget(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: forget_room::v3::Request,
+) -> Result<forget_room::v3::Response> {
     let user = ctx.user_id()?;
     let _lock = hs.write_lock().await;
     let Some(mut rec) = rooms::membership_record(hs, &req.room_id, user).await? else {
         return Err(MatrixError::not_found("you have never been in this room"));
     };
-    if matches!(rec.membership, MembershipState::Join | MembershipState::Invite | MembershipState::Knock) {
+    if matches!(
+        rec.membership,
+        MembershipState::Join | MembershipState::Invite | MembershipState::Knock
+    ) {
         return Err(MatrixError::bad_json("leave the room before forgetting it"));
     }
     rec.forgotten = true;
     let mut batch = crate::storage::Batch::new();
     let v = to_json::<MembershipRecord>(&rec)?;
-    batch.put("memberships", key(&[user.as_bytes(), req.room_id.as_bytes()]), v.clone());
-    batch.put("room_members", key(&[req.room_id.as_bytes(), user.as_bytes()]), v);
+    batch.put(
+        "memberships",
+        key(&[user.as_bytes(), req.room_id.as_bytes()]),
+        v.clone(),
+    );
+    batch.put(
+        "room_members",
+        key(&[req.room_id.as_bytes(), user.as_bytes()]),
+        v,
+    );
     hs.commit(batch).await?;
     Ok(forget_room::v3::Response::new())
 }
 
-async fn list_joined_rooms(hs: &Homeserver, ctx: Ctx, _req: joined_rooms::v3::Request) -> Result<joined_rooms::v3::Response> {
-    Ok(joined_rooms::v3::Response::new(rooms::joined_rooms(hs, ctx.user_id()?).await?))
+async fn list_joined_rooms(
+    hs: &Homeserver,
+    ctx: Ctx,
+    _req: joined_rooms::v3::Request,
+) -> Result<joined_rooms::v3::Response> {
+    Ok(joined_rooms::v3::Response::new(
+        rooms::joined_rooms(hs, ctx.user_id()?).await?,
+    ))
 }
 
 /// The caller must be joined (or the room world-readable) to list its members.
@@ -234,11 +366,20 @@ async fn require_member_view(hs: &Homeserver, user: &UserId, room: &RoomId) -> R
     match rooms::membership_record(hs, room, user).await? {
         Some(r) if r.membership == MembershipState::Join => Ok(None),
         // A former member sees the room as it was when they left.
-        Some(r) if r.membership == MembershipState::Leave || r.membership == MembershipState::Ban => Ok(Some(r.pos)),
+        Some(r)
+            if r.membership == MembershipState::Leave || r.membership == MembershipState::Ban =>
+        {
+            Ok(Some(r.pos))
+        }
         _ => {
             let hv = rooms::state_event(hs, room, "m.room.history_visibility", "").await?;
             let world = hv
-                .and_then(|p| p.content.get("history_visibility").and_then(Value::as_str).map(|s| s == "world_readable"))
+                .and_then(|p| {
+                    p.content
+                        .get("history_visibility")
+                        .and_then(Value::as_str)
+                        .map(|s| s == "world_readable")
+                })
                 .unwrap_or(false);
             if world {
                 Ok(None)
@@ -266,19 +407,27 @@ async fn list_joined_members(
         let ev = rooms::state_event(hs, &req.room_id, "m.room.member", member.as_str()).await?;
         let mut rm = joined_members::v3::RoomMember::new();
         if let Some(ev) = ev {
-            rm.display_name = ev.content.get("displayname").and_then(Value::as_str).map(str::to_owned);
+            rm.display_name = ev
+                .content
+                .get("displayname")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
             rm.avatar_url = ev
                 .content
                 .get("avatar_url")
                 .and_then(Value::as_str)
-                .and_then(|s| ruma::OwnedMxcUri::try_from(s).ok());
+                .map(ruma::OwnedMxcUri::from);
         }
         joined.insert(member, rm);
     }
     Ok(joined_members::v3::Response::new(joined))
 }
 
-async fn list_members(hs: &Homeserver, ctx: Ctx, req: get_member_events::v3::Request) -> Result<get_member_events::v3::Response> {
+async fn list_members(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: get_member_events::v3::Request,
+) -> Result<get_member_events::v3::Response> {
     let user = ctx.user_id()?;
     if rooms::room_record(hs, &req.room_id).await?.is_none() {
         return Err(MatrixError::forbidden("you are not a member of this room"));
@@ -302,14 +451,20 @@ async fn list_members(hs: &Homeserver, ctx: Ctx, req: get_member_events::v3::Req
         None => rooms::room_state(hs, &req.room_id)
             .await?
             .map(|rs| {
-                rs.state.iter().filter(|((t, _), _)| t == "m.room.member").map(|(_, id)| id.clone()).collect()
+                rs.state
+                    .iter()
+                    .filter(|((t, _), _)| t == "m.room.member")
+                    .map(|(_, id)| id.clone())
+                    .collect()
             })
             .unwrap_or_default(),
     };
     let now = hs.now_ms();
     let mut chunk = Vec::new();
     for id in member_ids {
-        let Some(p) = rooms::get_pdu(hs, id.as_str()).await? else { continue };
+        let Some(p) = rooms::get_pdu(hs, id.as_str()).await? else {
+            continue;
+        };
         let m = p.membership().unwrap_or(MembershipState::Leave);
         if req.membership.as_ref().is_some_and(|want| *want != m) {
             continue;

@@ -25,7 +25,11 @@ pub const MUTUAL_ROOMS_PAGE: usize = 50;
 pub fn routes(r: &mut Router) {
     route!(r, get_event_by_timestamp::v1::Request, timestamp_to_event);
     route!(r, get_mutual_rooms::v1::Request, mutual_rooms);
-    route!(r, get_mutual_rooms::unstable::Request, mutual_rooms_unstable);
+    route!(
+        r,
+        get_mutual_rooms::unstable::Request,
+        mutual_rooms_unstable
+    );
 }
 
 /// The event closest to `ts` in direction `dir` that the caller may see: for `f` the earliest
@@ -41,18 +45,30 @@ async fn timestamp_to_event(
     let user = ctx.user_id()?;
     let forward = matches!(req.dir, ApiDirection::Forward);
     let target = u64::from(req.ts.0);
-    let upto = visible_upto(hs, user, &req.room_id).await?.unwrap_or(u64::MAX);
+    let upto = visible_upto(hs, user, &req.room_id)
+        .await?
+        .unwrap_or(u64::MAX);
     let head = hs.current_pos().min(upto);
 
     // (timestamp, position, id) of every event on the asked side of `ts`.
     let mut candidates: Vec<(u64, u64, OwnedEventId)> = Vec::new();
     let mut cursor = 0;
     loop {
-        let page = rooms::timeline_range(hs, &req.room_id, cursor, head, Direction::Forward, SCAN_PAGE).await?;
+        let page = rooms::timeline_range(
+            hs,
+            &req.room_id,
+            cursor,
+            head,
+            Direction::Forward,
+            SCAN_PAGE,
+        )
+        .await?;
         let Some((last, _)) = page.last() else { break };
         cursor = *last;
         for (pos, id) in page {
-            let Some(pdu) = rooms::get_pdu(hs, id.as_str()).await? else { continue };
+            let Some(pdu) = rooms::get_pdu(hs, id.as_str()).await? else {
+                continue;
+            };
             let ts = pdu.origin_server_ts;
             if (forward && ts >= target) || (!forward && ts <= target) {
                 candidates.push((ts, pos, id));
@@ -63,10 +79,13 @@ async fn timestamp_to_event(
     if forward {
         candidates.sort_unstable_by_key(|(ts, pos, _)| (*ts, *pos));
     } else {
-        candidates.sort_unstable_by_key(|(ts, pos, _)| (std::cmp::Reverse(*ts), std::cmp::Reverse(*pos)));
+        candidates
+            .sort_unstable_by_key(|(ts, pos, _)| (std::cmp::Reverse(*ts), std::cmp::Reverse(*pos)));
     }
     for (ts, _, id) in candidates {
-        let Some(pdu) = rooms::get_pdu(hs, id.as_str()).await? else { continue };
+        let Some(pdu) = rooms::get_pdu(hs, id.as_str()).await? else {
+            continue;
+        };
         if rooms::can_see_event(hs, user, &pdu).await? {
             return Ok(get_event_by_timestamp::v1::Response::new(
                 id,
@@ -89,10 +108,15 @@ async fn shared_rooms_page(
     from: Option<&str>,
 ) -> Result<(Vec<OwnedRoomId>, usize, Option<String>)> {
     if other == user {
-        return Err(MatrixError::invalid_param("user_id must be another user than yourself"));
+        return Err(MatrixError::invalid_param(
+            "user_id must be another user than yourself",
+        ));
     }
     let after = from
-        .map(|t| RoomId::parse(t).map_err(|_| MatrixError::invalid_param(format!("invalid from token {t:?}"))))
+        .map(|t| {
+            RoomId::parse(t)
+                .map_err(|_| MatrixError::invalid_param(format!("invalid from token {t:?}")))
+        })
         .transpose()?;
     let mine: BTreeSet<OwnedRoomId> = rooms::joined_rooms(hs, user).await?.into_iter().collect();
     let shared: Vec<OwnedRoomId> = rooms::rooms_for_user(hs, other)
@@ -110,7 +134,11 @@ async fn shared_rooms_page(
     };
     let more = rest.len() > MUTUAL_ROOMS_PAGE;
     let page: Vec<OwnedRoomId> = rest.into_iter().take(MUTUAL_ROOMS_PAGE).collect();
-    let next = if more { page.last().map(|r| r.to_string()) } else { None };
+    let next = if more {
+        page.last().map(|r| r.to_string())
+    } else {
+        None
+    };
     Ok((page, count, next))
 }
 
@@ -119,7 +147,8 @@ async fn mutual_rooms(
     ctx: Ctx,
     req: get_mutual_rooms::v1::Request,
 ) -> Result<get_mutual_rooms::v1::Response> {
-    let (joined, count, next) = shared_rooms_page(hs, ctx.user_id()?, &req.user_id, req.from.as_deref()).await?;
+    let (joined, count, next) =
+        shared_rooms_page(hs, ctx.user_id()?, &req.user_id, req.from.as_deref()).await?;
     let mut resp = get_mutual_rooms::v1::Response::new(UInt::new_saturating(count as u64), joined);
     resp.next_batch = next;
     Ok(resp)
@@ -131,7 +160,8 @@ async fn mutual_rooms_unstable(
     ctx: Ctx,
     req: get_mutual_rooms::unstable::Request,
 ) -> Result<get_mutual_rooms::unstable::Response> {
-    let (joined, _, next) = shared_rooms_page(hs, ctx.user_id()?, &req.user_id, req.from.as_deref()).await?;
+    let (joined, _, next) =
+        shared_rooms_page(hs, ctx.user_id()?, &req.user_id, req.from.as_deref()).await?;
     let mut resp = get_mutual_rooms::unstable::Response::new(joined);
     resp.next_batch = next;
     Ok(resp)

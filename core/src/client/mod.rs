@@ -1,30 +1,43 @@
 //! The Client-Server API, one module per chapter of the specification.
 
+pub mod account;
+pub mod account_data;
+pub mod admin;
+pub mod backup;
+pub mod capabilities;
+pub mod cross_signing;
+pub mod deactivate;
+pub mod devices;
 pub mod directory;
 pub mod discovery;
 pub mod events;
-pub mod membership;
-pub mod room;
-pub mod sync;
-pub mod tokens;
-pub mod keys;
-pub mod media;
-pub mod to_device;
-pub mod account;
-pub mod account_data;
-pub mod capabilities;
-pub mod devices;
-pub mod misc;
-pub mod profile;
-pub mod session;
-pub mod uia;
 pub mod filter;
+pub mod keys;
+pub mod knock;
+pub mod space;
+pub mod media;
+pub mod membership;
+pub mod misc;
+pub mod misc_rooms;
+pub mod openid;
 pub mod presence;
+pub mod profile;
+pub mod profile_fields;
 pub mod push;
 pub mod receipts;
-pub mod typing;
-pub mod knock;
+pub mod relations;
+pub mod report;
+pub mod room;
+pub mod session;
+pub mod support;
+pub mod sync;
 pub mod tags;
+pub mod threepid;
+pub mod to_device;
+pub mod tokens;
+pub mod typing;
+pub mod uia;
+pub mod url_preview;
 
 use crate::router::Router;
 
@@ -61,6 +74,8 @@ pub fn register_routes(r: &mut Router) {
     room::routes(r);
     sync::routes(r);
     keys::routes(r);
+    cross_signing::routes(r);
+    backup::routes(r);
     media::routes(r);
     to_device::routes(r);
     account_data::routes(r);
@@ -70,16 +85,28 @@ pub fn register_routes(r: &mut Router) {
     receipts::routes(r);
     typing::routes(r);
     tags::routes(r);
+    relations::routes(r);
     account::routes(r);
     session::routes(r);
     devices::routes(r);
     profile::routes(r);
     capabilities::routes(r);
     misc::routes(r);
+    admin::routes(r);
+    deactivate::routes(r);
+    misc_rooms::routes(r);
+    openid::routes(r);
+    report::routes(r);
+    support::routes(r);
+    threepid::routes(r);
+    url_preview::routes(r);
     knock::routes(r);
+    space::routes(r);
 }
 
 /// Wraps a JSON value as ruma's `Raw<T>` for a response field.
 pub fn raw<T>(v: &serde_json::Value) -> crate::error::Result<ruma::serde::Raw<T>> {
-    Ok(ruma::serde::Raw::from_json(serde_json::value::to_raw_value(v)?))
+    Ok(ruma::serde::Raw::from_json(
+        serde_json::value::to_raw_value(v)?,
+    ))
 }

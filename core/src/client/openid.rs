@@ -12,9 +12,9 @@
 use std::ops::Bound;
 use std::time::Duration;
 
+use ruma::OwnedUserId;
 use ruma::api::client::account::request_openid_token;
 use ruma::authentication::TokenType;
-use ruma::OwnedUserId;
 use serde::{Deserialize, Serialize};
 
 use crate::db::{from_json, key, pos_bytes, prefix, to_json, users};
@@ -56,14 +56,23 @@ async fn request_token(
 ) -> Result<request_openid_token::v3::Response> {
     let user = ctx.user_id()?;
     if req.user_id != *user {
-        return Err(MatrixError::forbidden("you may only request OpenID tokens for yourself"));
+        return Err(MatrixError::forbidden(
+            "you may only request OpenID tokens for yourself",
+        ));
     }
     let now = hs.now_ms();
     let token = hs.random_string(32);
     let expires_at = now.saturating_add(TOKEN_LIFETIME_MS);
     let mut batch = Batch::new();
     sweep_expired(hs, &mut batch, now).await?;
-    batch.put(TREE, token_key(&token), to_json(&OpenIdToken { user_id: user.clone(), expires_at })?);
+    batch.put(
+        TREE,
+        token_key(&token),
+        to_json(&OpenIdToken {
+            user_id: user.clone(),
+            expires_at,
+        })?,
+    );
     batch.put(TREE, expiry_key(expires_at, &token), Vec::new());
     hs.store.write(batch).await?;
     Ok(request_openid_token::v3::Response::new(
@@ -79,7 +88,11 @@ async fn sweep_expired(hs: &Homeserver, batch: &mut Batch, now: u64) -> Result<(
     let start = prefix(&[b"e"]);
     let end = key(&[b"e", &pos_bytes(now.saturating_add(1))]);
     let range = KeyRange::new(Bound::Included(start.clone()), Bound::Excluded(end));
-    for (k, _) in hs.store.scan(TREE, range, Direction::Forward, SWEEP_LIMIT).await? {
+    for (k, _) in hs
+        .store
+        .scan(TREE, range, Direction::Forward, SWEEP_LIMIT)
+        .await?
+    {
         // `e` · 8-byte expiry · separator · token
         if let Some(token) = k.get(start.len() + 9..) {
             batch.delete(TREE, token_key(&String::from_utf8_lossy(token)));
@@ -101,7 +114,9 @@ pub async fn user_for_token(hs: &Homeserver, token: &str) -> Result<OwnedUserId>
     if hs.now_ms() >= rec.expires_at {
         return Err(unknown());
     }
-    let active = users::get_user(hs, &rec.user_id).await?.is_some_and(|u| !u.deactivated);
+    let active = users::get_user(hs, &rec.user_id)
+        .await?
+        .is_some_and(|u| !u.deactivated);
     if !active {
         return Err(unknown());
     }

@@ -1,6 +1,6 @@
 //! Profiles: display name and avatar, and their propagation into the user's room memberships.
+//! The other profile fields are in `profile_fields.rs`; `GET /profile/{userId}` serves both.
 
-use http::StatusCode;
 use ruma::api::client::profile::{
     get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
 };
@@ -8,6 +8,7 @@ use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
 use ruma::{OwnedMxcUri, UserId};
 use serde_json::json;
 
+use crate::client::profile_fields;
 use crate::db::rooms;
 use crate::db::users::{self, UserRecord};
 use crate::error::{MatrixError, Result};
@@ -24,11 +25,13 @@ pub fn routes(r: &mut Router) {
     route!(r, set_display_name::v3::Request, set_display_name);
     route!(r, get_avatar_url::v3::Request, avatar_url);
     route!(r, set_avatar_url::v3::Request, set_avatar_url);
+    // After the routes above, so that their literal `displayname`/`avatar_url` paths win.
+    profile_fields::routes(r);
 }
 
 /// The profile of a user of this server. Remote profiles would need a federation query, which
 /// this server does not make yet, so they are `404` like unknown users.
-async fn local_profile(hs: &Homeserver, user: &UserId) -> Result<UserRecord> {
+pub(crate) async fn local_profile(hs: &Homeserver, user: &UserId) -> Result<UserRecord> {
     let not_found = || MatrixError::not_found("Profile not found");
     if user.server_name() != hs.server_name() {
         return Err(not_found());
@@ -48,6 +51,9 @@ async fn profile(
     }
     if let Some(url) = record.avatar_url {
         resp.data.set("avatar_url".to_owned(), json!(url));
+    }
+    for (field, value) in profile_fields::custom_fields(hs, &req.user_id).await? {
+        resp.data.set(field, value);
     }
     Ok(resp)
 }
@@ -112,7 +118,7 @@ async fn set_avatar_url(
 
 /// Applies `change` to the caller's own profile, then carries the new profile into every room
 /// the caller has joined.
-async fn update(
+pub(crate) async fn update(
     hs: &Homeserver,
     ctx: &Ctx,
     target: &UserId,
@@ -130,16 +136,9 @@ async fn update(
             .await?
             .ok_or_else(|| MatrixError::not_found("Profile not found"))?;
         change(&mut record);
-        let size = serde_json::to_vec(
-            &json!({ "displayname": record.displayname, "avatar_url": record.avatar_url }),
-        )?
-        .len();
-        if size > MAX_PROFILE_BYTES {
-            return Err(MatrixError::new(
-                StatusCode::BAD_REQUEST,
-                "M_PROFILE_TOO_LARGE",
-                format!("a profile is limited to {MAX_PROFILE_BYTES} bytes"),
-            ));
+        let custom = profile_fields::custom_fields(hs, user).await?;
+        if profile_fields::profile_size(&record, &custom)? > MAX_PROFILE_BYTES {
+            return Err(profile_fields::too_large());
         }
         let mut batch = Batch::new();
         users::put_user(&mut batch, user, &record)?;

@@ -34,9 +34,17 @@ const TREE: &str = "reports";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ReportTarget {
-    Event { room_id: OwnedRoomId, event_id: OwnedEventId, sender: OwnedUserId },
-    Room { room_id: OwnedRoomId },
-    User { user_id: OwnedUserId },
+    Event {
+        room_id: OwnedRoomId,
+        event_id: OwnedEventId,
+        sender: OwnedUserId,
+    },
+    Room {
+        room_id: OwnedRoomId,
+    },
+    User {
+        user_id: OwnedUserId,
+    },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -56,31 +64,40 @@ pub fn routes(r: &mut Router) {
     r.add_raw(
         Method::POST,
         "/_matrix/client/v3/rooms/{roomId}/report",
-        Rc::new(|hs: Homeserver, req: http::Request<Vec<u8>>, args: Vec<String>| {
-            Box::pin(async move {
-                let answer = async {
-                    let ctx = hs.authenticate(&req, Auth::Required).await?;
-                    let room = args.first().map(String::as_str).unwrap_or_default();
-                    report_room(&hs, &ctx, room, req.body()).await
-                };
-                match answer.await {
-                    Ok(()) => json_response(StatusCode::OK, &json!({})),
-                    Err(e) => e.into_response(),
-                }
-            })
-        }),
+        Rc::new(
+            |hs: Homeserver, req: http::Request<Vec<u8>>, args: Vec<String>| {
+                Box::pin(async move {
+                    let answer = async {
+                        let ctx = hs.authenticate(&req, Auth::Required).await?;
+                        let room = args.first().map(String::as_str).unwrap_or_default();
+                        report_room(&hs, &ctx, room, req.body()).await
+                    };
+                    match answer.await {
+                        Ok(()) => json_response(StatusCode::OK, &json!({})),
+                        Err(e) => e.into_response(),
+                    }
+                })
+            },
+        ),
     );
 }
 
 /// Every stored report, oldest first.
 pub async fn all(hs: &Homeserver) -> Result<Vec<Report>> {
-    hs.scan_prefix(TREE, &[]).await?.iter().map(|(_, v)| from_json(v)).collect()
+    hs.scan_prefix(TREE, &[])
+        .await?
+        .iter()
+        .map(|(_, v)| from_json(v))
+        .collect()
 }
 
 async fn store(hs: &Homeserver, report: &Report) -> Result<()> {
     // Arrival time first, so reports list in order; the random part keeps two reports of the
     // same millisecond apart.
-    let k = key(&[&pos_bytes(report.received_ts), hs.random_string(12).as_bytes()]);
+    let k = key(&[
+        &pos_bytes(report.received_ts),
+        hs.random_string(12).as_bytes(),
+    ]);
     let mut batch = Batch::new();
     batch.put(TREE, k, to_json(report)?);
     hs.store.write(batch).await?;
@@ -94,7 +111,8 @@ async fn report_event(
     req: report_content::v3::Request,
 ) -> Result<report_content::v3::Response> {
     let user = ctx.user_id()?;
-    let not_found = || MatrixError::not_found("the event was not found or you are not joined to the room");
+    let not_found =
+        || MatrixError::not_found("the event was not found or you are not joined to the room");
     if rooms::membership(hs, &req.room_id, user).await? != Some(MembershipState::Join) {
         return Err(not_found());
     }
@@ -126,11 +144,13 @@ struct RoomReportBody {
 
 async fn report_room(hs: &Homeserver, ctx: &Ctx, room: &str, body: &[u8]) -> Result<()> {
     let user = ctx.user_id()?;
-    let room = RoomId::parse(room).map_err(|e| MatrixError::invalid_param(format!("invalid room id: {e}")))?;
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| MatrixError::not_json(format!("request body is not JSON: {e}")))?;
-    let body: RoomReportBody = serde_json::from_value(value)
-        .map_err(|e| MatrixError::bad_json(format!("a room report needs a `reason` string: {e}")))?;
+    let room = RoomId::parse(room)
+        .map_err(|e| MatrixError::invalid_param(format!("invalid room id: {e}")))?;
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| MatrixError::not_json(format!("request body is not JSON: {e}")))?;
+    let body: RoomReportBody = serde_json::from_value(value).map_err(|e| {
+        MatrixError::bad_json(format!("a room report needs a `reason` string: {e}"))
+    })?;
     if rooms::room_record(hs, &room).await?.is_none() {
         return Err(MatrixError::not_found("the room was not found"));
     }
@@ -154,7 +174,9 @@ async fn report_user(
     }
     let report = Report {
         reporter: user.clone(),
-        target: ReportTarget::User { user_id: req.user_id },
+        target: ReportTarget::User {
+            user_id: req.user_id,
+        },
         reason: Some(req.reason),
         received_ts: hs.now_ms(),
     };

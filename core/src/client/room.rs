@@ -1,8 +1,8 @@
 //! Room creation and upgrades (`/createRoom`, `/rooms/{roomId}/upgrade`).
 
-use ruma::api::client::room::{create_room, upgrade_room};
-use ruma::api::client::room::create_room::v3::RoomPreset;
 use ruma::api::client::room::Visibility;
+use ruma::api::client::room::create_room::v3::RoomPreset;
+use ruma::api::client::room::{create_room, upgrade_room};
 use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
@@ -57,7 +57,11 @@ fn default_power_levels(creator: &UserId) -> Map<String, Value> {
     }
 }
 
-async fn create(hs: &Homeserver, ctx: Ctx, req: create_room::v3::Request) -> Result<create_room::v3::Response> {
+async fn create(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: create_room::v3::Request,
+) -> Result<create_room::v3::Response> {
     let user = ctx.user_id()?.clone();
     let version = req.room_version.clone().unwrap_or(DEFAULT_ROOM_VERSION);
     if supported_version(&version).is_none() {
@@ -69,7 +73,9 @@ async fn create(hs: &Homeserver, ctx: Ctx, req: create_room::v3::Request) -> Res
     let alias = match &req.room_alias_name {
         Some(local) => {
             if local.contains(':') || local.is_empty() || local.contains(char::is_whitespace) {
-                return Err(MatrixError::invalid_param("room_alias_name must be a bare localpart"));
+                return Err(MatrixError::invalid_param(
+                    "room_alias_name must be a bare localpart",
+                ));
             }
             let alias = OwnedRoomAliasId::try_from(format!("#{local}:{}", hs.server_name()))
                 .map_err(|e| MatrixError::invalid_param(format!("invalid alias: {e}")))?;
@@ -81,18 +87,29 @@ async fn create(hs: &Homeserver, ctx: Ctx, req: create_room::v3::Request) -> Res
         None => None,
     };
     let mut creation: Map<String, Value> = match &req.creation_content {
-        Some(raw) => serde_json::from_str(raw.json().get())
-            .map_err(|e| MatrixError::bad_json(format!("creation_content must be an object: {e}")))?,
+        Some(raw) => serde_json::from_str(raw.json().get()).map_err(|e| {
+            MatrixError::bad_json(format!("creation_content must be an object: {e}"))
+        })?,
         None => Map::new(),
     };
     let mut initial_state = Vec::new();
     for raw in &req.initial_state {
-        let v: Value = serde_json::from_str(raw.json().get()).map_err(|e| MatrixError::bad_json(e.to_string()))?;
-        let ty = v.get("type").and_then(Value::as_str).ok_or_else(|| MatrixError::bad_json("initial_state event without type"))?;
-        let sk = v.get("state_key").and_then(Value::as_str).unwrap_or("").to_owned();
+        let v: Value = serde_json::from_str(raw.json().get())
+            .map_err(|e| MatrixError::bad_json(e.to_string()))?;
+        let ty = v
+            .get("type")
+            .and_then(Value::as_str)
+            .ok_or_else(|| MatrixError::bad_json("initial_state event without type"))?;
+        let sk = v
+            .get("state_key")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned();
         let content = v.get("content").cloned().unwrap_or_else(|| json!({}));
         if !content.is_object() {
-            return Err(MatrixError::bad_json("initial_state content must be an object"));
+            return Err(MatrixError::bad_json(
+                "initial_state content must be an object",
+            ));
         }
         initial_state.push((ty.to_owned(), sk, content));
     }
@@ -105,10 +122,14 @@ async fn create(hs: &Homeserver, ctx: Ctx, req: create_room::v3::Request) -> Res
     };
     for invitee in &req.invite {
         if invitee.server_name() != hs.server_name() {
-            return Err(MatrixError::forbidden("inviting users of other servers needs federation, which is not available"));
+            return Err(MatrixError::forbidden(
+                "inviting users of other servers needs federation, which is not available",
+            ));
         }
         if crate::db::users::get_user(hs, invitee).await?.is_none() {
-            return Err(MatrixError::not_found(format!("user {invitee} does not exist")));
+            return Err(MatrixError::not_found(format!(
+                "user {invitee} does not exist"
+            )));
         }
     }
 
@@ -126,19 +147,30 @@ async fn create(hs: &Homeserver, ctx: Ctx, req: create_room::v3::Request) -> Res
     if !txn.rules.authorization.use_room_create_sender {
         creation.insert("creator".into(), json!(user));
     }
-    txn.append(NewEvent::state(&user, "m.room.create", "", Value::Object(creation))).await?;
+    txn.append(NewEvent::state(
+        &user,
+        "m.room.create",
+        "",
+        Value::Object(creation),
+    ))
+    .await?;
 
     // 2. The creator joins.
-    txn.append(NewEvent::state(&user, "m.room.member", user.as_str(), member_content(hs, &user, "join", None).await?))
-        .await?;
+    txn.append(NewEvent::state(
+        &user,
+        "m.room.member",
+        user.as_str(),
+        member_content(hs, &user, "join", None).await?,
+    ))
+    .await?;
 
     // 3. Power levels: defaults, the preset's extras, then the client's override.
     let mut pl = default_power_levels(&user);
-    if preset == RoomPreset::TrustedPrivateChat {
-        if let Some(Value::Object(users)) = pl.get_mut("users") {
-            for invitee in &req.invite {
-                users.insert(invitee.to_string(), json!(100));
-            }
+    if preset == RoomPreset::TrustedPrivateChat
+        && let Some(Value::Object(users)) = pl.get_mut("users")
+    {
+        for invitee in &req.invite {
+            users.insert(invitee.to_string(), json!(100));
         }
     }
     if let Some(over) = pl_override {
@@ -146,19 +178,42 @@ async fn create(hs: &Homeserver, ctx: Ctx, req: create_room::v3::Request) -> Res
             pl.insert(k, v);
         }
     }
-    txn.append(NewEvent::state(&user, "m.room.power_levels", "", Value::Object(pl))).await?;
+    txn.append(NewEvent::state(
+        &user,
+        "m.room.power_levels",
+        "",
+        Value::Object(pl),
+    ))
+    .await?;
 
     // 4. Canonical alias.
     if let Some(alias) = &alias {
-        txn.append(NewEvent::state(&user, "m.room.canonical_alias", "", json!({ "alias": alias }))).await?;
+        txn.append(NewEvent::state(
+            &user,
+            "m.room.canonical_alias",
+            "",
+            json!({ "alias": alias }),
+        ))
+        .await?;
     }
 
     // 5. Preset state, unless initial_state sets the same thing.
-    let overridden = |t: &str| initial_state.iter().any(|(ty, sk, _)| ty == t && sk.is_empty());
-    let join_rule = if preset == RoomPreset::PublicChat { "public" } else { "invite" };
+    let overridden = |t: &str| {
+        initial_state
+            .iter()
+            .any(|(ty, sk, _)| ty == t && sk.is_empty())
+    };
+    let join_rule = if preset == RoomPreset::PublicChat {
+        "public"
+    } else {
+        "invite"
+    };
     let mut preset_events = vec![
         ("m.room.join_rules", json!({ "join_rule": join_rule })),
-        ("m.room.history_visibility", json!({ "history_visibility": "shared" })),
+        (
+            "m.room.history_visibility",
+            json!({ "history_visibility": "shared" }),
+        ),
     ];
     if preset != RoomPreset::PublicChat {
         preset_events.push(("m.room.guest_access", json!({ "guest_access": "can_join" })));
@@ -174,13 +229,24 @@ async fn create(hs: &Homeserver, ctx: Ctx, req: create_room::v3::Request) -> Res
         txn.append(NewEvent::state(&user, &t, &sk, content)).await?;
     }
     if let Some(name) = &req.name {
-        txn.append(NewEvent::state(&user, "m.room.name", "", json!({ "name": name }))).await?;
+        txn.append(NewEvent::state(
+            &user,
+            "m.room.name",
+            "",
+            json!({ "name": name }),
+        ))
+        .await?;
     }
     if let Some(topic) = &req.topic {
-        txn.append(NewEvent::state(&user, "m.room.topic", "", json!({
-            "topic": topic,
-            "m.topic": [{ "body": topic, "mimetype": "text/plain" }],
-        })))
+        txn.append(NewEvent::state(
+            &user,
+            "m.room.topic",
+            "",
+            json!({
+                "topic": topic,
+                "m.topic": [{ "body": topic, "mimetype": "text/plain" }],
+            }),
+        ))
         .await?;
     }
 
@@ -190,7 +256,13 @@ async fn create(hs: &Homeserver, ctx: Ctx, req: create_room::v3::Request) -> Res
         if req.is_direct {
             content["is_direct"] = json!(true);
         }
-        txn.append(NewEvent::state(&user, "m.room.member", invitee.as_str(), content)).await?;
+        txn.append(NewEvent::state(
+            &user,
+            "m.room.member",
+            invitee.as_str(),
+            content,
+        ))
+        .await?;
     }
 
     if let Some(alias) = &alias {
@@ -217,11 +289,17 @@ const UPGRADE_COPIED_STATE: &[&str] = &[
     "m.room.power_levels",
 ];
 
-async fn upgrade(hs: &Homeserver, ctx: Ctx, req: upgrade_room::v3::Request) -> Result<upgrade_room::v3::Response> {
+async fn upgrade(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: upgrade_room::v3::Request,
+) -> Result<upgrade_room::v3::Response> {
     let user = ctx.user_id()?.clone();
     let new_version = req.new_version.clone();
     if supported_version(&new_version).is_none() {
-        return Err(MatrixError::unsupported_room_version(format!("room version {new_version} is not supported")));
+        return Err(MatrixError::unsupported_room_version(format!(
+            "room version {new_version} is not supported"
+        )));
     }
     let old_room = req.room_id.clone();
     let new_room = new_room_id(hs)?;
@@ -232,7 +310,9 @@ async fn upgrade(hs: &Homeserver, ctx: Ctx, req: upgrade_room::v3::Request) -> R
     }
     let pl = old.power_levels().await?;
     if pl.user(&user) < pl.event("m.room.tombstone", true) {
-        return Err(MatrixError::forbidden("you may not upgrade this room (m.room.tombstone power level)"));
+        return Err(MatrixError::forbidden(
+            "you may not upgrade this room (m.room.tombstone power level)",
+        ));
     }
     let predecessor_event = rooms::room_state(hs, &old_room)
         .await?
@@ -240,7 +320,10 @@ async fn upgrade(hs: &Homeserver, ctx: Ctx, req: upgrade_room::v3::Request) -> R
 
     // The replacement room.
     let mut txn = RoomTxn::create(hs, new_room.clone(), new_version.clone())?;
-    let old_create = old.state_content("m.room.create", "").await?.unwrap_or_else(|| json!({}));
+    let old_create = old
+        .state_content("m.room.create", "")
+        .await?
+        .unwrap_or_else(|| json!({}));
     let mut create = Map::new();
     if let Some(f) = old_create.get("m.federate") {
         create.insert("m.federate".into(), f.clone());
@@ -257,12 +340,25 @@ async fn upgrade(hs: &Homeserver, ctx: Ctx, req: upgrade_room::v3::Request) -> R
     if !txn.rules.authorization.use_room_create_sender {
         create.insert("creator".into(), json!(user));
     }
-    txn.append(NewEvent::state(&user, "m.room.create", "", Value::Object(create))).await?;
-    txn.append(NewEvent::state(&user, "m.room.member", user.as_str(), member_content(hs, &user, "join", None).await?))
-        .await?;
+    txn.append(NewEvent::state(
+        &user,
+        "m.room.create",
+        "",
+        Value::Object(create),
+    ))
+    .await?;
+    txn.append(NewEvent::state(
+        &user,
+        "m.room.member",
+        user.as_str(),
+        member_content(hs, &user, "join", None).await?,
+    ))
+    .await?;
     // Power levels first (with the upgrader at 100 so the rest may be sent), then the rest.
     let old_pl = old.state_content("m.room.power_levels", "").await?;
-    let mut new_pl = old_pl.clone().unwrap_or_else(|| Value::Object(default_power_levels(&user)));
+    let mut new_pl = old_pl
+        .clone()
+        .unwrap_or_else(|| Value::Object(default_power_levels(&user)));
     let needed = new_pl
         .get("users")
         .and_then(|u| u.get(user.as_str()))
@@ -271,22 +367,33 @@ async fn upgrade(hs: &Homeserver, ctx: Ctx, req: upgrade_room::v3::Request) -> R
     if needed < 100 {
         new_pl["users"][user.as_str()] = json!(100);
     }
-    txn.append(NewEvent::state(&user, "m.room.power_levels", "", new_pl)).await?;
-    for t in UPGRADE_COPIED_STATE.iter().filter(|t| **t != "m.room.power_levels") {
+    txn.append(NewEvent::state(&user, "m.room.power_levels", "", new_pl))
+        .await?;
+    for t in UPGRADE_COPIED_STATE
+        .iter()
+        .filter(|t| **t != "m.room.power_levels")
+    {
         if let Some(content) = old.state_content(t, "").await? {
             txn.append(NewEvent::state(&user, t, "", content)).await?;
         }
     }
     // Restore the original power levels if we raised the upgrader.
-    if needed < 100 {
-        if let Some(orig) = old_pl.clone() {
-            txn.append(NewEvent::state(&user, "m.room.power_levels", "", orig)).await?;
-        }
+    if needed < 100
+        && let Some(orig) = old_pl.clone()
+    {
+        txn.append(NewEvent::state(&user, "m.room.power_levels", "", orig))
+            .await?;
     }
     // Aliases move to the new room.
     let canonical = old.state_content("m.room.canonical_alias", "").await?;
     if let Some(c) = &canonical {
-        txn.append(NewEvent::state(&user, "m.room.canonical_alias", "", c.clone())).await?;
+        txn.append(NewEvent::state(
+            &user,
+            "m.room.canonical_alias",
+            "",
+            c.clone(),
+        ))
+        .await?;
     }
     let mut new_batch = std::mem::take(&mut txn.batch);
     for alias in directory::local_aliases_of(hs, &old_room).await? {
@@ -299,20 +406,32 @@ async fn upgrade(hs: &Homeserver, ctx: Ctx, req: upgrade_room::v3::Request) -> R
     txn.batch = new_batch;
 
     // Tombstone the old room and stop ordinary users from talking in it.
-    old.append(NewEvent::state(&user, "m.room.tombstone", "", json!({
-        "body": "This room has been replaced",
-        "replacement_room": new_room,
-    })))
+    old.append(NewEvent::state(
+        &user,
+        "m.room.tombstone",
+        "",
+        json!({
+            "body": "This room has been replaced",
+            "replacement_room": new_room,
+        }),
+    ))
     .await?;
     if let Some(mut pl) = old_pl {
         let users_default = pl.get("users_default").and_then(Value::as_i64).unwrap_or(0);
         let restricted = std::cmp::max(50, users_default + 1);
         pl["events_default"] = json!(restricted);
         pl["invite"] = json!(restricted);
-        old.append(NewEvent::state(&user, "m.room.power_levels", "", pl)).await?;
+        old.append(NewEvent::state(&user, "m.room.power_levels", "", pl))
+            .await?;
     }
     if canonical.is_some() {
-        old.append(NewEvent::state(&user, "m.room.canonical_alias", "", json!({}))).await?;
+        old.append(NewEvent::state(
+            &user,
+            "m.room.canonical_alias",
+            "",
+            json!({}),
+        ))
+        .await?;
     }
     // One write for both rooms.
     let old_batch = old.finish()?;

@@ -23,7 +23,9 @@ impl SupportInfo {
     fn usable_contacts(&self) -> Vec<Contact> {
         self.contacts
             .iter()
-            .filter(|c| c.matrix_id.is_some() || c.email_address.as_deref().is_some_and(|e| !e.is_empty()))
+            .filter(|c| {
+                c.matrix_id.is_some() || c.email_address.as_deref().is_some_and(|e| !e.is_empty())
+            })
             .cloned()
             .collect()
     }
@@ -33,12 +35,18 @@ pub fn routes(r: &mut Router) {
     route!(r, discover_support::Request, support);
 }
 
-async fn support(hs: &Homeserver, _ctx: Ctx, _req: discover_support::Request) -> Result<discover_support::Response> {
+async fn support(
+    hs: &Homeserver,
+    _ctx: Ctx,
+    _req: discover_support::Request,
+) -> Result<discover_support::Response> {
     let info = &hs.config.support;
     let contacts = info.usable_contacts();
     let page = info.support_page.clone().filter(|p| !p.is_empty());
     if contacts.is_empty() && page.is_none() {
-        return Err(MatrixError::not_found("this server publishes no support information"));
+        return Err(MatrixError::not_found(
+            "this server publishes no support information",
+        ));
     }
     let mut resp = discover_support::Response::with_contacts(contacts);
     resp.support_page = page;

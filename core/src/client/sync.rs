@@ -47,7 +47,11 @@ pub fn routes(r: &mut Router) {
     route!(r, Request, sync);
 }
 
-async fn resolve_filter(hs: &Homeserver, user: &UserId, f: &Option<Filter>) -> Result<FilterDefinition> {
+async fn resolve_filter(
+    hs: &Homeserver,
+    user: &UserId,
+    f: &Option<Filter>,
+) -> Result<FilterDefinition> {
     match f {
         None => Ok(FilterDefinition::default()),
         Some(Filter::FilterDefinition(def)) => Ok(def.clone()),
@@ -71,7 +75,11 @@ async fn sync(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
     if req.set_presence != PresenceState::Offline || since.is_none() {
         presence::set_from_sync(hs, &session.user_id, req.set_presence.clone()).await?;
     }
-    let timeout_ms = req.timeout.map(|d| d.as_millis() as u64).unwrap_or(0).min(MAX_TIMEOUT_MS);
+    let timeout_ms = req
+        .timeout
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+        .min(MAX_TIMEOUT_MS);
     let deadline = hs.now_ms() + timeout_ms;
     // Messages delivered by the previous sync may now be forgotten.
     if since.is_some() {
@@ -79,7 +87,15 @@ async fn sync(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
     }
     loop {
         let generation = hs.notifier.generation();
-        let resp = build(hs, &session, since.unwrap_or(0), to_device_since, req.full_state, &filter).await?;
+        let resp = build(
+            hs,
+            &session,
+            since.unwrap_or(0),
+            to_device_since,
+            req.full_state,
+            &filter,
+        )
+        .await?;
         let now = hs.now_ms();
         if since.is_none() || req.full_state || has_news(&resp) || now >= deadline {
             return Ok(resp);
@@ -89,7 +105,9 @@ async fn sync(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
         if let Some(exp) = typing::next_expiry_ms(hs) {
             wake_at = wake_at.min(exp.max(now + 1));
         }
-        let sleep = hs.world.sleep(Duration::from_millis(wake_at.saturating_sub(now)));
+        let sleep = hs
+            .world
+            .sleep(Duration::from_millis(wake_at.saturating_sub(now)));
         futures::select! {
             _ = hs.notifier.changed_since(generation).fuse() => {},
             _ = sleep.fuse() => {},
@@ -114,11 +132,16 @@ fn room_allowed(filter: &FilterDefinition, room: &RoomId) -> bool {
     if rf.not_rooms.iter().any(|r| r == room) {
         return false;
     }
-    rf.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == room))
+    rf.rooms
+        .as_ref()
+        .is_none_or(|rooms| rooms.iter().any(|r| r == room))
 }
 
 fn timeline_limit(f: &RoomEventFilter) -> usize {
-    f.limit.map(|l| u64::from(l) as usize).unwrap_or(DEFAULT_TIMELINE_LIMIT).clamp(1, 1000)
+    f.limit
+        .map(|l| u64::from(l) as usize)
+        .unwrap_or(DEFAULT_TIMELINE_LIMIT)
+        .clamp(1, 1000)
 }
 
 /// The timeline of a room in `(since, upto]`: the newest `limit` events that pass the filter,
@@ -135,7 +158,8 @@ async fn timeline(
     let mut cursor = upto;
     let mut limited = false;
     'scan: loop {
-        let page = rooms::timeline_events(hs, room, since, cursor, Direction::Backward, limit + 1).await?;
+        let page =
+            rooms::timeline_events(hs, room, since, cursor, Direction::Backward, limit + 1).await?;
         if page.is_empty() {
             break;
         }
@@ -192,12 +216,16 @@ async fn state_section(
             continue;
         }
         if lazy && t == "m.room.member" && sk != user.as_str() {
-            let Ok(member) = <&UserId>::try_from(sk.as_str()) else { continue };
+            let Ok(member) = <&UserId>::try_from(sk.as_str()) else {
+                continue;
+            };
             if !senders.contains(member) {
                 continue;
             }
         }
-        let Some(p) = rooms::get_pdu(hs, id.as_str()).await? else { continue };
+        let Some(p) = rooms::get_pdu(hs, id.as_str()).await? else {
+            continue;
+        };
         if state_filter_allows(&f.room.state, &p) {
             out.push(p);
         }
@@ -224,16 +252,24 @@ async fn state_section(
     Ok(out)
 }
 
-fn sync_events(
+async fn sync_events(
+    hs: &Homeserver,
     events: &[Rc<Pdu>],
     now_ms: u64,
     s: &Session,
 ) -> Result<Vec<ruma::serde::Raw<ruma::events::AnySyncTimelineEvent>>> {
-    events.iter().map(|p| raw(&p.to_sync(now_ms, Some((&s.user_id, s.device_id.as_str()))))).collect()
+    let mut out: Vec<serde_json::Value> =
+        events.iter().map(|p| p.to_sync(now_ms, Some((&s.user_id, s.device_id.as_str())))).collect();
+    // Timeline events carry their bundled aggregations (edits, threads, references).
+    super::relations::bundle(hs, &s.user_id, &mut out).await?;
+    out.iter().map(raw).collect()
 }
 
 fn state_events<T>(events: &[Rc<Pdu>], now_ms: u64) -> Result<Vec<ruma::serde::Raw<T>>> {
-    events.iter().map(|p| raw(&p.to_sync(now_ms, None))).collect()
+    events
+        .iter()
+        .map(|p| raw(&p.to_sync(now_ms, None)))
+        .collect()
 }
 
 async fn summary(
@@ -243,17 +279,31 @@ async fn summary(
 ) -> Result<ruma::api::client::sync::sync_events::v3::RoomSummary> {
     let members = rooms::members(hs, room).await?;
     let mut s = ruma::api::client::sync::sync_events::v3::RoomSummary::new();
-    let joined = members.iter().filter(|(_, r)| r.membership == MembershipState::Join).count();
-    let invited = members.iter().filter(|(_, r)| r.membership == MembershipState::Invite).count();
+    let joined = members
+        .iter()
+        .filter(|(_, r)| r.membership == MembershipState::Join)
+        .count();
+    let invited = members
+        .iter()
+        .filter(|(_, r)| r.membership == MembershipState::Invite)
+        .count();
     s.joined_member_count = Some(UInt::new_saturating(joined as u64));
     s.invited_member_count = Some(UInt::new_saturating(invited as u64));
-    let has_name = rooms::state_event(hs, room, "m.room.name", "").await?.is_some()
-        || rooms::state_event(hs, room, "m.room.canonical_alias", "").await?.is_some();
+    let has_name = rooms::state_event(hs, room, "m.room.name", "")
+        .await?
+        .is_some()
+        || rooms::state_event(hs, room, "m.room.canonical_alias", "")
+            .await?
+            .is_some();
     if !has_name {
         s.heroes = members
             .iter()
             .filter(|(u, r)| {
-                **u != *user && matches!(r.membership, MembershipState::Join | MembershipState::Invite)
+                **u != *user
+                    && matches!(
+                        r.membership,
+                        MembershipState::Join | MembershipState::Invite
+                    )
             })
             .map(|(u, _)| u.clone())
             .take(5)
@@ -282,21 +332,33 @@ async fn build(
         }
         match rec.membership {
             MembershipState::Join => {
-                if let Some(j) = joined_room(hs, s, &room, &rec, since, now_pos, now_ms, full_state, f, &room_data).await? {
+                if let Some(j) = joined_room(
+                    hs, s, &room, &rec, since, now_pos, now_ms, full_state, f, &room_data,
+                )
+                .await?
+                {
                     resp.rooms.join.insert(room, j);
                 }
             }
             MembershipState::Invite if rec.pos > since => {
-                resp.rooms.invite.insert(room.clone(), invited_room(hs, &room, &rec).await?);
+                resp.rooms
+                    .invite
+                    .insert(room.clone(), invited_room(hs, &room, &rec).await?);
             }
             // Knocks: stripped state and the knock itself (`knock::knocked_room`).
             MembershipState::Knock if rec.pos > since => {
-                resp.rooms.knock.insert(room.clone(), super::knock::knocked_room(hs, &room, &rec).await?);
+                resp.rooms.knock.insert(
+                    room.clone(),
+                    super::knock::knocked_room(hs, &room, &rec).await?,
+                );
             }
             MembershipState::Leave | MembershipState::Ban
                 if (since > 0 && rec.pos > since) || (f.room.include_leave && since == 0) =>
             {
-                resp.rooms.leave.insert(room.clone(), left_room(hs, s, &room, &rec, since, now_ms, f).await?);
+                resp.rooms.leave.insert(
+                    room.clone(),
+                    left_room(hs, s, &room, &rec, since, now_ms, f).await?,
+                );
             }
             _ => {}
         }
@@ -304,8 +366,15 @@ async fn build(
 
     resp.account_data.events = global_data;
     resp.presence.events = presence::presence_since(hs, user, since).await?;
-    let (to_device, truncated) =
-        to_device::to_device_since(hs, user, &s.device_id, to_device_since, now_pos, TO_DEVICE_LIMIT).await?;
+    let (to_device, truncated) = to_device::to_device_since(
+        hs,
+        user,
+        &s.device_id,
+        to_device_since,
+        now_pos,
+        TO_DEVICE_LIMIT,
+    )
+    .await?;
     resp.to_device.events = to_device;
     resp.next_batch = tokens::format_sync(now_pos, truncated);
     let (mut changed, _) = keys::device_list_changes(hs, user, since).await?;
@@ -319,7 +388,8 @@ async fn build(
     resp.device_lists.changed = changed;
     resp.device_lists.left = no_longer_shared;
     resp.device_one_time_keys_count = keys::one_time_key_counts(hs, user, &s.device_id).await?;
-    resp.device_unused_fallback_key_types = Some(keys::unused_fallback_key_types(hs, user, &s.device_id).await?);
+    resp.device_unused_fallback_key_types =
+        Some(keys::unused_fallback_key_types(hs, user, &s.device_id).await?);
     Ok(resp)
 }
 
@@ -341,7 +411,10 @@ async fn joined_room(
     let fresh = since == 0 || rec.pos > since;
     let room_since = if fresh { 0 } else { since };
     let (events, limited) = timeline(hs, room, room_since, now_pos, &f.room.timeline).await?;
-    let start = events.first().map(|p| p.pos.saturating_sub(1)).unwrap_or(now_pos);
+    let start = events
+        .first()
+        .map(|p| p.pos.saturating_sub(1))
+        .unwrap_or(now_pos);
     let state = if fresh || full_state {
         state_section(hs, user, room, None, start, f, &events).await?
     } else if limited {
@@ -357,14 +430,20 @@ async fn joined_room(
         ephemeral.push(r);
     }
     let account_data = room_data.get(room).cloned().unwrap_or_default();
-    if !fresh && !full_state && events.is_empty() && state.is_empty() && ephemeral.is_empty() && account_data.is_empty() {
+    if !fresh
+        && !full_state
+        && events.is_empty()
+        && state.is_empty()
+        && ephemeral.is_empty()
+        && account_data.is_empty()
+    {
         return Ok(None);
     }
     let mut j = JoinedRoom::new();
     j.timeline = Timeline::new();
     j.timeline.limited = limited;
     j.timeline.prev_batch = Some(tokens::format(start));
-    j.timeline.events = sync_events(&events, now_ms, s)?;
+    j.timeline.events = sync_events(hs, &events, now_ms, s).await?;
     let mut st = StateEvents::new();
     st.events = state_events(&state, now_ms)?;
     j.state = State::Before(st);
@@ -374,14 +453,21 @@ async fn joined_room(
     j.unread_notifications = UnreadNotificationsCount::new();
     j.unread_notifications.notification_count = Some(UInt::new_saturating(notes));
     j.unread_notifications.highlight_count = Some(UInt::new_saturating(highlights));
-    let members_changed = events.iter().chain(state.iter()).any(|p| p.event_type == "m.room.member");
+    let members_changed = events
+        .iter()
+        .chain(state.iter())
+        .any(|p| p.event_type == "m.room.member");
     if fresh || members_changed {
         j.summary = summary(hs, user, room).await?;
     }
     Ok(Some(j))
 }
 
-async fn invited_room(hs: &Homeserver, room: &RoomId, rec: &MembershipRecord) -> Result<InvitedRoom> {
+async fn invited_room(
+    hs: &Homeserver,
+    room: &RoomId,
+    rec: &MembershipRecord,
+) -> Result<InvitedRoom> {
     let mut events = Vec::new();
     for t in STRIPPED_STATE_TYPES {
         if let Some(p) = rooms::state_event(hs, room, t, "").await? {
@@ -389,7 +475,9 @@ async fn invited_room(hs: &Homeserver, room: &RoomId, rec: &MembershipRecord) ->
         }
     }
     if let Some(invite) = rooms::get_pdu(hs, rec.event_id.as_str()).await? {
-        if let Some(inviter) = rooms::state_event(hs, room, "m.room.member", invite.sender.as_str()).await? {
+        if let Some(inviter) =
+            rooms::state_event(hs, room, "m.room.member", invite.sender.as_str()).await?
+        {
             events.push(raw(&inviter.to_stripped())?);
         }
         // The invite itself, with its event id, as clients expect.
@@ -413,10 +501,31 @@ async fn left_room(
     f: &FilterDefinition,
 ) -> Result<LeftRoom> {
     // The timeline stops at the leave (or kick/ban) event.
-    let (events, limited) = timeline(hs, room, since, rec.pos, &f.room.timeline).await?;
-    let start = events.first().map(|p| p.pos.saturating_sub(1)).unwrap_or(rec.pos);
+    let (mut events, limited) = timeline(hs, room, since, rec.pos, &f.room.timeline).await?;
+    let start = events
+        .first()
+        .map(|p| p.pos.saturating_sub(1))
+        .unwrap_or(rec.pos);
+    // A rescinded knock or rejected invite leaves a room the user never saw: history
+    // visibility decides what its timeline shows.
+    let mut visible = Vec::with_capacity(events.len());
+    for p in events {
+        if rooms::can_see_event(hs, &s.user_id, &p).await? {
+            visible.push(p);
+        }
+    }
+    events = visible;
     let state = if since == 0 || limited {
-        state_section(hs, &s.user_id, room, (since > 0).then_some(since), start, f, &events).await?
+        state_section(
+            hs,
+            &s.user_id,
+            room,
+            (since > 0).then_some(since),
+            start,
+            f,
+            &events,
+        )
+        .await?
     } else {
         Vec::new()
     };
@@ -424,7 +533,7 @@ async fn left_room(
     l.timeline = Timeline::new();
     l.timeline.limited = limited;
     l.timeline.prev_batch = Some(tokens::format(start));
-    l.timeline.events = sync_events(&events, now_ms, s)?;
+    l.timeline.events = sync_events(hs, &events, now_ms, s).await?;
     let mut st = StateEvents::new();
     st.events = state_events(&state, now_ms)?;
     l.state = State::Before(st);
@@ -459,8 +568,10 @@ async fn sharing_changes(
                 if t != "m.room.member" {
                     continue;
                 }
-                let (Ok(member), Some(p)) = (OwnedUserId::try_from(sk.as_str()), rooms::get_pdu(hs, id.as_str()).await?)
-                else {
+                let (Ok(member), Some(p)) = (
+                    OwnedUserId::try_from(sk.as_str()),
+                    rooms::get_pdu(hs, id.as_str()).await?,
+                ) else {
                     continue;
                 };
                 match p.membership() {
@@ -476,8 +587,14 @@ async fn sharing_changes(
         }
     }
     let sharing = rooms::users_sharing_room_with(hs, user).await?;
-    let changed = joined.into_iter().filter(|u| u != user && sharing.contains(u)).collect();
-    let left = departed.into_iter().filter(|u| u != user && !sharing.contains(u)).collect();
+    let changed = joined
+        .into_iter()
+        .filter(|u| u != user && sharing.contains(u))
+        .collect();
+    let left = departed
+        .into_iter()
+        .filter(|u| u != user && !sharing.contains(u))
+        .collect();
     Ok((changed, left))
 }
 

@@ -28,23 +28,27 @@ pub fn routes(r: &mut Router) {
 /// Tags are private to their owner: the token must belong to the user in the path.
 fn check_owner(ctx: &Ctx, user: &UserId) -> Result<()> {
     if ctx.user_id()? != user {
-        return Err(MatrixError::forbidden("cannot access the room tags of another user"));
+        return Err(MatrixError::forbidden(
+            "cannot access the room tags of another user",
+        ));
     }
     Ok(())
 }
 
 fn check_tag_name(tag: &str) -> Result<()> {
     if tag.is_empty() || tag.len() > MAX_TAG_BYTES {
-        return Err(MatrixError::invalid_param(format!("a tag name must be 1 to {MAX_TAG_BYTES} bytes long")));
+        return Err(MatrixError::invalid_param(format!(
+            "a tag name must be 1 to {MAX_TAG_BYTES} bytes long"
+        )));
     }
     Ok(())
 }
 
 fn check_order(info: &TagInfo) -> Result<()> {
     match info.order {
-        Some(o) if !(0.0..=1.0).contains(&o) => {
-            Err(MatrixError::invalid_param(format!("tag order must be a number between 0 and 1, not {o}")))
-        }
+        Some(o) if !(0.0..=1.0).contains(&o) => Err(MatrixError::invalid_param(format!(
+            "tag order must be a number between 0 and 1, not {o}"
+        ))),
         _ => Ok(()),
     }
 }
@@ -73,11 +77,24 @@ async fn update_tags(
     }
     let pos = hs.alloc_pos();
     let mut batch = Batch::new();
-    account_data::put(hs, &mut batch, pos, user, Some(room), TAG_EVENT, json!({ "tags": tags })).await?;
+    account_data::put(
+        hs,
+        &mut batch,
+        pos,
+        user,
+        Some(room),
+        TAG_EVENT,
+        json!({ "tags": tags }),
+    )
+    .await?;
     hs.commit(batch).await
 }
 
-async fn get(hs: &Homeserver, ctx: Ctx, req: get_tags::v3::Request) -> Result<get_tags::v3::Response> {
+async fn get(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: get_tags::v3::Request,
+) -> Result<get_tags::v3::Response> {
     check_owner(&ctx, &req.user_id)?;
     let mut tags = Tags::new();
     for (name, info) in stored_tags(hs, &req.user_id, &req.room_id).await? {
@@ -88,20 +105,33 @@ async fn get(hs: &Homeserver, ctx: Ctx, req: get_tags::v3::Request) -> Result<ge
     Ok(get_tags::v3::Response::new(tags))
 }
 
-async fn put(hs: &Homeserver, ctx: Ctx, req: create_tag::v3::Request) -> Result<create_tag::v3::Response> {
+async fn put(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: create_tag::v3::Request,
+) -> Result<create_tag::v3::Response> {
     check_owner(&ctx, &req.user_id)?;
     check_tag_name(&req.tag)?;
     check_order(&req.tag_info)?;
     let info = serde_json::to_value(&req.tag_info)?;
-    update_tags(hs, &req.user_id, &req.room_id, |tags| tags.insert(req.tag.clone(), info.clone()).as_ref() != Some(&info))
-        .await?;
+    update_tags(hs, &req.user_id, &req.room_id, |tags| {
+        tags.insert(req.tag.clone(), info.clone()).as_ref() != Some(&info)
+    })
+    .await?;
     Ok(create_tag::v3::Response::new())
 }
 
-async fn delete(hs: &Homeserver, ctx: Ctx, req: delete_tag::v3::Request) -> Result<delete_tag::v3::Response> {
+async fn delete(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: delete_tag::v3::Request,
+) -> Result<delete_tag::v3::Response> {
     check_owner(&ctx, &req.user_id)?;
     check_tag_name(&req.tag)?;
     // Removing a tag the room does not carry succeeds and changes nothing.
-    update_tags(hs, &req.user_id, &req.room_id, |tags| tags.remove(&req.tag).is_some()).await?;
+    update_tags(hs, &req.user_id, &req.room_id, |tags| {
+        tags.remove(&req.tag).is_some()
+    })
+    .await?;
     Ok(delete_tag::v3::Response::new())
 }

@@ -12,9 +12,9 @@
 //! server that does not know the identity server.
 
 use http::StatusCode;
+use ruma::UserId;
 use ruma::api::client::account::ThirdPartyIdRemovalStatus;
 use ruma::api::client::account::{add_3pid, delete_3pid, unbind_3pid};
-use ruma::UserId;
 use ruma::thirdparty::Medium;
 
 use crate::client::uia::UiaError;
@@ -32,7 +32,11 @@ pub fn routes(r: &mut Router) {
 
 /// The key of one 3PID in the `threepids` tree (the layout `users::list_threepids` reads).
 pub fn threepid_key(user: &UserId, medium: &Medium, address: &str) -> Vec<u8> {
-    key(&[user.as_bytes(), medium.as_str().as_bytes(), address.as_bytes()])
+    key(&[
+        user.as_bytes(),
+        medium.as_str().as_bytes(),
+        address.as_bytes(),
+    ])
 }
 
 fn check_medium(medium: &Medium) -> Result<()> {
@@ -45,7 +49,11 @@ fn check_medium(medium: &Medium) -> Result<()> {
     }
 }
 
-async fn add(_hs: &Homeserver, ctx: Ctx, req: add_3pid::v3::Request) -> Result<add_3pid::v3::Response, UiaError> {
+async fn add(
+    _hs: &Homeserver,
+    ctx: Ctx,
+    req: add_3pid::v3::Request,
+) -> Result<add_3pid::v3::Response, UiaError> {
     ctx.user_id()?;
     Err(MatrixError::new(
         StatusCode::FORBIDDEN,
@@ -58,7 +66,11 @@ async fn add(_hs: &Homeserver, ctx: Ctx, req: add_3pid::v3::Request) -> Result<a
     .into())
 }
 
-async fn delete(hs: &Homeserver, ctx: Ctx, req: delete_3pid::v3::Request) -> Result<delete_3pid::v3::Response> {
+async fn delete(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: delete_3pid::v3::Request,
+) -> Result<delete_3pid::v3::Response> {
     let user = ctx.user_id()?;
     check_medium(&req.medium)?;
     let _g = hs.write_lock().await;
@@ -71,12 +83,20 @@ async fn delete(hs: &Homeserver, ctx: Ctx, req: delete_3pid::v3::Request) -> Res
         hs.store.write(batch).await?;
         tracing::info!(user = %user, medium = req.medium.as_str(), "3pid removed");
     }
-    Ok(delete_3pid::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
+    Ok(delete_3pid::v3::Response::new(
+        ThirdPartyIdRemovalStatus::NoSupport,
+    ))
 }
 
 /// Unbinding leaves the homeserver's own list alone (that is what `delete` is for).
-async fn unbind(_hs: &Homeserver, ctx: Ctx, req: unbind_3pid::v3::Request) -> Result<unbind_3pid::v3::Response> {
+async fn unbind(
+    _hs: &Homeserver,
+    ctx: Ctx,
+    req: unbind_3pid::v3::Request,
+) -> Result<unbind_3pid::v3::Response> {
     ctx.user_id()?;
     check_medium(&req.medium)?;
-    Ok(unbind_3pid::v3::Response::new(ThirdPartyIdRemovalStatus::NoSupport))
+    Ok(unbind_3pid::v3::Response::new(
+        ThirdPartyIdRemovalStatus::NoSupport,
+    ))
 }

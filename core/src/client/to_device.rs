@@ -105,7 +105,11 @@ pub async fn to_device_since(
     limit: usize,
 ) -> Result<(Vec<Raw<AnyToDeviceEvent>>, Option<u64>)> {
     let rows = e2ee::to_device_between(hs, user, device, after, upto, limit).await?;
-    let truncated = if rows.len() >= limit { rows.last().map(|(pos, _)| *pos) } else { None };
+    let truncated = if rows.len() >= limit {
+        rows.last().map(|(pos, _)| *pos)
+    } else {
+        None
+    };
     let events = rows
         .iter()
         .map(|(_, rec)| Ok(Raw::from_json(serde_json::value::to_raw_value(rec)?)))
@@ -116,7 +120,12 @@ pub async fn to_device_since(
 /// Deletes the device's messages up to and including `upto`, once a sync token shows the client
 /// received them (the spec lets the server forget them then). A retried sync carries the same
 /// token, so it acknowledges nothing new and gets the same messages again.
-pub async fn ack_to_device(hs: &Homeserver, user: &UserId, device: &DeviceId, upto: u64) -> Result<()> {
+pub async fn ack_to_device(
+    hs: &Homeserver,
+    user: &UserId,
+    device: &DeviceId,
+    upto: u64,
+) -> Result<()> {
     let mut batch = Batch::new();
     e2ee::delete_to_device_upto(hs, &mut batch, user, device, upto).await?;
     if !batch.is_empty() {

@@ -20,7 +20,10 @@ pub fn parse_sync(token: &str) -> Result<(u64, Option<u64>)> {
     let body = token.strip_prefix('s').ok_or_else(bad)?;
     match body.split_once('_') {
         None => Ok((body.parse().map_err(|_| bad())?, None)),
-        Some((pos, td)) => Ok((pos.parse().map_err(|_| bad())?, Some(td.parse().map_err(|_| bad())?))),
+        Some((pos, td)) => Ok((
+            pos.parse().map_err(|_| bad())?,
+            Some(td.parse().map_err(|_| bad())?),
+        )),
     }
 }
 

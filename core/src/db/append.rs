@@ -9,11 +9,15 @@ use ruma::events::StateEventType;
 use ruma::events::room::member::MembershipState;
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::signatures::{hash_and_sign_event, reference_hash};
-use ruma::state_res::{auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules};
+use ruma::state_res::{
+    auth_types_for_event, check_state_dependent_auth_rules, check_state_independent_auth_rules,
+};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{Value, json};
 
-use super::rooms::{EventMeta, MembershipRecord, Pdu, RoomRecord, RoomState, StateKey, StoredEvent, get_pdu};
+use super::rooms::{
+    EventMeta, MembershipRecord, Pdu, RoomRecord, RoomState, StateKey, StoredEvent, get_pdu,
+};
 use super::{key, pos_bytes, to_json};
 use crate::Homeserver;
 use crate::error::{MatrixError, Result};
@@ -123,12 +127,20 @@ impl<'a> RoomTxn<'a> {
 
     /// Starts a brand-new room; the first event appended must be its `m.room.create`.
     pub fn create(hs: &'a Homeserver, room: OwnedRoomId, version: RoomVersionId) -> Result<Self> {
-        let rules = supported_version(&version)
-            .ok_or_else(|| MatrixError::unsupported_room_version(format!("room version {version} is not supported")))?;
+        let rules = supported_version(&version).ok_or_else(|| {
+            MatrixError::unsupported_room_version(format!(
+                "room version {version} is not supported"
+            ))
+        })?;
         Ok(Self {
             hs,
             room_id: room,
-            record: RoomRecord { version: version.clone(), extremities: Vec::new(), depth: 0, created_ts: hs.now_ms() },
+            record: RoomRecord {
+                version: version.clone(),
+                extremities: Vec::new(),
+                depth: 0,
+                created_ts: hs.now_ms(),
+            },
             version,
             rules,
             state: BTreeMap::new(),
@@ -148,26 +160,41 @@ impl<'a> RoomTxn<'a> {
 
     /// The current (working) state event of `(type, state_key)`.
     pub async fn state_event(&self, event_type: &str, state_key: &str) -> Result<Option<Rc<Pdu>>> {
-        match self.state.get(&(event_type.to_owned(), state_key.to_owned())) {
+        match self
+            .state
+            .get(&(event_type.to_owned(), state_key.to_owned()))
+        {
             Some(id) => self.fetch(id).await,
             None => Ok(None),
         }
     }
 
     pub async fn state_content(&self, event_type: &str, state_key: &str) -> Result<Option<Value>> {
-        Ok(self.state_event(event_type, state_key).await?.map(|p| p.content.clone()))
+        Ok(self
+            .state_event(event_type, state_key)
+            .await?
+            .map(|p| p.content.clone()))
     }
 
     /// The user's membership in the working state.
     pub async fn membership(&self, user: &UserId) -> Result<Option<MembershipState>> {
-        Ok(self.state_event("m.room.member", user.as_str()).await?.and_then(|p| p.membership()))
+        Ok(self
+            .state_event("m.room.member", user.as_str())
+            .await?
+            .and_then(|p| p.membership()))
     }
 
     /// Power levels in the working state.
     pub async fn power_levels(&self) -> Result<super::power::PowerLevels> {
         let pl = self.state_content("m.room.power_levels", "").await?;
-        let creator = self.state_event("m.room.create", "").await?.map(|c| c.sender.clone());
-        Ok(super::power::PowerLevels::new(pl.as_ref(), creator.as_deref()))
+        let creator = self
+            .state_event("m.room.create", "")
+            .await?
+            .map(|c| c.sender.clone());
+        Ok(super::power::PowerLevels::new(
+            pl.as_ref(),
+            creator.as_deref(),
+        ))
     }
 
     /// Builds, signs and auth-checks an event, then adds it to the batch and the working state.
@@ -182,18 +209,20 @@ impl<'a> RoomTxn<'a> {
             &raw_content,
             &self.rules.authorization,
         )
-        .map_err(|e| MatrixError::bad_json(format!("invalid content for {}: {e}", ev.event_type)))?;
+        .map_err(|e| {
+            MatrixError::bad_json(format!("invalid content for {}: {e}", ev.event_type))
+        })?;
 
         // The auth events, loaded now because the auth-rule callbacks are synchronous.
         let mut auth_state: HashMap<StateKey, Rc<Pdu>> = HashMap::new();
         let mut auth_ids = Vec::new();
         for (t, k) in &auth_types {
             let sk = (t.to_string(), k.clone());
-            if let Some(id) = self.state.get(&sk) {
-                if let Some(p) = self.fetch(id).await? {
-                    auth_ids.push(p.event_id.clone());
-                    auth_state.insert(sk, p);
-                }
+            if let Some(id) = self.state.get(&sk)
+                && let Some(p) = self.fetch(id).await?
+            {
+                auth_ids.push(p.event_id.clone());
+                auth_state.insert(sk, p);
             }
         }
 
@@ -219,51 +248,68 @@ impl<'a> RoomTxn<'a> {
                 }
             }
         }
-        let CanonicalJsonValue::Object(mut object) = ruma::canonical_json::to_canonical_value(&pdu_json)
-            .map_err(|e| MatrixError::bad_json(format!("event is not valid canonical JSON: {e}")))?
+        let CanonicalJsonValue::Object(mut object) =
+            ruma::canonical_json::to_canonical_value(&pdu_json).map_err(|e| {
+                MatrixError::bad_json(format!("event is not valid canonical JSON: {e}"))
+            })?
         else {
             return Err(MatrixError::unknown("event did not serialise to an object"));
         };
-        hash_and_sign_event(hs.server_name().as_str(), &hs.key.pair, &mut object, &self.rules.redaction).map_err(
-            |e| match e {
-                ruma::signatures::JsonError::PduTooLarge => {
-                    MatrixError::too_large(format!("event exceeds the {MAX_EVENT_BYTES}-byte limit"))
-                }
-                other => MatrixError::unknown(format!("signing failed: {other}")),
-            },
-        )?;
+        hash_and_sign_event(
+            hs.server_name().as_str(),
+            &hs.key.pair,
+            &mut object,
+            &self.rules.redaction,
+        )
+        .map_err(|e| match e {
+            ruma::signatures::JsonError::PduTooLarge => {
+                MatrixError::too_large(format!("event exceeds the {MAX_EVENT_BYTES}-byte limit"))
+            }
+            other => MatrixError::unknown(format!("signing failed: {other}")),
+        })?;
         let size = serde_json::to_vec(&object)?.len();
         if size > MAX_EVENT_BYTES {
             return Err(MatrixError::too_large(format!(
                 "event is {size} bytes; the limit is {MAX_EVENT_BYTES}"
             )));
         }
-        let hash = reference_hash(&object, &self.rules).map_err(|e| MatrixError::unknown(format!("hashing: {e}")))?;
+        let hash = reference_hash(&object, &self.rules)
+            .map_err(|e| MatrixError::unknown(format!("hashing: {e}")))?;
         let event_id = OwnedEventId::try_from(format!("${hash}"))
             .map_err(|e| MatrixError::unknown(format!("event id: {e}")))?;
 
         // What this event replaces in the state, for `unsigned.prev_content`.
-        let mut meta = EventMeta { txn: ev.txn.clone(), ..EventMeta::default() };
-        if let Some(sk) = &ev.state_key {
-            if let Some(prev_id) = self.state.get(&(ev.event_type.clone(), sk.clone())) {
-                if let Some(prev) = self.fetch(prev_id).await? {
-                    meta.prev_content = Some(prev.content.clone());
-                    meta.prev_sender = Some(prev.sender.clone());
-                    meta.replaces_state = Some(prev.event_id.clone());
-                }
-            }
+        let mut meta = EventMeta {
+            txn: ev.txn.clone(),
+            ..EventMeta::default()
+        };
+        if let Some(sk) = &ev.state_key
+            && let Some(prev_id) = self.state.get(&(ev.event_type.clone(), sk.clone()))
+            && let Some(prev) = self.fetch(prev_id).await?
+        {
+            meta.prev_content = Some(prev.content.clone());
+            meta.prev_sender = Some(prev.sender.clone());
+            meta.replaces_state = Some(prev.event_id.clone());
         }
         let mut pdu = Pdu::from_parts(event_id.clone(), serde_json::to_value(&object)?, meta)?;
 
         // Authorization, in the order ruma-state-res documents: state-independent rules
         // against the auth events, then the state-dependent rules against the current state.
-        let by_id: HashMap<OwnedEventId, Rc<Pdu>> =
-            auth_state.values().map(|p| (p.event_id.clone(), p.clone())).collect();
-        check_state_independent_auth_rules(&self.rules.authorization, &pdu, |id| by_id.get(id).map(|p| &**p))
-            .map_err(|e| MatrixError::forbidden(format!("event not allowed: {e}")))?;
-        check_state_dependent_auth_rules(&self.rules.authorization, &pdu, |t: &StateEventType, k: &str| {
-            auth_state.get(&(t.to_string(), k.to_owned())).map(|p| &**p)
+        let by_id: HashMap<OwnedEventId, Rc<Pdu>> = auth_state
+            .values()
+            .map(|p| (p.event_id.clone(), p.clone()))
+            .collect();
+        check_state_independent_auth_rules(&self.rules.authorization, &pdu, |id| {
+            by_id.get(id).map(|p| &**p)
         })
+        .map_err(|e| MatrixError::forbidden(format!("event not allowed: {e}")))?;
+        check_state_dependent_auth_rules(
+            &self.rules.authorization,
+            &pdu,
+            |t: &StateEventType, k: &str| {
+                auth_state.get(&(t.to_string(), k.to_owned())).map(|p| &**p)
+            },
+        )
         .map_err(|e| MatrixError::forbidden(format!("event not allowed: {e}")))?;
 
         // Append.
@@ -274,38 +320,62 @@ impl<'a> RoomTxn<'a> {
         self.batch.put(
             "events",
             event_id.as_bytes(),
-            to_json(&StoredEvent { pdu: pdu.json.clone(), meta: pdu.meta.clone() })?,
+            to_json(&StoredEvent {
+                pdu: pdu.json.clone(),
+                meta: pdu.meta.clone(),
+            })?,
         );
-        self.batch.put("timeline", key(&[room, &pos_bytes(pos)]), event_id.as_bytes());
+        self.batch.put(
+            "timeline",
+            key(&[room, &pos_bytes(pos)]),
+            event_id.as_bytes(),
+        );
         if let Some(sk) = &pdu.state_key {
-            self.batch.put("state", key(&[room, pdu.event_type.as_bytes(), sk.as_bytes()]), event_id.as_bytes());
-            self.batch.put("state_history", key(&[room, &pos_bytes(pos)]), to_json(&(&pdu.event_type, sk, &event_id))?);
-            self.state.insert((pdu.event_type.clone(), sk.clone()), event_id.clone());
+            self.batch.put(
+                "state",
+                key(&[room, pdu.event_type.as_bytes(), sk.as_bytes()]),
+                event_id.as_bytes(),
+            );
+            self.batch.put(
+                "state_history",
+                key(&[room, &pos_bytes(pos)]),
+                to_json(&(&pdu.event_type, sk, &event_id))?,
+            );
+            self.state
+                .insert((pdu.event_type.clone(), sk.clone()), event_id.clone());
             if let (Some(m), Ok(target)) = (pdu.membership(), OwnedUserId::try_from(sk.as_str())) {
-                let rec = MembershipRecord { membership: m.clone(), event_id: event_id.clone(), pos, forgotten: false };
+                let rec = MembershipRecord {
+                    membership: m.clone(),
+                    event_id: event_id.clone(),
+                    pos,
+                    forgotten: false,
+                };
                 let rec = to_json(&rec)?;
-                self.batch.put("room_members", key(&[room, target.as_bytes()]), rec.clone());
-                self.batch.put("memberships", key(&[target.as_bytes(), room]), rec);
-                self.batch.put("member_history", key(&[room, target.as_bytes(), &pos_bytes(pos)]), m.as_str().as_bytes());
+                self.batch
+                    .put("room_members", key(&[room, target.as_bytes()]), rec.clone());
+                self.batch
+                    .put("memberships", key(&[target.as_bytes(), room]), rec);
+                self.batch.put(
+                    "member_history",
+                    key(&[room, target.as_bytes(), &pos_bytes(pos)]),
+                    m.as_str().as_bytes(),
+                );
                 self.pending_members.insert(target, m);
             }
         }
         // Index relations (`m.relates_to`) so that `/relations`, threads and aggregations can
         // find an event's children without scanning the room.
-        if let Some(rel) = pdu.content.get("m.relates_to") {
-            if let (Some(rel_type), Some(parent)) =
-                (rel.get("rel_type").and_then(Value::as_str), rel.get("event_id").and_then(Value::as_str))
-            {
-                self.batch.put(
-                    "relations",
-                    key(&[parent.as_bytes(), rel_type.as_bytes(), &pos_bytes(pos)]),
-                    event_id.as_bytes(),
-                );
-                // Thread activity per room, for `/threads` (layout in db/relations.rs).
-                if rel_type == super::relations::THREAD {
-                    super::relations::index_thread_activity(&mut self.batch, &self.room_id, pos, parent);
-                }
-            }
+        if let Some(rel) = pdu.content.get("m.relates_to")
+            && let (Some(rel_type), Some(parent)) = (
+                rel.get("rel_type").and_then(Value::as_str),
+                rel.get("event_id").and_then(Value::as_str),
+            )
+        {
+            self.batch.put(
+                "relations",
+                key(&[parent.as_bytes(), rel_type.as_bytes(), &pos_bytes(pos)]),
+                event_id.as_bytes(),
+            );
         }
         if let Some((device, txn_id)) = &ev.txn {
             self.batch.put(
@@ -342,7 +412,10 @@ impl<'a> RoomTxn<'a> {
             .filter(|u| !self.pending_members.contains_key(u))
             .collect();
         joined.extend(
-            self.pending_members.iter().filter(|(_, m)| **m == MembershipState::Join).map(|(u, _)| u.clone()),
+            self.pending_members
+                .iter()
+                .filter(|(_, m)| **m == MembershipState::Join)
+                .map(|(u, _)| u.clone()),
         );
         Ok(joined)
     }
@@ -350,12 +423,15 @@ impl<'a> RoomTxn<'a> {
     /// Replaces the stored target event with its redacted form, per the room version's
     /// redaction algorithm. The endpoint has checked that the sender may redact it.
     async fn apply_redaction(&mut self, redaction: &Rc<Pdu>, target: &OwnedEventId) -> Result<()> {
-        let Some(orig) = self.fetch(target).await? else { return Ok(()) };
+        let Some(orig) = self.fetch(target).await? else {
+            return Ok(());
+        };
         if orig.room_id != self.room_id || orig.meta.redacted_because.is_some() {
             return Ok(());
         }
-        let CanonicalJsonValue::Object(mut object) = ruma::canonical_json::to_canonical_value(&orig.json)
-            .map_err(|e| MatrixError::unknown(format!("stored event: {e}")))?
+        let CanonicalJsonValue::Object(mut object) =
+            ruma::canonical_json::to_canonical_value(&orig.json)
+                .map_err(|e| MatrixError::unknown(format!("stored event: {e}")))?
         else {
             return Ok(());
         };
@@ -367,8 +443,14 @@ impl<'a> RoomTxn<'a> {
         meta.redacted_because = Some(because_json);
         // prev_content of a redacted state event is redacted along with it.
         meta.prev_content = meta.prev_content.take().map(|mut pc| {
-            if let Ok(CanonicalJsonValue::Object(mut c)) = ruma::canonical_json::to_canonical_value(&pc) {
-                ruma::canonical_json::redact_content_in_place(&mut c, &self.rules.redaction, &orig.event_type);
+            if let Ok(CanonicalJsonValue::Object(mut c)) =
+                ruma::canonical_json::to_canonical_value(&pc)
+            {
+                ruma::canonical_json::redact_content_in_place(
+                    &mut c,
+                    &self.rules.redaction,
+                    &orig.event_type,
+                );
                 pc = serde_json::to_value(&c).unwrap_or(Value::Null);
             }
             pc
@@ -377,9 +459,13 @@ impl<'a> RoomTxn<'a> {
         self.batch.put(
             "events",
             orig.event_id.as_bytes(),
-            to_json(&StoredEvent { pdu: redacted.json.clone(), meta: redacted.meta.clone() })?,
+            to_json(&StoredEvent {
+                pdu: redacted.json.clone(),
+                meta: redacted.meta.clone(),
+            })?,
         );
-        self.pending.insert(orig.event_id.clone(), Rc::new(redacted));
+        self.pending
+            .insert(orig.event_id.clone(), Rc::new(redacted));
         Ok(())
     }
 
@@ -411,7 +497,11 @@ impl<'a> RoomTxn<'a> {
         }
         hs.caches.room_state.borrow_mut().insert(
             self.room_id.clone(),
-            Rc::new(RoomState { room_id: self.room_id.clone(), record: self.record, state: self.state }),
+            Rc::new(RoomState {
+                room_id: self.room_id.clone(),
+                record: self.record,
+                state: self.state,
+            }),
         );
         self.appended
     }

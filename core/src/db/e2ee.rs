@@ -278,11 +278,7 @@ pub struct KeyChange {
 }
 
 /// Changes at a position in `(after, upto]`, oldest first, each distinct change once.
-pub async fn key_changes_between(
-    hs: &Homeserver,
-    after: u64,
-    upto: u64,
-) -> Result<Vec<KeyChange>> {
+pub async fn key_changes_between(hs: &Homeserver, after: u64, upto: u64) -> Result<Vec<KeyChange>> {
     if upto <= after {
         return Ok(Vec::new());
     }
@@ -411,8 +407,7 @@ pub async fn signatures_of(
                 .next()
                 .and_then(|b| std::str::from_utf8(b).ok())
                 .ok_or_else(|| corrupt("signature key id"))?;
-            let signature =
-                std::str::from_utf8(v).map_err(|_| corrupt("signature value"))?;
+            let signature = std::str::from_utf8(v).map_err(|_| corrupt("signature value"))?;
             Ok(StoredSignature {
                 signer,
                 key_id: key_id.to_owned(),

@@ -2,9 +2,10 @@
 //! in-memory caches in front of them. Endpoint modules in `client/` call into here.
 
 pub mod append;
-pub mod power;
+pub mod backup;
 pub mod e2ee;
 pub mod media;
+pub mod power;
 pub mod push;
 pub mod relations;
 pub mod rooms;
@@ -46,7 +47,9 @@ pub fn pos_bytes(pos: u64) -> [u8; 8] {
 }
 
 pub fn pos_from(bytes: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(bytes.get(bytes.len().checked_sub(8)?..)?.try_into().ok()?))
+    Some(u64::from_be_bytes(
+        bytes.get(bytes.len().checked_sub(8)?..)?.try_into().ok()?,
+    ))
 }
 
 pub fn to_json<T: Serialize>(v: &T) -> Result<Vec<u8>> {
@@ -59,7 +62,11 @@ pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 
 impl Homeserver {
     /// Reads and decodes a JSON record.
-    pub async fn get_json<T: DeserializeOwned>(&self, tree: &'static str, k: &[u8]) -> Result<Option<T>> {
+    pub async fn get_json<T: DeserializeOwned>(
+        &self,
+        tree: &'static str,
+        k: &[u8],
+    ) -> Result<Option<T>> {
         match self.store.get(tree, k).await? {
             Some(v) => Ok(Some(from_json(&v)?)),
             None => Ok(None),
@@ -67,8 +74,20 @@ impl Homeserver {
     }
 
     /// Every entry under `prefix`, decoded, in key order.
-    pub async fn scan_prefix(&self, tree: &'static str, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        Ok(self.store.scan(tree, KeyRange::prefix(prefix), Direction::Forward, usize::MAX).await?)
+    pub async fn scan_prefix(
+        &self,
+        tree: &'static str,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .store
+            .scan(
+                tree,
+                KeyRange::prefix(prefix),
+                Direction::Forward,
+                usize::MAX,
+            )
+            .await?)
     }
 }
 

@@ -24,8 +24,14 @@ fn int(v: Option<&Value>) -> Option<i64> {
 impl PowerLevels {
     pub fn new(content: Option<&Value>, creator: Option<&UserId>) -> Self {
         match content {
-            Some(c) => Self { content: c.clone(), creator: None },
-            None => Self { content: Value::Object(Default::default()), creator: creator.map(|c| c.to_string()) },
+            Some(c) => Self {
+                content: c.clone(),
+                creator: None,
+            },
+            None => Self {
+                content: Value::Object(Default::default()),
+                creator: creator.map(|c| c.to_string()),
+            },
         }
     }
 
@@ -37,7 +43,8 @@ impl PowerLevels {
         if let Some(c) = &self.creator {
             return if c == user.as_str() { 100 } else { 0 };
         }
-        int(self.content.get("users").and_then(|u| u.get(user.as_str()))).unwrap_or_else(|| self.field("users_default", 0))
+        int(self.content.get("users").and_then(|u| u.get(user.as_str())))
+            .unwrap_or_else(|| self.field("users_default", 0))
     }
 
     /// The level needed to send an event of `event_type`.

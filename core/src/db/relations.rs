@@ -42,7 +42,11 @@ fn parse_id(bytes: &[u8]) -> Result<OwnedEventId> {
 }
 
 /// The children of `parent`, of one relation type or of all, oldest first.
-pub async fn children(hs: &Homeserver, parent: &EventId, rel_type: Option<&str>) -> Result<Vec<Child>> {
+pub async fn children(
+    hs: &Homeserver,
+    parent: &EventId,
+    rel_type: Option<&str>,
+) -> Result<Vec<Child>> {
     let pfx = match rel_type {
         Some(t) => prefix(&[parent.as_bytes(), t.as_bytes()]),
         None => prefix(&[parent.as_bytes()]),
@@ -60,18 +64,30 @@ pub async fn children(hs: &Homeserver, parent: &EventId, rel_type: Option<&str>)
                 String::from_utf8_lossy(rest.get(..end).ok_or_else(|| corrupt("key"))?).into_owned()
             }
         };
-        out.push(Child { pos, rel_type: rel, event_id: parse_id(&v)? });
+        out.push(Child {
+            pos,
+            rel_type: rel,
+            event_id: parse_id(&v)?,
+        });
     }
     out.sort_by_key(|c| c.pos);
     Ok(out)
 }
 
 /// The position of the newest `rel_type` child of `parent` at or below `upto`.
-pub async fn latest_child_pos(hs: &Homeserver, parent: &EventId, rel_type: &str, upto: u64) -> Result<Option<u64>> {
+pub async fn latest_child_pos(
+    hs: &Homeserver,
+    parent: &EventId,
+    rel_type: &str,
+    upto: u64,
+) -> Result<Option<u64>> {
     let start = prefix(&[parent.as_bytes(), rel_type.as_bytes()]);
     let end = key(&[parent.as_bytes(), rel_type.as_bytes(), &pos_bytes(upto)]);
     let range = KeyRange::new(Bound::Included(start), Bound::Included(end));
-    let rows = hs.store.scan("relations", range, Direction::Backward, 1).await?;
+    let rows = hs
+        .store
+        .scan("relations", range, Direction::Backward, 1)
+        .await?;
     Ok(rows.first().and_then(|(k, _)| pos_from(k)))
 }
 
@@ -82,7 +98,9 @@ pub fn still_relates(child: &Pdu, parent: &Pdu, rel_type: &str) -> bool {
     if child.room_id != parent.room_id || child.meta.rejected {
         return false;
     }
-    let Some(rel) = child.content.get("m.relates_to") else { return false };
+    let Some(rel) = child.content.get("m.relates_to") else {
+        return false;
+    };
     rel.get("rel_type").and_then(Value::as_str) == Some(rel_type)
         && rel.get("event_id").and_then(Value::as_str) == Some(parent.event_id.as_str())
 }
@@ -94,17 +112,34 @@ pub fn rel_type_of(pdu: &Pdu) -> Option<&str> {
 
 /// Adds the thread-activity entry of a new `m.thread` child to `batch`.
 pub fn index_thread_activity(batch: &mut Batch, room: &RoomId, pos: u64, root: &str) {
-    batch.put("threads", key(&[room.as_bytes(), &pos_bytes(pos)]), root.as_bytes());
+    batch.put(
+        "threads",
+        key(&[room.as_bytes(), &pos_bytes(pos)]),
+        root.as_bytes(),
+    );
 }
 
 /// Thread activity of the room at or below position `upto`, newest first, at most `limit`
 /// entries: `(pos of the thread event, root id)`. A busy thread appears once per event.
-pub async fn thread_activity(hs: &Homeserver, room: &RoomId, upto: u64, limit: usize) -> Result<Vec<(u64, OwnedEventId)>> {
+pub async fn thread_activity(
+    hs: &Homeserver,
+    room: &RoomId,
+    upto: u64,
+    limit: usize,
+) -> Result<Vec<(u64, OwnedEventId)>> {
     let start = prefix(&[room.as_bytes()]);
     let end = key(&[room.as_bytes(), &pos_bytes(upto)]);
     let range = KeyRange::new(Bound::Included(start), Bound::Included(end));
-    let rows = hs.store.scan("threads", range, Direction::Backward, limit).await?;
+    let rows = hs
+        .store
+        .scan("threads", range, Direction::Backward, limit)
+        .await?;
     rows.iter()
-        .map(|(k, v)| Ok((pos_from(k).ok_or_else(|| corrupt("thread position"))?, parse_id(v)?)))
+        .map(|(k, v)| {
+            Ok((
+                pos_from(k).ok_or_else(|| corrupt("thread position"))?,
+                parse_id(v)?,
+            ))
+        })
         .collect()
 }

@@ -18,7 +18,8 @@ use std::rc::Rc;
 use ruma::events::TimelineEventType;
 use ruma::events::room::member::MembershipState;
 use ruma::{
-    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UInt, UserId,
+    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId,
+    RoomVersionId, UInt, UserId,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -88,15 +89,20 @@ impl Pdu {
         let str_field = |k: &str| obj.get(k).and_then(Value::as_str);
         let room_id = OwnedRoomId::try_from(str_field("room_id").ok_or_else(|| bad("room_id"))?)
             .map_err(|_| bad("room_id"))?;
-        let sender =
-            OwnedUserId::try_from(str_field("sender").ok_or_else(|| bad("sender"))?).map_err(|_| bad("sender"))?;
+        let sender = OwnedUserId::try_from(str_field("sender").ok_or_else(|| bad("sender"))?)
+            .map_err(|_| bad("sender"))?;
         let event_type = str_field("type").ok_or_else(|| bad("type"))?.to_owned();
         let content = obj.get("content").cloned().unwrap_or_else(|| json!({}));
         let raw_content = serde_json::value::to_raw_value(&content)?;
         let ids = |k: &str| -> Vec<OwnedEventId> {
             obj.get(k)
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str()).filter_map(|s| OwnedEventId::try_from(s).ok()).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str())
+                        .filter_map(|s| OwnedEventId::try_from(s).ok())
+                        .collect()
+                })
                 .unwrap_or_default()
         };
         let redacts = content
@@ -113,7 +119,10 @@ impl Pdu {
             event_type,
             state_key: str_field("state_key").map(str::to_owned),
             raw_content,
-            origin_server_ts: obj.get("origin_server_ts").and_then(Value::as_u64).unwrap_or(0),
+            origin_server_ts: obj
+                .get("origin_server_ts")
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
             prev_events: ids("prev_events"),
             auth_events: ids("auth_events"),
             redacts,
@@ -142,7 +151,10 @@ impl Pdu {
     /// The event in the `/sync` format (no `room_id`).
     pub fn to_sync(&self, now_ms: u64, viewer: Option<(&UserId, &str)>) -> Value {
         let mut unsigned = serde_json::Map::new();
-        unsigned.insert("age".into(), json!(now_ms.saturating_sub(self.origin_server_ts)));
+        unsigned.insert(
+            "age".into(),
+            json!(now_ms.saturating_sub(self.origin_server_ts)),
+        );
         if let Some(pc) = &self.meta.prev_content {
             unsigned.insert("prev_content".into(), pc.clone());
             if let Some(ps) = &self.meta.prev_sender {
@@ -155,10 +167,11 @@ impl Pdu {
         if let Some(rb) = &self.meta.redacted_because {
             unsigned.insert("redacted_because".into(), rb.clone());
         }
-        if let (Some((user, device)), Some((txn_device, txn_id))) = (viewer, &self.meta.txn) {
-            if user == self.sender && device == txn_device {
-                unsigned.insert("transaction_id".into(), json!(txn_id));
-            }
+        if let (Some((user, device)), Some((txn_device, txn_id))) = (viewer, &self.meta.txn)
+            && user == self.sender
+            && device == txn_device
+        {
+            unsigned.insert("transaction_id".into(), json!(txn_id));
         }
         let mut out = serde_json::Map::new();
         out.insert("content".into(), self.content.clone());
@@ -191,7 +204,10 @@ impl Pdu {
         if self.event_type != "m.room.member" {
             return None;
         }
-        self.content.get("membership").and_then(Value::as_str).map(MembershipState::from)
+        self.content
+            .get("membership")
+            .and_then(Value::as_str)
+            .map(MembershipState::from)
     }
 }
 
@@ -267,8 +283,13 @@ pub async fn get_pdu(hs: &Homeserver, event_id: &str) -> Result<Option<Rc<Pdu>>>
     if let Some(p) = hs.caches.pdus.borrow().get(event_id) {
         return Ok(Some(p.clone()));
     }
-    let Ok(id) = OwnedEventId::try_from(event_id) else { return Ok(None) };
-    let Some(stored) = hs.get_json::<StoredEvent>("events", event_id.as_bytes()).await? else {
+    let Ok(id) = OwnedEventId::try_from(event_id) else {
+        return Ok(None);
+    };
+    let Some(stored) = hs
+        .get_json::<StoredEvent>("events", event_id.as_bytes())
+        .await?
+    else {
         return Ok(None);
     };
     let pdu = Rc::new(Pdu::from_parts(id, stored.pdu, stored.meta)?);
@@ -285,24 +306,49 @@ pub async fn room_state(hs: &Homeserver, room: &RoomId) -> Result<Option<Rc<Room
     if let Some(s) = hs.caches.room_state.borrow().get(room) {
         return Ok(Some(s.clone()));
     }
-    let Some(record) = room_record(hs, room).await? else { return Ok(None) };
+    let Some(record) = room_record(hs, room).await? else {
+        return Ok(None);
+    };
     let mut state = BTreeMap::new();
     let pfx = prefix(&[room.as_bytes()]);
     for (k, v) in hs.scan_prefix("state", &pfx).await? {
         let rest = &k[pfx.len()..];
         let mut parts = rest.splitn(2, |b| *b == 0);
-        let (Some(t), Some(sk)) = (parts.next(), parts.next()) else { continue };
-        let id = OwnedEventId::try_from(String::from_utf8_lossy(&v).as_ref()).map_err(|_| bad("state id"))?;
-        state.insert((String::from_utf8_lossy(t).into_owned(), String::from_utf8_lossy(sk).into_owned()), id);
+        let (Some(t), Some(sk)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let id = OwnedEventId::try_from(String::from_utf8_lossy(&v).as_ref())
+            .map_err(|_| bad("state id"))?;
+        state.insert(
+            (
+                String::from_utf8_lossy(t).into_owned(),
+                String::from_utf8_lossy(sk).into_owned(),
+            ),
+            id,
+        );
     }
-    let rs = Rc::new(RoomState { room_id: room.to_owned(), record, state });
-    hs.caches.room_state.borrow_mut().insert(room.to_owned(), rs.clone());
+    let rs = Rc::new(RoomState {
+        room_id: room.to_owned(),
+        record,
+        state,
+    });
+    hs.caches
+        .room_state
+        .borrow_mut()
+        .insert(room.to_owned(), rs.clone());
     Ok(Some(rs))
 }
 
 /// The current state event of `(event_type, state_key)`.
-pub async fn state_event(hs: &Homeserver, room: &RoomId, event_type: &str, state_key: &str) -> Result<Option<Rc<Pdu>>> {
-    let Some(rs) = room_state(hs, room).await? else { return Ok(None) };
+pub async fn state_event(
+    hs: &Homeserver,
+    room: &RoomId,
+    event_type: &str,
+    state_key: &str,
+) -> Result<Option<Rc<Pdu>>> {
+    let Some(rs) = room_state(hs, room).await? else {
+        return Ok(None);
+    };
     match rs.state.get(&(event_type.to_owned(), state_key.to_owned())) {
         Some(id) => get_pdu(hs, id.as_str()).await,
         None => Ok(None),
@@ -311,7 +357,9 @@ pub async fn state_event(hs: &Homeserver, room: &RoomId, event_type: &str, state
 
 /// Every event of the current state.
 pub async fn current_state_events(hs: &Homeserver, room: &RoomId) -> Result<Vec<Rc<Pdu>>> {
-    let Some(rs) = room_state(hs, room).await? else { return Ok(Vec::new()) };
+    let Some(rs) = room_state(hs, room).await? else {
+        return Ok(Vec::new());
+    };
     let mut out = Vec::with_capacity(rs.state.len());
     for id in rs.state.values() {
         if let Some(p) = get_pdu(hs, id.as_str()).await? {
@@ -321,20 +369,37 @@ pub async fn current_state_events(hs: &Homeserver, room: &RoomId) -> Result<Vec<
     Ok(out)
 }
 
-pub async fn membership_record(hs: &Homeserver, room: &RoomId, user: &UserId) -> Result<Option<MembershipRecord>> {
-    hs.get_json("room_members", &key(&[room.as_bytes(), user.as_bytes()])).await
+pub async fn membership_record(
+    hs: &Homeserver,
+    room: &RoomId,
+    user: &UserId,
+) -> Result<Option<MembershipRecord>> {
+    hs.get_json("room_members", &key(&[room.as_bytes(), user.as_bytes()]))
+        .await
 }
 
-pub async fn membership(hs: &Homeserver, room: &RoomId, user: &UserId) -> Result<Option<MembershipState>> {
-    Ok(membership_record(hs, room, user).await?.map(|r| r.membership))
+pub async fn membership(
+    hs: &Homeserver,
+    room: &RoomId,
+    user: &UserId,
+) -> Result<Option<MembershipState>> {
+    Ok(membership_record(hs, room, user)
+        .await?
+        .map(|r| r.membership))
 }
 
 /// Members of a room with their current membership.
-pub async fn members(hs: &Homeserver, room: &RoomId) -> Result<Vec<(OwnedUserId, MembershipRecord)>> {
+pub async fn members(
+    hs: &Homeserver,
+    room: &RoomId,
+) -> Result<Vec<(OwnedUserId, MembershipRecord)>> {
     let pfx = prefix(&[room.as_bytes()]);
     let mut out = Vec::new();
     for (k, v) in hs.scan_prefix("room_members", &pfx).await? {
-        let Ok(user) = OwnedUserId::try_from(String::from_utf8_lossy(&k[pfx.len()..]).as_ref()) else { continue };
+        let Ok(user) = OwnedUserId::try_from(String::from_utf8_lossy(&k[pfx.len()..]).as_ref())
+        else {
+            continue;
+        };
         out.push((user, from_json(&v)?));
     }
     Ok(out)
@@ -350,7 +415,10 @@ pub async fn joined_members(hs: &Homeserver, room: &RoomId) -> Result<Vec<OwnedU
 }
 
 /// Every room the user has a membership record in (forgotten rooms excluded).
-pub async fn rooms_for_user(hs: &Homeserver, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipState)>> {
+pub async fn rooms_for_user(
+    hs: &Homeserver,
+    user: &UserId,
+) -> Result<Vec<(OwnedRoomId, MembershipState)>> {
     Ok(membership_records_for_user(hs, user)
         .await?
         .into_iter()
@@ -359,11 +427,17 @@ pub async fn rooms_for_user(hs: &Homeserver, user: &UserId) -> Result<Vec<(Owned
         .collect())
 }
 
-pub async fn membership_records_for_user(hs: &Homeserver, user: &UserId) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
+pub async fn membership_records_for_user(
+    hs: &Homeserver,
+    user: &UserId,
+) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
     let pfx = prefix(&[user.as_bytes()]);
     let mut out = Vec::new();
     for (k, v) in hs.scan_prefix("memberships", &pfx).await? {
-        let Ok(room) = OwnedRoomId::try_from(String::from_utf8_lossy(&k[pfx.len()..]).as_ref()) else { continue };
+        let Ok(room) = OwnedRoomId::try_from(String::from_utf8_lossy(&k[pfx.len()..]).as_ref())
+        else {
+            continue;
+        };
         out.push((room, from_json(&v)?));
     }
     Ok(out)
@@ -379,7 +453,10 @@ pub async fn joined_rooms(hs: &Homeserver, user: &UserId) -> Result<Vec<OwnedRoo
 }
 
 /// Everyone joined to at least one room the user is joined to (the user included).
-pub async fn users_sharing_room_with(hs: &Homeserver, user: &UserId) -> Result<BTreeSet<OwnedUserId>> {
+pub async fn users_sharing_room_with(
+    hs: &Homeserver,
+    user: &UserId,
+) -> Result<BTreeSet<OwnedUserId>> {
     let mut out = BTreeSet::from([user.to_owned()]);
     for room in joined_rooms(hs, user).await? {
         out.extend(joined_members(hs, &room).await?);
@@ -398,7 +475,11 @@ pub async fn send_state_event(
 ) -> Result<OwnedEventId> {
     let _lock = hs.write_lock().await;
     let mut txn = super::append::RoomTxn::open(hs, room).await?;
-    let pdu = txn.append(super::append::NewEvent::state(sender, event_type, state_key, content)).await?;
+    let pdu = txn
+        .append(super::append::NewEvent::state(
+            sender, event_type, state_key, content,
+        ))
+        .await?;
     txn.commit().await?;
     Ok(pdu.event_id.clone())
 }
@@ -418,12 +499,16 @@ pub async fn timeline_range(
     }
     let start = key(&[room.as_bytes(), &pos_bytes(from_exclusive)]);
     let end = key(&[room.as_bytes(), &pos_bytes(to_inclusive)]);
-    let range = KeyRange::new(std::ops::Bound::Excluded(start), std::ops::Bound::Included(end));
+    let range = KeyRange::new(
+        std::ops::Bound::Excluded(start),
+        std::ops::Bound::Included(end),
+    );
     let rows = hs.store.scan("timeline", range, direction, limit).await?;
     rows.into_iter()
         .map(|(k, v)| {
             let pos = pos_from(&k).ok_or_else(|| bad("timeline key"))?;
-            let id = OwnedEventId::try_from(String::from_utf8_lossy(&v).as_ref()).map_err(|_| bad("timeline id"))?;
+            let id = OwnedEventId::try_from(String::from_utf8_lossy(&v).as_ref())
+                .map_err(|_| bad("timeline id"))?;
             Ok((pos, id))
         })
         .collect()
@@ -459,8 +544,14 @@ pub async fn state_changes(
     }
     let start = key(&[room.as_bytes(), &pos_bytes(from_exclusive)]);
     let end = key(&[room.as_bytes(), &pos_bytes(to_inclusive)]);
-    let range = KeyRange::new(std::ops::Bound::Excluded(start), std::ops::Bound::Included(end));
-    let rows = hs.store.scan("state_history", range, Direction::Forward, usize::MAX).await?;
+    let range = KeyRange::new(
+        std::ops::Bound::Excluded(start),
+        std::ops::Bound::Included(end),
+    );
+    let rows = hs
+        .store
+        .scan("state_history", range, Direction::Forward, usize::MAX)
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for (k, v) in rows {
         let pos = pos_from(&k).ok_or_else(|| bad("state_history key"))?;
@@ -471,7 +562,11 @@ pub async fn state_changes(
 }
 
 /// The room's state as it was just after position `pos`.
-pub async fn state_at(hs: &Homeserver, room: &RoomId, pos: u64) -> Result<BTreeMap<StateKey, OwnedEventId>> {
+pub async fn state_at(
+    hs: &Homeserver,
+    room: &RoomId,
+    pos: u64,
+) -> Result<BTreeMap<StateKey, OwnedEventId>> {
     let mut map = BTreeMap::new();
     for (_, t, sk, id) in state_changes(hs, room, 0, pos).await? {
         map.insert((t, sk), id);
@@ -480,31 +575,51 @@ pub async fn state_at(hs: &Homeserver, room: &RoomId, pos: u64) -> Result<BTreeM
 }
 
 /// The user's membership in the room just after position `pos`.
-pub async fn membership_at(hs: &Homeserver, room: &RoomId, user: &UserId, pos: u64) -> Result<Option<MembershipState>> {
+pub async fn membership_at(
+    hs: &Homeserver,
+    room: &RoomId,
+    user: &UserId,
+    pos: u64,
+) -> Result<Option<MembershipState>> {
     let start = prefix(&[room.as_bytes(), user.as_bytes()]);
     let end = key(&[room.as_bytes(), user.as_bytes(), &pos_bytes(pos)]);
-    let range = KeyRange::new(std::ops::Bound::Included(start), std::ops::Bound::Included(end));
-    let rows = hs.store.scan("member_history", range, Direction::Backward, 1).await?;
-    Ok(rows.first().map(|(_, v)| MembershipState::from(String::from_utf8_lossy(v).as_ref())))
+    let range = KeyRange::new(
+        std::ops::Bound::Included(start),
+        std::ops::Bound::Included(end),
+    );
+    let rows = hs
+        .store
+        .scan("member_history", range, Direction::Backward, 1)
+        .await?;
+    Ok(rows
+        .first()
+        .map(|(_, v)| MembershipState::from(String::from_utf8_lossy(v).as_ref())))
 }
 
 /// The room's `m.room.history_visibility` at a position (`shared` when unset).
 async fn history_visibility_at(hs: &Homeserver, room: &RoomId, pos: u64) -> Result<String> {
     let start = key(&[room.as_bytes(), &pos_bytes(0)]);
     let end = key(&[room.as_bytes(), &pos_bytes(pos)]);
-    let range = KeyRange::new(std::ops::Bound::Included(start), std::ops::Bound::Included(end));
+    let range = KeyRange::new(
+        std::ops::Bound::Included(start),
+        std::ops::Bound::Included(end),
+    );
     // Walk back through state changes to the latest history visibility event.
-    for (_, v) in hs.store.scan("state_history", range, Direction::Backward, usize::MAX).await? {
+    for (_, v) in hs
+        .store
+        .scan("state_history", range, Direction::Backward, usize::MAX)
+        .await?
+    {
         let (t, _sk, id): (String, String, OwnedEventId) = from_json(&v)?;
-        if t == "m.room.history_visibility" {
-            if let Some(p) = get_pdu(hs, id.as_str()).await? {
-                return Ok(p
-                    .content
-                    .get("history_visibility")
-                    .and_then(Value::as_str)
-                    .unwrap_or("shared")
-                    .to_owned());
-            }
+        if t == "m.room.history_visibility"
+            && let Some(p) = get_pdu(hs, id.as_str()).await?
+        {
+            return Ok(p
+                .content
+                .get("history_visibility")
+                .and_then(Value::as_str)
+                .unwrap_or("shared")
+                .to_owned());
         }
     }
     Ok("shared".to_owned())
@@ -532,8 +647,19 @@ pub async fn can_see_event(hs: &Homeserver, user: &UserId, pdu: &Pdu) -> Result<
 }
 
 /// The event a transaction id already produced, for idempotent sends.
-pub async fn txn_event(hs: &Homeserver, user: &UserId, device: &str, txn_id: &str) -> Result<Option<OwnedEventId>> {
-    let v = hs.store.get("txn_ids", &key(&[user.as_bytes(), device.as_bytes(), txn_id.as_bytes()])).await?;
+pub async fn txn_event(
+    hs: &Homeserver,
+    user: &UserId,
+    device: &str,
+    txn_id: &str,
+) -> Result<Option<OwnedEventId>> {
+    let v = hs
+        .store
+        .get(
+            "txn_ids",
+            &key(&[user.as_bytes(), device.as_bytes(), txn_id.as_bytes()]),
+        )
+        .await?;
     Ok(v.and_then(|v| OwnedEventId::try_from(String::from_utf8_lossy(&v).as_ref()).ok()))
 }
 

@@ -40,8 +40,14 @@ pub async fn put_get_overwrite_delete(s: &dyn Storage) {
 pub async fn trees_are_separate(s: &dyn Storage) {
     put(s, "test", b"k", b"test").await;
     put(s, "meta", b"k", b"meta").await;
-    assert_eq!(s.get("test", b"k").await.expect("get"), Some(b"test".to_vec()));
-    assert_eq!(s.get("meta", b"k").await.expect("get"), Some(b"meta".to_vec()));
+    assert_eq!(
+        s.get("test", b"k").await.expect("get"),
+        Some(b"test".to_vec())
+    );
+    assert_eq!(
+        s.get("meta", b"k").await.expect("get"),
+        Some(b"meta".to_vec())
+    );
 }
 
 pub async fn scan_orders_bytes_both_ways(s: &dyn Storage) {
@@ -51,14 +57,20 @@ pub async fn scan_orders_bytes_both_ways(s: &dyn Storage) {
         b.put("test", k, k);
     }
     s.write(b).await.expect("write");
-    let fwd = s.scan("test", KeyRange::all(), Direction::Forward, 100).await.expect("scan");
+    let fwd = s
+        .scan("test", KeyRange::all(), Direction::Forward, 100)
+        .await
+        .expect("scan");
     let got: Vec<Vec<u8>> = fwd.into_iter().map(|(k, _)| k).collect();
     let want: Vec<Vec<u8>> = [&b"\x00"[..], b"a", b"a\x00", b"a\xff", b"b", b"\xff\xff"]
         .iter()
         .map(|k| k.to_vec())
         .collect();
     assert_eq!(got, want);
-    let back = s.scan("test", KeyRange::all(), Direction::Backward, 100).await.expect("scan");
+    let back = s
+        .scan("test", KeyRange::all(), Direction::Backward, 100)
+        .await
+        .expect("scan");
     let got: Vec<Vec<u8>> = back.into_iter().map(|(k, _)| k).collect();
     let mut rev = want.clone();
     rev.reverse();
@@ -71,15 +83,26 @@ pub async fn scan_respects_limit(s: &dyn Storage) {
         b.put("test", i.to_be_bytes().to_vec(), i.to_string());
     }
     s.write(b).await.expect("write");
-    let fwd = s.scan("test", KeyRange::all(), Direction::Forward, 5).await.expect("scan");
+    let fwd = s
+        .scan("test", KeyRange::all(), Direction::Forward, 5)
+        .await
+        .expect("scan");
     assert_eq!(fwd.len(), 5);
     assert_eq!(fwd[0], kv(&0u32.to_be_bytes(), b"0"));
     assert_eq!(fwd[4], kv(&4u32.to_be_bytes(), b"4"));
-    let back = s.scan("test", KeyRange::all(), Direction::Backward, 3).await.expect("scan");
+    let back = s
+        .scan("test", KeyRange::all(), Direction::Backward, 3)
+        .await
+        .expect("scan");
     assert_eq!(back.len(), 3);
     assert_eq!(back[0], kv(&49u32.to_be_bytes(), b"49"));
     assert_eq!(back[2], kv(&47u32.to_be_bytes(), b"47"));
-    assert!(s.scan("test", KeyRange::all(), Direction::Forward, 0).await.expect("scan").is_empty());
+    assert!(
+        s.scan("test", KeyRange::all(), Direction::Forward, 0)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
 }
 
 pub async fn scan_bounds(s: &dyn Storage) {
@@ -89,53 +112,140 @@ pub async fn scan_bounds(s: &dyn Storage) {
     }
     s.write(b).await.expect("write");
     let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-    let r = KeyRange::new(Bound::Included(b"k2".to_vec()), Bound::Excluded(b"k4".to_vec()));
+    let r = KeyRange::new(
+        Bound::Included(b"k2".to_vec()),
+        Bound::Excluded(b"k4".to_vec()),
+    );
     assert_eq!(
-        keys(s.scan("test", r.clone(), Direction::Forward, 10).await.expect("scan")),
+        keys(
+            s.scan("test", r.clone(), Direction::Forward, 10)
+                .await
+                .expect("scan")
+        ),
         vec![b"k2".to_vec(), b"k3".to_vec()]
     );
     assert_eq!(
-        keys(s.scan("test", r, Direction::Backward, 10).await.expect("scan")),
+        keys(
+            s.scan("test", r, Direction::Backward, 10)
+                .await
+                .expect("scan")
+        ),
         vec![b"k3".to_vec(), b"k2".to_vec()]
     );
-    let r = KeyRange::new(Bound::Excluded(b"k2".to_vec()), Bound::Included(b"k4".to_vec()));
+    let r = KeyRange::new(
+        Bound::Excluded(b"k2".to_vec()),
+        Bound::Included(b"k4".to_vec()),
+    );
     assert_eq!(
-        keys(s.scan("test", r.clone(), Direction::Forward, 10).await.expect("scan")),
+        keys(
+            s.scan("test", r.clone(), Direction::Forward, 10)
+                .await
+                .expect("scan")
+        ),
         vec![b"k3".to_vec(), b"k4".to_vec()]
     );
     assert_eq!(
-        keys(s.scan("test", r, Direction::Backward, 1).await.expect("scan")),
+        keys(
+            s.scan("test", r, Direction::Backward, 1)
+                .await
+                .expect("scan")
+        ),
         vec![b"k4".to_vec()]
     );
     let r = KeyRange::new(Bound::Unbounded, Bound::Excluded(b"k2".to_vec()));
-    assert_eq!(keys(s.scan("test", r, Direction::Backward, 10).await.expect("scan")), vec![b"k1".to_vec()]);
+    assert_eq!(
+        keys(
+            s.scan("test", r, Direction::Backward, 10)
+                .await
+                .expect("scan")
+        ),
+        vec![b"k1".to_vec()]
+    );
     let r = KeyRange::new(Bound::Excluded(b"k4".to_vec()), Bound::Unbounded);
-    assert_eq!(keys(s.scan("test", r, Direction::Forward, 10).await.expect("scan")), vec![b"k5".to_vec()]);
+    assert_eq!(
+        keys(
+            s.scan("test", r, Direction::Forward, 10)
+                .await
+                .expect("scan")
+        ),
+        vec![b"k5".to_vec()]
+    );
     // An empty or inverted range yields nothing rather than an error.
-    let r = KeyRange::new(Bound::Included(b"k4".to_vec()), Bound::Excluded(b"k2".to_vec()));
-    assert!(s.scan("test", r, Direction::Forward, 10).await.expect("scan").is_empty());
-    let r = KeyRange::new(Bound::Excluded(b"k3".to_vec()), Bound::Excluded(b"k3".to_vec()));
-    assert!(s.scan("test", r, Direction::Backward, 10).await.expect("scan").is_empty());
+    let r = KeyRange::new(
+        Bound::Included(b"k4".to_vec()),
+        Bound::Excluded(b"k2".to_vec()),
+    );
+    assert!(
+        s.scan("test", r, Direction::Forward, 10)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
+    let r = KeyRange::new(
+        Bound::Excluded(b"k3".to_vec()),
+        Bound::Excluded(b"k3".to_vec()),
+    );
+    assert!(
+        s.scan("test", r, Direction::Backward, 10)
+            .await
+            .expect("scan")
+            .is_empty()
+    );
 }
 
 pub async fn prefix_scan(s: &dyn Storage) {
     let mut b = Batch::new();
-    for k in [&b"room\x00a"[..], b"room\x00b", b"room\x01", b"roo", b"room\xff", b"\xff\xff\xfe", b"\xff\xff\xff"] {
+    for k in [
+        &b"room\x00a"[..],
+        b"room\x00b",
+        b"room\x01",
+        b"roo",
+        b"room\xff",
+        b"\xff\xff\xfe",
+        b"\xff\xff\xff",
+    ] {
         b.put("test", k.to_vec(), b"".to_vec());
     }
     s.write(b).await.expect("write");
     let keys = |v: Vec<(Vec<u8>, Vec<u8>)>| v.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
     assert_eq!(
-        keys(s.scan("test", KeyRange::prefix(b"room\x00"), Direction::Forward, 10).await.expect("scan")),
+        keys(
+            s.scan(
+                "test",
+                KeyRange::prefix(b"room\x00"),
+                Direction::Forward,
+                10
+            )
+            .await
+            .expect("scan")
+        ),
         vec![b"room\x00a".to_vec(), b"room\x00b".to_vec()]
     );
     assert_eq!(
-        keys(s.scan("test", KeyRange::prefix(b"room"), Direction::Backward, 10).await.expect("scan")),
-        vec![b"room\xff".to_vec(), b"room\x01".to_vec(), b"room\x00b".to_vec(), b"room\x00a".to_vec()]
+        keys(
+            s.scan("test", KeyRange::prefix(b"room"), Direction::Backward, 10)
+                .await
+                .expect("scan")
+        ),
+        vec![
+            b"room\xff".to_vec(),
+            b"room\x01".to_vec(),
+            b"room\x00b".to_vec(),
+            b"room\x00a".to_vec()
+        ]
     );
     // A prefix of all 0xff bytes has no successor and must run to the end of the tree.
     assert_eq!(
-        keys(s.scan("test", KeyRange::prefix(b"\xff\xff"), Direction::Forward, 10).await.expect("scan")),
+        keys(
+            s.scan(
+                "test",
+                KeyRange::prefix(b"\xff\xff"),
+                Direction::Forward,
+                10
+            )
+            .await
+            .expect("scan")
+        ),
         vec![b"\xff\xff\xfe".to_vec(), b"\xff\xff\xff".to_vec()]
     );
 }
@@ -161,16 +271,33 @@ pub async fn failed_batch_leaves_nothing(s: &dyn Storage) {
     let mut b = Batch::new();
     b.put("test", b"keep".to_vec(), b"new".to_vec());
     b.put("test", b"fresh".to_vec(), b"1".to_vec());
-    b.ops.push(super::Op::Put { tree: "no_such_tree", key: b"k".to_vec(), value: b"v".to_vec() });
-    let err = s.write(b).await.expect_err("a batch naming an unknown tree must fail");
-    assert!(matches!(err, StorageError::UnknownTree(_) | StorageError::Backend(_)), "{err:?}");
-    assert_eq!(s.get("test", b"keep").await.expect("get"), Some(b"old".to_vec()));
+    b.ops.push(super::Op::Put {
+        tree: "no_such_tree",
+        key: b"k".to_vec(),
+        value: b"v".to_vec(),
+    });
+    let err = s
+        .write(b)
+        .await
+        .expect_err("a batch naming an unknown tree must fail");
+    assert!(
+        matches!(err, StorageError::UnknownTree(_) | StorageError::Backend(_)),
+        "{err:?}"
+    );
+    assert_eq!(
+        s.get("test", b"keep").await.expect("get"),
+        Some(b"old".to_vec())
+    );
     assert_eq!(s.get("test", b"fresh").await.expect("get"), None);
 }
 
 pub async fn unknown_tree_is_an_error(s: &dyn Storage) {
     assert!(s.get("no_such_tree", b"k").await.is_err());
-    assert!(s.scan("no_such_tree", KeyRange::all(), Direction::Forward, 1).await.is_err());
+    assert!(
+        s.scan("no_such_tree", KeyRange::all(), Direction::Forward, 1)
+            .await
+            .is_err()
+    );
 }
 
 pub async fn large_values_and_empty_values(s: &dyn Storage) {
@@ -178,7 +305,10 @@ pub async fn large_values_and_empty_values(s: &dyn Storage) {
     put(s, "test", b"big", &big).await;
     put(s, "test", b"empty", b"").await;
     assert_eq!(s.get("test", b"big").await.expect("get"), Some(big));
-    assert_eq!(s.get("test", b"empty").await.expect("get"), Some(Vec::new()));
+    assert_eq!(
+        s.get("test", b"empty").await.expect("get"),
+        Some(Vec::new())
+    );
 }
 
 pub async fn many_keys_in_one_batch(s: &dyn Storage) {
@@ -187,7 +317,10 @@ pub async fn many_keys_in_one_batch(s: &dyn Storage) {
         b.put("test", i.to_be_bytes().to_vec(), i.to_le_bytes().to_vec());
     }
     s.write(b).await.expect("write");
-    let all = s.scan("test", KeyRange::all(), Direction::Forward, 5000).await.expect("scan");
+    let all = s
+        .scan("test", KeyRange::all(), Direction::Forward, 5000)
+        .await
+        .expect("scan");
     assert_eq!(all.len(), 2000);
     assert!(all.windows(2).all(|w| w[0].0 < w[1].0));
     assert_eq!(all[1999].1, 1999u32.to_le_bytes().to_vec());

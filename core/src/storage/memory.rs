@@ -22,12 +22,18 @@ impl Default for MemoryStorage {
 
 impl MemoryStorage {
     pub fn new() -> Self {
-        Self { trees: RefCell::new(TREES.iter().map(|t| (*t, Tree::new())).collect()) }
+        Self {
+            trees: RefCell::new(TREES.iter().map(|t| (*t, Tree::new())).collect()),
+        }
     }
 }
 
 fn check_tree(trees: &HashMap<&'static str, Tree>, tree: &str) -> StorageResult<()> {
-    if trees.contains_key(tree) { Ok(()) } else { Err(StorageError::UnknownTree(tree.to_owned())) }
+    if trees.contains_key(tree) {
+        Ok(())
+    } else {
+        Err(StorageError::UnknownTree(tree.to_owned()))
+    }
 }
 
 #[async_trait(?Send)]
@@ -80,6 +86,10 @@ impl Storage for MemoryStorage {
 
     async fn size_estimate(&self) -> StorageResult<u64> {
         let trees = self.trees.borrow();
-        Ok(trees.values().flat_map(|t| t.iter()).map(|(k, v)| (k.len() + v.len()) as u64).sum())
+        Ok(trees
+            .values()
+            .flat_map(|t| t.iter())
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum())
     }
 }

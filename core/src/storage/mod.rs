@@ -94,8 +94,15 @@ pub enum Direction {
 /// One change inside a [`Batch`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
-    Put { tree: &'static str, key: Vec<u8>, value: Vec<u8> },
-    Delete { tree: &'static str, key: Vec<u8> },
+    Put {
+        tree: &'static str,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        tree: &'static str,
+        key: Vec<u8>,
+    },
 }
 
 /// A set of changes across trees that a backend applies atomically: all or nothing.
@@ -110,11 +117,18 @@ impl Batch {
     }
 
     pub fn put(&mut self, tree: &'static str, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.ops.push(Op::Put { tree, key: key.into(), value: value.into() });
+        self.ops.push(Op::Put {
+            tree,
+            key: key.into(),
+            value: value.into(),
+        });
     }
 
     pub fn delete(&mut self, tree: &'static str, key: impl Into<Vec<u8>>) {
-        self.ops.push(Op::Delete { tree, key: key.into() });
+        self.ops.push(Op::Delete {
+            tree,
+            key: key.into(),
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -128,7 +142,11 @@ impl Batch {
     /// The value this batch would leave for `key`, if it touches it: `Some(None)` for a delete.
     pub fn pending(&self, tree: &str, key: &[u8]) -> Option<Option<&[u8]>> {
         self.ops.iter().rev().find_map(|op| match op {
-            Op::Put { tree: t, key: k, value } if *t == tree && k == key => Some(Some(&value[..])),
+            Op::Put {
+                tree: t,
+                key: k,
+                value,
+            } if *t == tree && k == key => Some(Some(&value[..])),
             Op::Delete { tree: t, key: k } if *t == tree && k == key => Some(None),
             _ => None,
         })
@@ -144,7 +162,10 @@ pub struct KeyRange {
 
 impl KeyRange {
     pub fn all() -> Self {
-        Self { start: Bound::Unbounded, end: Bound::Unbounded }
+        Self {
+            start: Bound::Unbounded,
+            end: Bound::Unbounded,
+        }
     }
 
     /// Every key starting with `prefix`.
