@@ -654,3 +654,154 @@ async fn r0_paths_serve_the_same_backup() {
     assert_eq!(etag_count(&r).1, 1);
     assert_eq!(stored_ciphertext(&alice, &v, "s").await, "r0");
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+mod spec;
+
+/// Every backup endpoint's answers, success and error alike, checked against the spec's schemas.
+#[cfg(not(target_arch = "wasm32"))]
+mod schemas {
+    use http::Method;
+
+    use super::*;
+
+    struct Checked {
+        spec: spec::Spec,
+        problems: Vec<String>,
+    }
+
+    impl Checked {
+        async fn call(
+            &mut self,
+            c: &TestClient,
+            method: Method,
+            path: &str,
+            body: Option<Value>,
+            status: u16,
+        ) -> Value {
+            let r = c.request(method.clone(), path, body).await;
+            assert_eq!(r.status.as_u16(), status, "{method} {path}: {}", r.body);
+            if let Err(violations) = self.spec.validate(&method, path, status, &r.raw) {
+                self.problems
+                    .extend(violations.iter().map(ToString::to_string));
+            }
+            r.body
+        }
+    }
+
+    #[tokio::test]
+    async fn backup_responses_match_the_spec_schemas() {
+        let (hs, _) = test_server(1).await;
+        let alice = TestClient::register(&hs, "alice").await;
+        let mut h = Checked {
+            spec: spec::Spec::load(),
+            problems: Vec::new(),
+        };
+        let version_path = "/_matrix/client/v3/room_keys/version";
+        h.call(&alice, Method::GET, version_path, None, 404).await;
+        let created = h
+            .call(
+                &alice,
+                Method::POST,
+                version_path,
+                Some(version_body("k")),
+                200,
+            )
+            .await;
+        let v = created["version"].as_str().unwrap().to_owned();
+        let one = format!("{version_path}/{v}");
+        h.call(&alice, Method::GET, version_path, None, 200).await;
+        h.call(&alice, Method::GET, &one, None, 200).await;
+        h.call(&alice, Method::PUT, &one, Some(version_body("k2")), 200)
+            .await;
+        h.call(
+            &alice,
+            Method::PUT,
+            &one,
+            Some(json!({ "algorithm": "other", "auth_data": {} })),
+            400,
+        )
+        .await;
+        h.call(&alice, Method::GET, &format!("{version_path}/99"), None, 404)
+            .await;
+
+        let data = key_data(0, 0, true, "c");
+        h.call(
+            &alice,
+            Method::PUT,
+            &session_path(&v, ROOM, "s"),
+            Some(data.clone()),
+            200,
+        )
+        .await;
+        h.call(
+            &alice,
+            Method::PUT,
+            &room_path(&v, ROOM),
+            Some(json!({ "sessions": { "t": data.clone() } })),
+            200,
+        )
+        .await;
+        h.call(
+            &alice,
+            Method::PUT,
+            &all_path(&v),
+            Some(json!({ "rooms": { OTHER_ROOM: { "sessions": { "u": data.clone() } } } })),
+            200,
+        )
+        .await;
+        h.call(
+            &alice,
+            Method::PUT,
+            &all_path("99"),
+            Some(json!({ "rooms": {} })),
+            403,
+        )
+        .await;
+        h.call(
+            &alice,
+            Method::PUT,
+            &room_path("99", ROOM),
+            Some(json!({ "sessions": {} })),
+            403,
+        )
+        .await;
+        h.call(
+            &alice,
+            Method::PUT,
+            &session_path("99", ROOM, "s"),
+            Some(data),
+            403,
+        )
+        .await;
+        h.call(&alice, Method::GET, &session_path(&v, ROOM, "s"), None, 200)
+            .await;
+        h.call(&alice, Method::GET, &session_path(&v, ROOM, "x"), None, 404)
+            .await;
+        h.call(&alice, Method::GET, &room_path(&v, ROOM), None, 200)
+            .await;
+        h.call(&alice, Method::GET, &room_path("99", ROOM), None, 404)
+            .await;
+        h.call(&alice, Method::GET, &all_path(&v), None, 200).await;
+        h.call(&alice, Method::GET, &all_path("99"), None, 404).await;
+        h.call(&alice, Method::DELETE, &session_path(&v, ROOM, "s"), None, 200)
+            .await;
+        h.call(&alice, Method::DELETE, &session_path("99", ROOM, "s"), None, 404)
+            .await;
+        h.call(&alice, Method::DELETE, &room_path(&v, ROOM), None, 200)
+            .await;
+        h.call(&alice, Method::DELETE, &room_path("99", ROOM), None, 404)
+            .await;
+        h.call(&alice, Method::DELETE, &all_path(&v), None, 200).await;
+        h.call(&alice, Method::DELETE, &all_path("99"), None, 404).await;
+        h.call(&alice, Method::DELETE, &one, None, 200).await;
+        h.call(&alice, Method::DELETE, &format!("{version_path}/99"), None, 404)
+            .await;
+
+        assert!(
+            h.problems.is_empty(),
+            "responses that do not match the spec:\n{}",
+            h.problems.join("\n")
+        );
+    }
+}

@@ -342,3 +342,37 @@ async fn knock_restricted_admits_allowed_members_and_lets_others_knock() {
     knock(&carol, &room, json!({"reason": "not in the space"})).await.assert_ok();
     assert_eq!(member_event(&alice, &room, &carol.user_id).await["membership"], "knock");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Responses against the spec's own schemas
+
+#[cfg(not(target_arch = "wasm32"))]
+mod spec;
+
+#[cfg(not(target_arch = "wasm32"))]
+#[tokio::test]
+async fn knock_and_knock_sync_responses_match_the_spec_schemas() {
+    let spec = spec::Spec::load();
+    let (hs, _) = test_server(30).await;
+    let alice = TestClient::register(&hs, "alice").await;
+    let bob = TestClient::register(&hs, "bob").await;
+    let room = room_with_rule(&alice, "11", json!({"join_rule": "knock"})).await;
+    let public = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let k = |r: &str| format!("/_matrix/client/v3/knock/{}", enc(r));
+    let unknown = format!("!nowhere:{}", hs.server_name());
+    let calls = vec![
+        (Method::POST, k(&room), knock(&bob, &room, json!({"reason": "hello"})).await),
+        (Method::POST, k(&public), knock(&bob, &public, json!({})).await),
+        (Method::POST, k(&unknown), knock(&bob, &unknown, json!({})).await),
+        (Method::GET, "/_matrix/client/v3/sync".to_owned(), bob.get("/_matrix/client/v3/sync?timeout=0").await),
+    ];
+    assert_eq!(calls[0].2.status, 200);
+    assert!(calls[3].2.body["rooms"]["knock"][&room].is_object());
+    let mut problems = Vec::new();
+    for (method, path, r) in &calls {
+        if let Err(vs) = spec.validate(method, path, r.status.as_u16(), &r.raw) {
+            problems.extend(vs.iter().map(|v| format!("{v}")));
+        }
+    }
+    assert!(problems.is_empty(), "spec violations:\n{}", problems.join("\n"));
+}

@@ -38,7 +38,7 @@ pub fn run(args: &[String]) -> Result<()> {
     tools::ensure_wasm_toolchain()?;
     if cmd::on_path("npm") {
         // Brings npm's wasm-opt for a smaller wasm; the page works without it.
-        tools::ensure_npm_packages()?;
+        tools::ensure_npm_package(&root().join("tests/e2e"))?;
     }
     www::build_release()?;
     cmd::run(&mut cmd::new(

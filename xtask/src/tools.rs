@@ -150,19 +150,23 @@ fn collect_package_dirs(dir: &Path, depth: usize, found: &mut Vec<PathBuf>) {
     }
 }
 
-/// `npm ci` where node_modules is missing or older than the lock file.
+/// `npm ci` in every package directory where node_modules is missing or older than the lock.
 pub fn ensure_npm_packages() -> Result<()> {
-    for dir in npm_package_dirs() {
-        if npm_up_to_date(&dir) {
-            continue;
-        }
-        cmd::run(&mut cmd::new(
-            "npm",
-            &["ci", "--no-audit", "--no-fund", "--loglevel=error"],
-            &dir,
-        ))?;
+    npm_package_dirs()
+        .iter()
+        .try_for_each(|dir| ensure_npm_package(dir))
+}
+
+/// `npm ci` in `dir` unless its node_modules is up to date with its package-lock.json.
+pub fn ensure_npm_package(dir: &Path) -> Result<()> {
+    if npm_up_to_date(dir) {
+        return Ok(());
     }
-    Ok(())
+    cmd::run(&mut cmd::new(
+        "npm",
+        &["ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        dir,
+    ))
 }
 
 fn npm_up_to_date(dir: &Path) -> bool {

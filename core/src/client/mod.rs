@@ -15,6 +15,8 @@ pub mod filter;
 pub mod keys;
 pub mod knock;
 pub mod space;
+pub mod user_directory;
+pub mod search;
 pub mod media;
 pub mod membership;
 pub mod misc;
@@ -102,6 +104,8 @@ pub fn register_routes(r: &mut Router) {
     url_preview::routes(r);
     knock::routes(r);
     space::routes(r);
+    user_directory::routes(r);
+    search::routes(r);
 }
 
 /// Wraps a JSON value as ruma's `Raw<T>` for a response field.

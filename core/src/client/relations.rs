@@ -439,7 +439,7 @@ async fn relations_page(
         }
     });
     if backward {
-        found.sort_by(|a, b| b.pos.cmp(&a.pos));
+        found.sort_by_key(|p| std::cmp::Reverse(p.pos));
     } else {
         found.sort_by_key(|p| p.pos);
     }

@@ -22,10 +22,10 @@ use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::db::{from_json, key, pos_bytes, rooms, to_json, users};
+use crate::db::{from_json, pos_bytes, pos_from, rooms, to_json, users};
 use crate::error::{MatrixError, Result};
 use crate::router::{Auth, Router, json_response};
-use crate::storage::Batch;
+use crate::storage::{Batch, Direction, KeyRange};
 use crate::{Ctx, Homeserver, route};
 
 const TREE: &str = "reports";
@@ -92,12 +92,23 @@ pub async fn all(hs: &Homeserver) -> Result<Vec<Report>> {
 }
 
 async fn store(hs: &Homeserver, report: &Report) -> Result<()> {
-    // Arrival time first, so reports list in order; the random part keeps two reports of the
-    // same millisecond apart.
-    let k = key(&[
-        &pos_bytes(report.received_ts),
-        hs.random_string(12).as_bytes(),
-    ]);
+    // Keys are `time · sequence`, both big-endian, so reports list in arrival order even
+    // within one millisecond or when the clock steps back.
+    let _g = hs.write_lock().await;
+    let last = hs
+        .store
+        .scan(TREE, KeyRange::all(), Direction::Backward, 1)
+        .await?;
+    let (mut ts, mut seq) = (report.received_ts, 0u64);
+    if let Some((k, _)) = last.first() {
+        let last_ts = k.get(..8).and_then(pos_from).unwrap_or(0);
+        let last_seq = pos_from(k).unwrap_or(0);
+        if last_ts >= ts {
+            (ts, seq) = (last_ts, last_seq.saturating_add(1));
+        }
+    }
+    let mut k = pos_bytes(ts).to_vec();
+    k.extend_from_slice(&pos_bytes(seq));
     let mut batch = Batch::new();
     batch.put(TREE, k, to_json(report)?);
     hs.store.write(batch).await?;

@@ -376,7 +376,13 @@ impl<'a> RoomTxn<'a> {
                 key(&[parent.as_bytes(), rel_type.as_bytes(), &pos_bytes(pos)]),
                 event_id.as_bytes(),
             );
+            // Thread activity per room, for `/threads` (layout in db/relations.rs).
+            if rel_type == super::relations::THREAD {
+                super::relations::index_thread_activity(&mut self.batch, &self.room_id, pos, parent);
+            }
         }
+        // Index the searchable text for `/search` (layout in client/search.rs).
+        crate::client::search::index_event(&mut self.batch, &pdu);
         if let Some((device, txn_id)) = &ev.txn {
             self.batch.put(
                 "txn_ids",
@@ -429,6 +435,8 @@ impl<'a> RoomTxn<'a> {
         if orig.room_id != self.room_id || orig.meta.redacted_because.is_some() {
             return Ok(());
         }
+        // A redacted text is no longer searchable.
+        crate::client::search::unindex_event(&mut self.batch, &orig);
         let CanonicalJsonValue::Object(mut object) =
             ruma::canonical_json::to_canonical_value(&orig.json)
                 .map_err(|e| MatrixError::unknown(format!("stored event: {e}")))?

@@ -200,6 +200,20 @@ pub async fn sessions(
         .collect()
 }
 
+/// Removes every backup of the user, versions and keys (for account deactivation). The records go
+/// entirely: the account can never log in again to reuse a version number.
+pub async fn delete_all_backups(hs: &Homeserver, batch: &mut Batch, user: &UserId) -> Result<()> {
+    for part in [b"version".as_slice(), b"session".as_slice()] {
+        for (k, _) in hs
+            .scan_prefix(TREE, &prefix(&[part, user.as_bytes()]))
+            .await?
+        {
+            batch.delete(TREE, k);
+        }
+    }
+    Ok(())
+}
+
 fn corrupt(what: &str) -> MatrixError {
     MatrixError::unknown(format!("corrupt key backup record: {what}"))
 }

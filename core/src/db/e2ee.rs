@@ -433,6 +433,27 @@ pub async fn delete_signatures_of(
     Ok(())
 }
 
+/// Removes the user's cross-signing keys and every signature uploaded of their keys (for account
+/// deactivation). Returns whether they had any keys: if so, that is a device-list change the
+/// caller records at a stream position.
+pub async fn delete_cross_signing(
+    hs: &Homeserver,
+    batch: &mut Batch,
+    user: &UserId,
+) -> Result<bool> {
+    let keys = hs
+        .scan_prefix(CS_TREE, &prefix(&[b"key", user.as_bytes()]))
+        .await?;
+    let had_keys = !keys.is_empty();
+    let sigs = hs
+        .scan_prefix(CS_TREE, &prefix(&[b"sig", user.as_bytes()]))
+        .await?;
+    for (k, _) in keys.into_iter().chain(sigs) {
+        batch.delete(CS_TREE, k);
+    }
+    Ok(had_keys)
+}
+
 // ---------------------------------------------------------------------------------------------
 // To-device inbox
 

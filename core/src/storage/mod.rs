@@ -54,6 +54,7 @@ pub const TREES: &[&str] = &[
     "pushers",
     "notifications",
     "relations",
+    "search",
     "threads",
     "reports",
     "key_backup",
