@@ -655,6 +655,39 @@ async fn r0_paths_serve_the_same_backup() {
     assert_eq!(stored_ciphertext(&alice, &v, "s").await, "r0");
 }
 
+/// For account deactivation, which calls `db::backup::delete_all_backups`.
+#[tokio::test]
+async fn deleting_all_backups_of_a_user_leaves_others_alone() {
+    let (hs, _) = test_server(1).await;
+    let alice = TestClient::register(&hs, "alice").await;
+    let bob = TestClient::register(&hs, "bob").await;
+    let a = create_version(&alice, "a").await;
+    put_session(&alice, &a, "s", key_data(0, 0, false, "alice"))
+        .await
+        .assert_ok();
+    let b = create_version(&bob, "b").await;
+    put_session(&bob, &b, "s", key_data(0, 0, false, "bob"))
+        .await
+        .assert_ok();
+
+    let alice_uid = ruma::OwnedUserId::try_from(alice.user_id.as_str()).unwrap();
+    let mut batch = hearth_core::storage::Batch::new();
+    hearth_core::db::backup::delete_all_backups(&hs, &mut batch, &alice_uid)
+        .await
+        .unwrap();
+    hs.store.write(batch).await.unwrap();
+
+    alice
+        .get("/_matrix/client/v3/room_keys/version")
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    alice
+        .get(&session_path(&a, ROOM, "s"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    assert_eq!(stored_ciphertext(&bob, &b, "s").await, "bob");
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 mod spec;
 
@@ -722,8 +755,14 @@ mod schemas {
             400,
         )
         .await;
-        h.call(&alice, Method::GET, &format!("{version_path}/99"), None, 404)
-            .await;
+        h.call(
+            &alice,
+            Method::GET,
+            &format!("{version_path}/99"),
+            None,
+            404,
+        )
+        .await;
 
         let data = key_data(0, 0, true, "c");
         h.call(
@@ -783,20 +822,41 @@ mod schemas {
         h.call(&alice, Method::GET, &room_path("99", ROOM), None, 404)
             .await;
         h.call(&alice, Method::GET, &all_path(&v), None, 200).await;
-        h.call(&alice, Method::GET, &all_path("99"), None, 404).await;
-        h.call(&alice, Method::DELETE, &session_path(&v, ROOM, "s"), None, 200)
+        h.call(&alice, Method::GET, &all_path("99"), None, 404)
             .await;
-        h.call(&alice, Method::DELETE, &session_path("99", ROOM, "s"), None, 404)
-            .await;
+        h.call(
+            &alice,
+            Method::DELETE,
+            &session_path(&v, ROOM, "s"),
+            None,
+            200,
+        )
+        .await;
+        h.call(
+            &alice,
+            Method::DELETE,
+            &session_path("99", ROOM, "s"),
+            None,
+            404,
+        )
+        .await;
         h.call(&alice, Method::DELETE, &room_path(&v, ROOM), None, 200)
             .await;
         h.call(&alice, Method::DELETE, &room_path("99", ROOM), None, 404)
             .await;
-        h.call(&alice, Method::DELETE, &all_path(&v), None, 200).await;
-        h.call(&alice, Method::DELETE, &all_path("99"), None, 404).await;
-        h.call(&alice, Method::DELETE, &one, None, 200).await;
-        h.call(&alice, Method::DELETE, &format!("{version_path}/99"), None, 404)
+        h.call(&alice, Method::DELETE, &all_path(&v), None, 200)
             .await;
+        h.call(&alice, Method::DELETE, &all_path("99"), None, 404)
+            .await;
+        h.call(&alice, Method::DELETE, &one, None, 200).await;
+        h.call(
+            &alice,
+            Method::DELETE,
+            &format!("{version_path}/99"),
+            None,
+            404,
+        )
+        .await;
 
         assert!(
             h.problems.is_empty(),

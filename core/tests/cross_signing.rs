@@ -949,6 +949,50 @@ async fn a_refused_or_repeated_upload_changes_nothing() {
     assert!(changed_since(&bob, &bob_since).await.is_empty());
 }
 
+/// For account deactivation, which calls `e2ee::delete_cross_signing`.
+#[tokio::test]
+async fn deleting_a_users_cross_signing_removes_keys_and_signatures_of_them() {
+    let (hs, _) = test_server(1).await;
+    let alice = TestClient::register(&hs, "alice").await;
+    let bob = TestClient::register(&hs, "bob").await;
+    let alice_id = Identity::new();
+    let bob_id = Identity::new();
+    upload_identity(&alice, &alice_id).await;
+    upload_identity(&bob, &bob_id).await;
+    let trusted = signed(
+        &bob_id.master_json(&bob.user_id),
+        &alice.user_id,
+        &alice_id.user_signing,
+    );
+    upload_signatures(
+        &alice,
+        json!({ bob.user_id.clone(): { bob_id.master.public.clone(): trusted } }),
+    )
+    .await;
+
+    let bob_uid = ruma::OwnedUserId::try_from(bob.user_id.as_str()).unwrap();
+    let mut batch = hearth_core::storage::Batch::new();
+    let had = hearth_core::db::e2ee::delete_cross_signing(&hs, &mut batch, &bob_uid)
+        .await
+        .unwrap();
+    assert!(had);
+    hs.store.write(batch).await.unwrap();
+
+    let q = query(&alice, &[&bob]).await;
+    assert!(
+        q.get("master_keys")
+            .is_none_or(|m| m.get(&bob.user_id).is_none()),
+        "{q}"
+    );
+    // A new master key of bob's does not inherit alice's signature of the old one.
+    upload_identity(&bob, &bob_id).await;
+    let q = query(&alice, &[&bob]).await;
+    assert_eq!(
+        q["master_keys"][&bob.user_id],
+        bob_id.master_json(&bob.user_id)
+    );
+}
+
 #[cfg(not(target_arch = "wasm32"))]
 mod spec;
 

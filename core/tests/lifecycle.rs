@@ -6,6 +6,9 @@ use hearth_core::client::{deactivate, openid, threepid};
 use hearth_core::db::prefix;
 use hearth_core::storage::Batch;
 use hearth_core::testing::{TestClient, TestResponse, enc, test_server};
+use ruma::CanonicalJsonObject;
+use ruma::serde::Base64;
+use ruma::signatures::{Ed25519KeyPair, sign_json};
 use ruma::thirdparty::Medium;
 use ruma::{OwnedUserId, UserId};
 use serde_json::{Value, json};
@@ -174,7 +177,7 @@ async fn deactivated_user_id_is_never_registered_again() {
 }
 
 #[tokio::test]
-async fn deactivation_leaves_joined_and_invited_rooms() {
+async fn deactivation_leaves_joined_invited_and_knocked_rooms() {
     let (hs, _) = test_server(4).await;
     let alice = TestClient::register(&hs, "alice").await;
     let bob = TestClient::register(&hs, "bob").await;
@@ -193,12 +196,25 @@ async fn deactivation_leaves_joined_and_invited_rooms() {
         )
         .await
         .assert_ok();
+    let knocked = create_room(
+        &alice,
+        json!({ "initial_state": [{ "type": "m.room.join_rules", "state_key": "", "content": { "join_rule": "knock" } }] }),
+    )
+    .await;
+    bob.post(
+        &format!("/_matrix/client/v3/knock/{}", enc(&knocked)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    assert_eq!(member_state(&alice, &knocked, &bob.user_id).await, "knock");
     let own = create_room(&bob, json!({})).await;
 
     deactivate(&bob, json!({})).await.assert_ok();
 
     assert_eq!(member_state(&alice, &joined, &bob.user_id).await, "leave");
     assert_eq!(member_state(&alice, &invited, &bob.user_id).await, "leave");
+    assert_eq!(member_state(&alice, &knocked, &bob.user_id).await, "leave");
     let members = alice
         .get(&format!(
             "/_matrix/client/v3/rooms/{}/joined_members",
@@ -405,6 +421,89 @@ async fn deactivation_revokes_openid_tokens() {
     deactivate(&alice, json!({})).await.assert_ok();
     let err = openid::user_for_token(&hs, &token).await.unwrap_err();
     assert_eq!(err.errcode, "M_UNKNOWN_TOKEN");
+}
+
+/// An ed25519 cross-signing key named after its public key, as the spec wants.
+fn cross_signing_key(user: &str, usage: &str) -> (Value, Ed25519KeyPair) {
+    let doc = Ed25519KeyPair::generate().unwrap();
+    let probe = Ed25519KeyPair::from_der(&doc, "probe".to_owned()).unwrap();
+    let public = Base64::<ruma::serde::base64::Standard>::new(probe.public_key().to_vec()).encode();
+    let pair = Ed25519KeyPair::from_der(&doc, public.clone()).unwrap();
+    let json = json!({ "user_id": user, "usage": [usage], "keys": { format!("ed25519:{public}"): public } });
+    (json, pair)
+}
+
+fn signed_by(object: &Value, user: &str, key: &Ed25519KeyPair) -> Value {
+    let mut canonical: CanonicalJsonObject = serde_json::from_value(object.clone()).unwrap();
+    sign_json(user, key, &mut canonical).unwrap();
+    serde_json::to_value(canonical).unwrap()
+}
+
+#[tokio::test]
+async fn deactivation_removes_cross_signing_keys_and_key_backups() {
+    let (hs, _) = test_server(21).await;
+    let alice = TestClient::register(&hs, "alice").await;
+    let bob = TestClient::register(&hs, "bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    let (master, master_pair) = cross_signing_key(&alice.user_id, "master");
+    let (self_signing, _) = cross_signing_key(&alice.user_id, "self_signing");
+    let (user_signing, _) = cross_signing_key(&alice.user_id, "user_signing");
+    let upload = json!({
+        "master_key": master,
+        "self_signing_key": signed_by(&self_signing, &alice.user_id, &master_pair),
+        "user_signing_key": signed_by(&user_signing, &alice.user_id, &master_pair),
+    });
+    alice
+        .post("/_matrix/client/v3/keys/device_signing/upload", upload)
+        .await
+        .assert_ok();
+    let backup = json!({
+        "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2",
+        "auth_data": { "public_key": "abcdefg", "signatures": {} },
+    });
+    alice
+        .post("/_matrix/client/v3/room_keys/version", backup)
+        .await
+        .assert_ok();
+    let query = json!({ "device_keys": { alice.user_id.clone(): [] } });
+    let before = bob
+        .post("/_matrix/client/v3/keys/query", query.clone())
+        .await;
+    assert!(
+        before.assert_ok()["master_keys"]
+            .get(&alice.user_id)
+            .is_some(),
+        "{}",
+        before.body
+    );
+    assert!(!hs.scan_prefix("key_backup", &[]).await.unwrap().is_empty());
+
+    deactivate(&alice, json!({})).await.assert_ok();
+
+    let after = bob.post("/_matrix/client/v3/keys/query", query).await;
+    let after = after.assert_ok();
+    for field in ["master_keys", "self_signing_keys", "user_signing_keys"] {
+        assert!(
+            after
+                .get(field)
+                .and_then(|m| m.get(&alice.user_id))
+                .is_none(),
+            "{after}"
+        );
+    }
+    assert!(hs.scan_prefix("key_backup", &[]).await.unwrap().is_empty());
+    assert!(
+        hs.scan_prefix("cross_signing", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 // --- 3PIDs ----------------------------------------------------------------------------------
@@ -675,7 +774,12 @@ async fn responses_match_the_spec_schemas() {
     let check = |method: Method, path: &str, r: &TestResponse| {
         if let Err(v) = spec.validate(&method, path, r.status.as_u16(), &r.raw) {
             let v: Vec<String> = v.iter().map(ToString::to_string).collect();
-            panic!("{method} {path} answered {} {}: {}", r.status, r.body, v.join("; "));
+            panic!(
+                "{method} {path} answered {} {}: {}",
+                r.status,
+                r.body,
+                v.join("; ")
+            );
         }
     };
     let (hs, _) = test_server(20).await;
@@ -684,28 +788,65 @@ async fn responses_match_the_spec_schemas() {
     add_threepid(&hs, &uid(&alice), Medium::Email, "alice@example.org").await;
 
     let whois = format!("/_matrix/client/v3/admin/whois/{}", enc(&alice.user_id));
-    check(Method::GET, &whois, alice.get(&whois).await.assert_ok_response());
+    check(
+        Method::GET,
+        &whois,
+        alice.get(&whois).await.assert_ok_response(),
+    );
     let other = format!("/_matrix/client/v3/admin/whois/{}", enc(&bob.user_id));
     check(Method::GET, &other, &alice.get(&other).await);
     let path = openid_path(&alice.user_id);
-    check(Method::POST, &path, alice.post(&path, json!({})).await.assert_ok_response());
-    for path in ["/_matrix/client/v3/account/3pid/unbind", "/_matrix/client/v3/account/3pid/delete"] {
-        let r = alice.post(path, json!({ "medium": "email", "address": "alice@example.org" })).await;
+    check(
+        Method::POST,
+        &path,
+        alice.post(&path, json!({})).await.assert_ok_response(),
+    );
+    for path in [
+        "/_matrix/client/v3/account/3pid/unbind",
+        "/_matrix/client/v3/account/3pid/delete",
+    ] {
+        let r = alice
+            .post(
+                path,
+                json!({ "medium": "email", "address": "alice@example.org" }),
+            )
+            .await;
         check(Method::POST, path, r.assert_ok_response());
     }
     let path = "/_matrix/client/v3/account/3pid/add";
-    check(Method::POST, path, &alice.post(path, json!({ "client_secret": "s3cret", "sid": "x" })).await);
+    check(
+        Method::POST,
+        path,
+        &alice
+            .post(path, json!({ "client_secret": "s3cret", "sid": "x" }))
+            .await,
+    );
     let path = "/_matrix/client/v3/account/3pid";
-    check(Method::GET, path, alice.get(path).await.assert_ok_response());
+    check(
+        Method::GET,
+        path,
+        alice.get(path).await.assert_ok_response(),
+    );
 
     let path = "/_matrix/client/v3/account/deactivate";
     let uia = alice.post(path, json!({})).await;
     assert_eq!(uia.status.as_u16(), 401);
     check(Method::POST, path, &uia);
-    let failed = alice.post(path, json!({ "auth": password_auth(&alice.user_id, "wrong", Some(&uia.body["session"])) })).await;
+    let failed = alice
+        .post(
+            path,
+            json!({ "auth": password_auth(&alice.user_id, "wrong", Some(&uia.body["session"])) }),
+        )
+        .await;
     assert_eq!(failed.status.as_u16(), 401);
     check(Method::POST, path, &failed);
-    check(Method::POST, path, deactivate(&alice, json!({ "erase": true })).await.assert_ok_response());
+    check(
+        Method::POST,
+        path,
+        deactivate(&alice, json!({ "erase": true }))
+            .await
+            .assert_ok_response(),
+    );
 }
 
 /// `assert_ok` for a response that is checked further.

@@ -720,7 +720,11 @@ async fn responses_match_the_spec_schemas() {
         assert_eq!(r.status.as_u16(), status, "{method} {path}: {}", r.body);
         if let Err(v) = spec.validate(&method, path, status, &r.raw) {
             let v: Vec<String> = v.iter().map(ToString::to_string).collect();
-            panic!("{method} {path} answered {status} {}: {}", r.body, v.join("; "));
+            panic!(
+                "{method} {path} answered {status} {}: {}",
+                r.body,
+                v.join("; ")
+            );
         }
     };
     let (hs, _) = test_server(16).await;
@@ -748,20 +752,41 @@ async fn responses_match_the_spec_schemas() {
     let p = "/.well-known/matrix/support";
     check(Method::GET, p, &alice.get(p).await, 404);
     let support = server_with_support(SupportInfo {
-        contacts: vec![Contact::with_email_address(ContactRole::Admin, "admin@example.org".into())],
+        contacts: vec![Contact::with_email_address(
+            ContactRole::Admin,
+            "admin@example.org".into(),
+        )],
         support_page: Some("https://example.org/support".into()),
     })
     .await;
-    check(Method::GET, p, &TestClient::anonymous(&support).get(p).await, 200);
+    check(
+        Method::GET,
+        p,
+        &TestClient::anonymous(&support).get(p).await,
+        200,
+    );
 
-    let p = format!("/_matrix/client/v1/media/preview_url?url={}", enc("https://matrix.org"));
+    let p = format!(
+        "/_matrix/client/v1/media/preview_url?url={}",
+        enc("https://matrix.org")
+    );
     check(Method::GET, &p, &alice.get(&p).await, 200);
 
     let p = field_path(&alice.user_id, "m.tz");
-    check(Method::PUT, &p, &alice.put(&p, json!({ "m.tz": "UTC" })).await, 200);
+    check(
+        Method::PUT,
+        &p,
+        &alice.put(&p, json!({ "m.tz": "UTC" })).await,
+        200,
+    );
     check(Method::GET, &p, &alice.get(&p).await, 200);
     check(Method::PUT, &p, &alice.put(&p, json!({})).await, 400);
-    check(Method::PUT, &p, &bob.put(&p, json!({ "m.tz": "UTC" })).await, 403);
+    check(
+        Method::PUT,
+        &p,
+        &bob.put(&p, json!({ "m.tz": "UTC" })).await,
+        403,
+    );
     check(Method::DELETE, &p, &alice.delete(&p).await, 200);
     check(Method::GET, &p, &alice.get(&p).await, 404);
     let p = field_path(&alice.user_id, "Bad");

@@ -5,11 +5,18 @@ use serde_json::{Value, json};
 
 async fn create_room(c: &TestClient, body: Value) -> String {
     let r = c.post("/_matrix/client/v3/createRoom", body).await;
-    r.assert_ok()["room_id"].as_str().expect("room_id").to_owned()
+    r.assert_ok()["room_id"]
+        .as_str()
+        .expect("room_id")
+        .to_owned()
 }
 
 async fn space(c: &TestClient, name: &str) -> String {
-    create_room(c, json!({"preset": "public_chat", "name": name, "creation_content": {"type": "m.space"}})).await
+    create_room(
+        c,
+        json!({"preset": "public_chat", "name": name, "creation_content": {"type": "m.space"}}),
+    )
+    .await
 }
 
 async fn public_room(c: &TestClient, name: &str) -> String {
@@ -17,9 +24,16 @@ async fn public_room(c: &TestClient, name: &str) -> String {
 }
 
 async fn add_child(c: &TestClient, parent: &str, child: &str, content: Value) {
-    c.put(&format!("/_matrix/client/v3/rooms/{}/state/m.space.child/{}", enc(parent), enc(child)), content)
-        .await
-        .assert_ok();
+    c.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/state/m.space.child/{}",
+            enc(parent),
+            enc(child)
+        ),
+        content,
+    )
+    .await
+    .assert_ok();
 }
 
 fn via(c: &TestClient) -> Value {
@@ -27,11 +41,20 @@ fn via(c: &TestClient) -> Value {
 }
 
 async fn hierarchy(c: &TestClient, room: &str, query: &str) -> TestResponse {
-    c.get(&format!("/_matrix/client/v1/rooms/{}/hierarchy{query}", enc(room))).await
+    c.get(&format!(
+        "/_matrix/client/v1/rooms/{}/hierarchy{query}",
+        enc(room)
+    ))
+    .await
 }
 
 fn room_ids(v: &Value) -> Vec<String> {
-    v["rooms"].as_array().expect("rooms").iter().map(|r| r["room_id"].as_str().unwrap_or_default().to_owned()).collect()
+    v["rooms"]
+        .as_array()
+        .expect("rooms")
+        .iter()
+        .map(|r| r["room_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
 }
 
 /// S ─┬─ B (order "a")
@@ -52,7 +75,13 @@ async fn tree(alice: &TestClient) -> Tree {
     let t = space(alice, "Subspace T").await;
     let c = public_room(alice, "Room C").await;
     add_child(alice, &s, &a, json!({"via": via(alice), "order": "b"})).await;
-    add_child(alice, &s, &b, json!({"via": via(alice), "order": "a", "suggested": true})).await;
+    add_child(
+        alice,
+        &s,
+        &b,
+        json!({"via": via(alice), "order": "a", "suggested": true}),
+    )
+    .await;
     add_child(alice, &s, &t, json!({"via": via(alice)})).await;
     add_child(alice, &t, &c, json!({"via": via(alice)})).await;
     Tree { s, a, b, t, c }
@@ -65,7 +94,16 @@ async fn hierarchy_walks_the_space_depth_first_in_the_spec_order() {
     let t = tree(&alice).await;
     let r = hierarchy(&alice, &t.s, "").await;
     let v = r.assert_ok();
-    assert_eq!(room_ids(v), vec![t.s.clone(), t.b.clone(), t.a.clone(), t.t.clone(), t.c.clone()]);
+    assert_eq!(
+        room_ids(v),
+        vec![
+            t.s.clone(),
+            t.b.clone(),
+            t.a.clone(),
+            t.t.clone(),
+            t.c.clone()
+        ]
+    );
     assert!(v.get("next_batch").is_none());
 
     let root = &v["rooms"][0];
@@ -104,7 +142,10 @@ async fn children_without_via_and_children_of_plain_rooms_are_ignored() {
     add_child(&alice, &plain, &under_plain, json!({"via": via(&alice)})).await;
     let v = hierarchy(&alice, &s, "").await.assert_ok().clone();
     assert_eq!(room_ids(&v), vec![s.clone(), plain.clone()]);
-    assert_eq!(v["rooms"][0]["children_state"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        v["rooms"][0]["children_state"].as_array().map(Vec::len),
+        Some(1)
+    );
 }
 
 #[tokio::test]
@@ -112,10 +153,19 @@ async fn max_depth_stops_the_walk() {
     let (hs, _) = test_server(3).await;
     let alice = TestClient::register(&hs, "alice").await;
     let t = tree(&alice).await;
-    let v = hierarchy(&alice, &t.s, "?max_depth=0").await.assert_ok().clone();
+    let v = hierarchy(&alice, &t.s, "?max_depth=0")
+        .await
+        .assert_ok()
+        .clone();
     assert_eq!(room_ids(&v), vec![t.s.clone()]);
-    let v = hierarchy(&alice, &t.s, "?max_depth=1").await.assert_ok().clone();
-    assert_eq!(room_ids(&v), vec![t.s.clone(), t.b.clone(), t.a.clone(), t.t.clone()]);
+    let v = hierarchy(&alice, &t.s, "?max_depth=1")
+        .await
+        .assert_ok()
+        .clone();
+    assert_eq!(
+        room_ids(&v),
+        vec![t.s.clone(), t.b.clone(), t.a.clone(), t.t.clone()]
+    );
 }
 
 #[tokio::test]
@@ -123,9 +173,14 @@ async fn suggested_only_keeps_suggested_children() {
     let (hs, _) = test_server(4).await;
     let alice = TestClient::register(&hs, "alice").await;
     let t = tree(&alice).await;
-    let v = hierarchy(&alice, &t.s, "?suggested_only=true").await.assert_ok().clone();
+    let v = hierarchy(&alice, &t.s, "?suggested_only=true")
+        .await
+        .assert_ok()
+        .clone();
     assert_eq!(room_ids(&v), vec![t.s.clone(), t.b.clone()]);
-    let children = v["rooms"][0]["children_state"].as_array().expect("children_state");
+    let children = v["rooms"][0]["children_state"]
+        .as_array()
+        .expect("children_state");
     assert_eq!(children.len(), 1);
     assert_eq!(children[0]["state_key"], t.b.as_str());
 }
@@ -135,22 +190,49 @@ async fn hierarchy_paginates_with_next_batch() {
     let (hs, _) = test_server(5).await;
     let alice = TestClient::register(&hs, "alice").await;
     let t = tree(&alice).await;
-    let p1 = hierarchy(&alice, &t.s, "?limit=2").await.assert_ok().clone();
+    let p1 = hierarchy(&alice, &t.s, "?limit=2")
+        .await
+        .assert_ok()
+        .clone();
     assert_eq!(room_ids(&p1), vec![t.s.clone(), t.b.clone()]);
     let next = p1["next_batch"].as_str().expect("next_batch").to_owned();
-    let p2 = hierarchy(&alice, &t.s, &format!("?limit=2&from={}", enc(&next))).await.assert_ok().clone();
+    let p2 = hierarchy(&alice, &t.s, &format!("?limit=2&from={}", enc(&next)))
+        .await
+        .assert_ok()
+        .clone();
     assert_eq!(room_ids(&p2), vec![t.a.clone(), t.t.clone()]);
     let next = p2["next_batch"].as_str().expect("next_batch").to_owned();
-    let p3 = hierarchy(&alice, &t.s, &format!("?limit=2&from={}", enc(&next))).await.assert_ok().clone();
+    let p3 = hierarchy(&alice, &t.s, &format!("?limit=2&from={}", enc(&next)))
+        .await
+        .assert_ok()
+        .clone();
     assert_eq!(room_ids(&p3), vec![t.c.clone()]);
     assert!(p3.get("next_batch").is_none());
 
     // The walk's parameters cannot change mid-way, and the token belongs to its root.
-    hierarchy(&alice, &t.s, &format!("?limit=2&max_depth=1&from={}", enc(&next))).await.assert_error(400, "M_INVALID_PARAM");
-    hierarchy(&alice, &t.s, &format!("?suggested_only=true&from={}", enc(&next))).await.assert_error(400, "M_INVALID_PARAM");
-    hierarchy(&alice, &t.t, &format!("?from={}", enc(&next))).await.assert_error(400, "M_INVALID_PARAM");
-    hierarchy(&alice, &t.s, "?from=garbage").await.assert_error(400, "M_INVALID_PARAM");
-    hierarchy(&alice, &t.s, "?limit=0").await.assert_error(400, "M_INVALID_PARAM");
+    hierarchy(
+        &alice,
+        &t.s,
+        &format!("?limit=2&max_depth=1&from={}", enc(&next)),
+    )
+    .await
+    .assert_error(400, "M_INVALID_PARAM");
+    hierarchy(
+        &alice,
+        &t.s,
+        &format!("?suggested_only=true&from={}", enc(&next)),
+    )
+    .await
+    .assert_error(400, "M_INVALID_PARAM");
+    hierarchy(&alice, &t.t, &format!("?from={}", enc(&next)))
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    hierarchy(&alice, &t.s, "?from=garbage")
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
+    hierarchy(&alice, &t.s, "?limit=0")
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
 }
 
 #[tokio::test]
@@ -170,32 +252,66 @@ async fn hierarchy_shows_only_rooms_the_caller_may_see() {
         json!({"preset": "private_chat", "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]}),
     )
     .await;
-    let secret_space = create_room(&alice, json!({"preset": "private_chat", "creation_content": {"type": "m.space"}})).await;
+    let secret_space = create_room(
+        &alice,
+        json!({"preset": "private_chat", "creation_content": {"type": "m.space"}}),
+    )
+    .await;
     let behind_secret = public_room(&alice, "Behind").await;
     for child in [&secret, &readable, &knockable, &secret_space] {
         add_child(&alice, &s, child, json!({"via": via(&alice)})).await;
     }
-    add_child(&alice, &secret_space, &behind_secret, json!({"via": via(&alice)})).await;
+    add_child(
+        &alice,
+        &secret_space,
+        &behind_secret,
+        json!({"via": via(&alice)}),
+    )
+    .await;
 
     // Alice is in everything.
-    assert_eq!(hierarchy(&alice, &s, "").await.assert_ok()["rooms"].as_array().map(Vec::len), Some(6));
+    assert_eq!(
+        hierarchy(&alice, &s, "").await.assert_ok()["rooms"]
+            .as_array()
+            .map(Vec::len),
+        Some(6)
+    );
     // Bob sees the public space, the world-readable and the knockable rooms, nothing behind
     // a room he may not see, and the space's children_state still lists every child.
     let v = hierarchy(&bob, &s, "").await.assert_ok().clone();
     let ids = room_ids(&v);
-    assert!(ids.contains(&s) && ids.contains(&readable) && ids.contains(&knockable), "{ids:?}");
-    assert!(!ids.contains(&secret) && !ids.contains(&secret_space) && !ids.contains(&behind_secret), "{ids:?}");
-    assert_eq!(v["rooms"][0]["children_state"].as_array().map(Vec::len), Some(4));
+    assert!(
+        ids.contains(&s) && ids.contains(&readable) && ids.contains(&knockable),
+        "{ids:?}"
+    );
+    assert!(
+        !ids.contains(&secret) && !ids.contains(&secret_space) && !ids.contains(&behind_secret),
+        "{ids:?}"
+    );
+    assert_eq!(
+        v["rooms"][0]["children_state"].as_array().map(Vec::len),
+        Some(4)
+    );
     // A room he is invited to becomes visible.
     alice
-        .post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&secret)), json!({"user_id": bob.user_id}))
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&secret)),
+            json!({"user_id": bob.user_id}),
+        )
         .await
         .assert_ok();
     assert!(room_ids(hierarchy(&bob, &s, "").await.assert_ok()).contains(&secret));
     // A private space he is not in is forbidden outright, and so is an unknown room.
-    hierarchy(&bob, &secret_space, "").await.assert_error(403, "M_FORBIDDEN");
-    hierarchy(&bob, &format!("!unknown:{}", hs.server_name()), "").await.assert_error(403, "M_FORBIDDEN");
-    TestClient::anonymous(&hs).get(&format!("/_matrix/client/v1/rooms/{}/hierarchy", enc(&s))).await.assert_error(401, "M_MISSING_TOKEN");
+    hierarchy(&bob, &secret_space, "")
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    hierarchy(&bob, &format!("!unknown:{}", hs.server_name()), "")
+        .await
+        .assert_error(403, "M_FORBIDDEN");
+    TestClient::anonymous(&hs)
+        .get(&format!("/_matrix/client/v1/rooms/{}/hierarchy", enc(&s)))
+        .await
+        .assert_error(401, "M_MISSING_TOKEN");
 }
 
 #[tokio::test]
@@ -204,8 +320,16 @@ async fn banned_users_cannot_view_the_hierarchy() {
     let alice = TestClient::register(&hs, "alice").await;
     let bob = TestClient::register(&hs, "bob").await;
     let s = space(&alice, "S").await;
-    alice.post(&format!("/_matrix/client/v3/rooms/{}/ban", enc(&s)), json!({"user_id": bob.user_id})).await.assert_ok();
-    hierarchy(&bob, &s, "").await.assert_error(403, "M_FORBIDDEN");
+    alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/ban", enc(&s)),
+            json!({"user_id": bob.user_id}),
+        )
+        .await
+        .assert_ok();
+    hierarchy(&bob, &s, "")
+        .await
+        .assert_error(403, "M_FORBIDDEN");
 }
 
 #[tokio::test]
@@ -221,9 +345,17 @@ async fn restricted_children_are_visible_to_members_of_the_allowed_room() {
     .await;
     add_child(&alice, &s, &r, json!({"via": via(&alice)})).await;
     assert!(!room_ids(hierarchy(&bob, &s, "").await.assert_ok()).contains(&r));
-    bob.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&s)), json!({})).await.assert_ok();
+    bob.post(
+        &format!("/_matrix/client/v3/rooms/{}/join", enc(&s)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
     let v = hierarchy(&bob, &s, "").await.assert_ok().clone();
-    let entry = v["rooms"].as_array().and_then(|rs| rs.iter().find(|e| e["room_id"] == r.as_str())).expect("restricted room listed");
+    let entry = v["rooms"]
+        .as_array()
+        .and_then(|rs| rs.iter().find(|e| e["room_id"] == r.as_str()))
+        .expect("restricted room listed");
     assert_eq!(entry["join_rule"], "restricted");
     assert_eq!(entry["allowed_room_ids"], json!([s]));
 }
@@ -236,7 +368,14 @@ async fn space_parent_events_do_not_make_children_and_cycles_end() {
     let t = space(&alice, "T").await;
     let orphan = public_room(&alice, "Orphan").await;
     alice
-        .put(&format!("/_matrix/client/v3/rooms/{}/state/m.space.parent/{}", enc(&orphan), enc(&s)), json!({"via": via(&alice)}))
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/state/m.space.parent/{}",
+                enc(&orphan),
+                enc(&s)
+            ),
+            json!({"via": via(&alice)}),
+        )
         .await
         .assert_ok();
     add_child(&alice, &s, &t, json!({"via": via(&alice)})).await;
@@ -246,7 +385,8 @@ async fn space_parent_events_do_not_make_children_and_cycles_end() {
 }
 
 async fn summary(c: &TestClient, room: &str) -> TestResponse {
-    c.get(&format!("/_matrix/client/v1/room_summary/{}", enc(room))).await
+    c.get(&format!("/_matrix/client/v1/room_summary/{}", enc(room)))
+        .await
 }
 
 #[tokio::test]
@@ -272,7 +412,10 @@ async fn summary_describes_a_room_by_id_or_alias_with_the_callers_membership() {
     assert_eq!(v["room_id"], room.as_str());
     assert_eq!(v["name"], "Cheese");
     assert_eq!(v["topic"], "Tasty");
-    assert_eq!(v["canonical_alias"], format!("#cheese:{}", hs.server_name()));
+    assert_eq!(
+        v["canonical_alias"],
+        format!("#cheese:{}", hs.server_name())
+    );
     assert_eq!(v["avatar_url"], "mxc://example.org/abc");
     assert_eq!(v["num_joined_members"], 1);
     assert_eq!(v["encryption"], "m.megolm.v1.aes-sha2");
@@ -283,12 +426,18 @@ async fn summary_describes_a_room_by_id_or_alias_with_the_callers_membership() {
     // Public: join_rule "public" (or absent, which the spec reads as public).
     assert!(v.get("join_rule").is_none_or(|j| j == "public"));
 
-    let by_alias = summary(&bob, &format!("#cheese:{}", hs.server_name())).await.assert_ok().clone();
+    let by_alias = summary(&bob, &format!("#cheese:{}", hs.server_name()))
+        .await
+        .assert_ok()
+        .clone();
     assert_eq!(by_alias["room_id"], room.as_str());
     assert_eq!(by_alias["membership"], "leave");
 
     // Unauthenticated callers may preview a public room, without a membership.
-    let anon = summary(&TestClient::anonymous(&hs), &room).await.assert_ok().clone();
+    let anon = summary(&TestClient::anonymous(&hs), &room)
+        .await
+        .assert_ok()
+        .clone();
     assert_eq!(anon["name"], "Cheese");
     assert!(anon.get("membership").is_none());
 }
@@ -300,9 +449,14 @@ async fn summary_of_a_private_room_is_only_for_those_who_may_see_it() {
     let bob = TestClient::register(&hs, "bob").await;
     let room = create_room(&alice, json!({"preset": "private_chat", "name": "Secret"})).await;
     summary(&bob, &room).await.assert_error(404, "M_NOT_FOUND");
-    summary(&TestClient::anonymous(&hs), &room).await.assert_error(404, "M_NOT_FOUND");
+    summary(&TestClient::anonymous(&hs), &room)
+        .await
+        .assert_error(404, "M_NOT_FOUND");
     alice
-        .post(&format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)), json!({"user_id": bob.user_id}))
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+            json!({"user_id": bob.user_id}),
+        )
         .await
         .assert_ok();
     let v = summary(&bob, &room).await.assert_ok().clone();
@@ -310,7 +464,13 @@ async fn summary_of_a_private_room_is_only_for_those_who_may_see_it() {
     assert_eq!(v["join_rule"], "invite");
     assert_eq!(v["name"], "Secret");
     // Banned: gone again.
-    alice.post(&format!("/_matrix/client/v3/rooms/{}/ban", enc(&room)), json!({"user_id": bob.user_id})).await.assert_ok();
+    alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/ban", enc(&room)),
+            json!({"user_id": bob.user_id}),
+        )
+        .await
+        .assert_ok();
     summary(&bob, &room).await.assert_error(404, "M_NOT_FOUND");
 }
 
@@ -318,9 +478,15 @@ async fn summary_of_a_private_room_is_only_for_those_who_may_see_it() {
 async fn summary_of_unknown_rooms_and_aliases_is_not_found() {
     let (hs, _) = test_server(12).await;
     let bob = TestClient::register(&hs, "bob").await;
-    summary(&bob, &format!("!nowhere:{}", hs.server_name())).await.assert_error(404, "M_NOT_FOUND");
-    summary(&bob, &format!("#nowhere:{}", hs.server_name())).await.assert_error(404, "M_NOT_FOUND");
-    bob.get("/_matrix/client/v1/room_summary/not-a-room").await.assert_error(400, "M_INVALID_PARAM");
+    summary(&bob, &format!("!nowhere:{}", hs.server_name()))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    summary(&bob, &format!("#nowhere:{}", hs.server_name()))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    bob.get("/_matrix/client/v1/room_summary/not-a-room")
+        .await
+        .assert_error(400, "M_INVALID_PARAM");
 }
 
 #[tokio::test]
@@ -333,11 +499,25 @@ async fn summary_of_a_knockable_room_tracks_the_knock() {
         json!({"preset": "private_chat", "initial_state": [{"type": "m.room.join_rules", "state_key": "", "content": {"join_rule": "knock"}}]}),
     )
     .await;
-    let anon = summary(&TestClient::anonymous(&hs), &room).await.assert_ok().clone();
+    let anon = summary(&TestClient::anonymous(&hs), &room)
+        .await
+        .assert_ok()
+        .clone();
     assert_eq!(anon["join_rule"], "knock");
-    assert_eq!(summary(&bob, &room).await.assert_ok()["membership"], "leave");
-    bob.post(&format!("/_matrix/client/v3/knock/{}", enc(&room)), json!({})).await.assert_ok();
-    assert_eq!(summary(&bob, &room).await.assert_ok()["membership"], "knock");
+    assert_eq!(
+        summary(&bob, &room).await.assert_ok()["membership"],
+        "leave"
+    );
+    bob.post(
+        &format!("/_matrix/client/v3/knock/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    assert_eq!(
+        summary(&bob, &room).await.assert_ok()["membership"],
+        "knock"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -364,7 +544,7 @@ async fn hierarchy_and_summary_responses_match_the_spec_schemas() {
     let h = |room: &str, q: &str| format!("/_matrix/client/v1/rooms/{}/hierarchy{q}", enc(room));
     let s = |room: &str| format!("/_matrix/client/v1/room_summary/{}", enc(room));
     let anon = TestClient::anonymous(&hs);
-    let mut calls = vec![
+    let calls = vec![
         (h(&t.s, ""), alice.get(&h(&t.s, "")).await),
         (h(&t.s, "?limit=1"), alice.get(&h(&t.s, "?limit=1")).await),
         (h(&t.s, "?limit=0"), alice.get(&h(&t.s, "?limit=0")).await),
@@ -382,5 +562,9 @@ async fn hierarchy_and_summary_responses_match_the_spec_schemas() {
             problems.extend(vs.iter().map(|v| format!("{v}")));
         }
     }
-    assert!(problems.is_empty(), "spec violations:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "spec violations:\n{}",
+        problems.join("\n")
+    );
 }

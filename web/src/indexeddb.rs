@@ -42,6 +42,46 @@ pub fn idb_version() -> u32 {
     SCHEMA_VERSION * 1000 + TREES.len() as u32
 }
 
+// `getAllRecords` (Chromium 141+) reads keys and values of a range in either direction in one
+// request; without it a backward scan steps a cursor record by record. The helper flattens
+// the records to [key, value, key, value, ...] so Rust walks one array.
+#[wasm_bindgen(inline_js = r#"
+export function has_get_all_records() {
+  return typeof IDBObjectStore !== 'undefined' && 'getAllRecords' in IDBObjectStore.prototype;
+}
+export function get_all_records(store, query, count, direction) {
+  return new Promise((resolve, reject) => {
+    const req = store.getAllRecords({ query, count, direction });
+    req.onsuccess = () => {
+      const flat = [];
+      for (const r of req.result) flat.push(r.key, r.value);
+      resolve(flat);
+    };
+    req.onerror = () => reject(req.error);
+  });
+}
+"#)]
+extern "C" {
+    #[wasm_bindgen(js_name = has_get_all_records)]
+    fn has_get_all_records_js() -> bool;
+
+    #[wasm_bindgen(catch)]
+    fn get_all_records(
+        store: &web_sys::IdbObjectStore,
+        query: &JsValue,
+        count: u32,
+        direction: &str,
+    ) -> Result<js_sys::Promise, JsValue>;
+}
+
+thread_local! {
+    static HAS_GET_ALL_RECORDS: bool = has_get_all_records_js();
+}
+
+fn has_get_all_records() -> bool {
+    HAS_GET_ALL_RECORDS.with(|has| *has)
+}
+
 #[wasm_bindgen]
 extern "C" {
     /// A monotonic clock with sub-millisecond resolution, in any global scope.
@@ -62,6 +102,8 @@ pub struct IndexedDbStorage {
     last_error: RefCell<Option<StorageFailure>>,
     stats: RefCell<OpStats>,
     cache: RefCell<ReadCache>,
+    /// Whether scans may use `getAllRecords` where the browser has it.
+    bulk_records: Cell<bool>,
     /// The browser holds these as event handlers; they must live as long as the connection.
     _on_versionchange: Closure<dyn FnMut()>,
     _on_close: Closure<dyn FnMut()>,
@@ -162,6 +204,7 @@ impl IndexedDbStorage {
             last_error: RefCell::new(None),
             stats: RefCell::default(),
             cache: RefCell::default(),
+            bulk_records: Cell::new(true),
             _on_versionchange: on_versionchange,
             _on_close: on_close,
         })
@@ -187,6 +230,12 @@ impl IndexedDbStorage {
     /// The most recent failure, left in place.
     pub fn last_error(&self) -> Option<StorageFailure> {
         self.last_error.borrow().clone()
+    }
+
+    /// Turns the single-request `getAllRecords` scans off, so tests can exercise the cursor
+    /// path that browsers without it (Firefox, Safari today) take.
+    pub fn set_bulk_records(&self, enabled: bool) {
+        self.bulk_records.set(enabled);
     }
 
     /// Operation counts and time spent since the connection opened.
@@ -320,6 +369,24 @@ impl IndexedDbStorage {
         let store = tx.object_store(tree).map_err(map_error)?;
         let query = idb_key_range(&range)?;
         let count = u32::try_from(limit).unwrap_or(u32::MAX);
+        if self.bulk_records.get() && has_get_all_records() {
+            let sys: &web_sys::IdbObjectStore = store.as_sys().unchecked_ref();
+            let order = match direction {
+                Direction::Forward => "next",
+                Direction::Backward => "prev",
+            };
+            let promise =
+                get_all_records(sys, &query, count, order).map_err(|e| js_storage_error(&e))?;
+            let records = JsFuture::from(promise)
+                .await
+                .map_err(|e| self.map_closed(js_storage_error(&e)))?;
+            let records = js_sys::Array::from(&records);
+            let mut out = Vec::with_capacity(records.length() as usize / 2);
+            for pair in records.iter().collect::<Vec<_>>().chunks_exact(2) {
+                out.push((js_to_bytes(&pair[0])?, js_to_bytes(&pair[1])?));
+            }
+            return Ok(out);
+        }
         match direction {
             Direction::Forward => {
                 // Two bulk reads in one transaction see the same snapshot, and are far cheaper
@@ -623,6 +690,13 @@ pub fn map_dom_exception(dom: &web_sys::DomException) -> StorageError {
         }
         "NotFoundError" => StorageError::UnknownTree(message),
         _ => StorageError::Backend(format!("{name}: {message}")),
+    }
+}
+
+fn js_storage_error(value: &JsValue) -> StorageError {
+    match value.dyn_ref::<web_sys::DomException>() {
+        Some(dom) => map_dom_exception(dom),
+        None => StorageError::Backend(js_message(value)),
     }
 }
 

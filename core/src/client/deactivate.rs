@@ -1,7 +1,7 @@
 //! Account deactivation: `POST /account/deactivate`.
 //!
 //! A deactivated account leaves every room it is in, loses every device (with its tokens,
-//! end-to-end keys and pushers) and its contact 3PIDs, and can never log in again: login
+//! end-to-end keys and pushers), its cross-signing keys, its key backups and its contact 3PIDs, and can never log in again: login
 //! answers `M_USER_DEACTIVATED`. The user record stays, so the user id is never handed out
 //! again. With `erase: true` the non-event data goes too: display name, avatar, the other
 //! profile fields, account data (push rules and tags included), presence and filters. The
@@ -25,7 +25,7 @@ use serde_json::json;
 use crate::client::devices::remove_device;
 use crate::client::uia::{self, Operation, UiaError};
 use crate::db::append::{NewEvent, RoomTxn};
-use crate::db::{prefix, rooms, to_json, users};
+use crate::db::{backup, e2ee, prefix, rooms, to_json, users};
 use crate::error::{MatrixError, Result};
 use crate::router::Router;
 use crate::storage::Batch;
@@ -83,6 +83,10 @@ async fn deactivate(
     for dev in users::list_devices(hs, &user).await? {
         remove_device(hs, &mut batch, &user, &dev).await?;
     }
+    if e2ee::delete_cross_signing(hs, &mut batch, &user).await? {
+        e2ee::record_key_change(&mut batch, hs.alloc_pos(), &user);
+    }
+    backup::delete_all_backups(hs, &mut batch, &user).await?;
     if let Some(s) = &ctx.session {
         // A token whose device record is gone must stop working as well.
         batch.delete("tokens", s.access_token.as_bytes().to_vec());

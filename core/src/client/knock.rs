@@ -134,10 +134,10 @@ pub fn restricted_allow(
 /// Whether `user` meets one of the `allow` conditions: joined to one of the listed rooms.
 pub async fn meets_allow(hs: &Homeserver, allow: &Restricted, user: &UserId) -> Result<bool> {
     for rule in &allow.allow {
-        if let AllowRule::RoomMembership(m) = rule {
-            if rooms::membership(hs, &m.room_id, user).await? == Some(MembershipState::Join) {
-                return Ok(true);
-            }
+        if let AllowRule::RoomMembership(m) = rule
+            && rooms::membership(hs, &m.room_id, user).await? == Some(MembershipState::Join)
+        {
+            return Ok(true);
         }
     }
     Ok(false)

@@ -29,8 +29,8 @@ use std::rc::Rc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ruma::api::client::search::search_events::v3::{
-    Criteria, EventContextResult, GroupingKey, OrderBy, Request, Response, ResultCategories, ResultGroup,
-    ResultGroupMap, ResultRoomEvents, SearchKeys, SearchResult, UserProfile,
+    Criteria, EventContextResult, GroupingKey, OrderBy, Request, Response, ResultCategories,
+    ResultGroup, ResultGroupMap, ResultRoomEvents, SearchKeys, SearchResult, UserProfile,
 };
 use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId};
 use serde::{Deserialize, Serialize};
@@ -85,9 +85,14 @@ pub fn words(text: &str) -> Vec<String> {
 }
 
 fn index_keys(pdu: &Pdu) -> Vec<Vec<u8>> {
-    let Some((_, text)) = searchable(&pdu.event_type, &pdu.content) else { return Vec::new() };
+    let Some((_, text)) = searchable(&pdu.event_type, &pdu.content) else {
+        return Vec::new();
+    };
     let distinct: BTreeSet<String> = words(text).into_iter().take(MAX_WORDS_PER_EVENT).collect();
-    distinct.iter().map(|w| key(&[pdu.room_id.as_bytes(), w.as_bytes(), &pos_bytes(pdu.pos)])).collect()
+    distinct
+        .iter()
+        .map(|w| key(&[pdu.room_id.as_bytes(), w.as_bytes(), &pos_bytes(pdu.pos)]))
+        .collect()
 }
 
 /// Adds a new event's words to the index, in the batch that appends it.
@@ -167,7 +172,10 @@ impl Query {
                 SearchKeys::ContentName => "content.name",
                 SearchKeys::ContentTopic => "content.topic",
                 other => {
-                    return Err(MatrixError::invalid_param(format!("unknown search key {:?}", other.as_str())));
+                    return Err(MatrixError::invalid_param(format!(
+                        "unknown search key {:?}",
+                        other.as_str()
+                    )));
                 }
             });
         }
@@ -177,20 +185,39 @@ impl Query {
         let order = match &c.order_by {
             None | Some(OrderBy::Rank) => Order::Rank,
             Some(OrderBy::Recent) => Order::Recent,
-            Some(other) => return Err(MatrixError::invalid_param(format!("unknown order_by {:?}", other.as_str()))),
+            Some(other) => {
+                return Err(MatrixError::invalid_param(format!(
+                    "unknown order_by {:?}",
+                    other.as_str()
+                )));
+            }
         };
-        let limit = c.filter.limit.map(|l| u64::from(l) as usize).unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
+        let limit = c
+            .filter
+            .limit
+            .map(|l| u64::from(l) as usize)
+            .unwrap_or(DEFAULT_LIMIT)
+            .clamp(1, MAX_LIMIT);
         let mut groupings = Vec::new();
         for g in &c.groupings.group_by {
             match &g.key {
                 Some(k @ (GroupingKey::RoomId | GroupingKey::Sender)) => groupings.push(k.clone()),
                 Some(other) => {
-                    return Err(MatrixError::invalid_param(format!("unknown group key {:?}", other.as_str())));
+                    return Err(MatrixError::invalid_param(format!(
+                        "unknown group key {:?}",
+                        other.as_str()
+                    )));
                 }
                 None => {}
             }
         }
-        Ok(Self { words: terms, keys, order, limit, groupings })
+        Ok(Self {
+            words: terms,
+            keys,
+            order,
+            limit,
+            groupings,
+        })
     }
 }
 
@@ -220,19 +247,32 @@ async fn candidates(
         for w in terms {
             // No separator after the word: the scan finds every word it is a prefix of.
             let pfx = key(&[room.as_bytes(), w.as_bytes()]);
-            let rows = hs.store.scan(SEARCH_TREE, KeyRange::prefix(&pfx), Direction::Backward, MAX_POSTINGS).await?;
+            let rows = hs
+                .store
+                .scan(
+                    SEARCH_TREE,
+                    KeyRange::prefix(&pfx),
+                    Direction::Backward,
+                    MAX_POSTINGS,
+                )
+                .await?;
             let mut found = BTreeMap::new();
             for (k, v) in rows {
                 let Some(pos) = pos_from(&k) else { continue };
                 if !below(pos) {
                     continue;
                 }
-                let Ok(id) = OwnedEventId::try_from(String::from_utf8_lossy(&v).as_ref()) else { continue };
+                let Ok(id) = OwnedEventId::try_from(String::from_utf8_lossy(&v).as_ref()) else {
+                    continue;
+                };
                 found.insert(pos, id);
             }
             let next = match acc {
                 None => found,
-                Some(prev) => prev.into_iter().filter(|(p, _)| found.contains_key(p)).collect(),
+                Some(prev) => prev
+                    .into_iter()
+                    .filter(|(p, _)| found.contains_key(p))
+                    .collect(),
             };
             let empty = next.is_empty();
             acc = Some(next);
@@ -242,32 +282,60 @@ async fn candidates(
         }
         out.extend(acc.unwrap_or_default());
     }
-    out.sort_by(|a, b| b.0.cmp(&a.0));
+    out.sort_by_key(|(pos, _)| std::cmp::Reverse(*pos));
     Ok(out)
 }
 
 /// Checks a candidate against its stored event: searchable under a requested key, still
 /// matching every word, passing the filter and the token's group, visible to the caller.
-async fn check(hs: &Homeserver, user: &UserId, c: &Criteria, q: &Query, token: &Token, id: &OwnedEventId) -> Result<Option<Hit>> {
-    let Some(pdu) = rooms::get_pdu(hs, id.as_str()).await? else { return Ok(None) };
-    let Some((k, text)) = searchable(&pdu.event_type, &pdu.content) else { return Ok(None) };
+async fn check(
+    hs: &Homeserver,
+    user: &UserId,
+    c: &Criteria,
+    q: &Query,
+    token: &Token,
+    id: &OwnedEventId,
+) -> Result<Option<Hit>> {
+    let Some(pdu) = rooms::get_pdu(hs, id.as_str()).await? else {
+        return Ok(None);
+    };
+    let Some((k, text)) = searchable(&pdu.event_type, &pdu.content) else {
+        return Ok(None);
+    };
     if !q.keys.contains(k) || token.sender.as_ref().is_some_and(|s| *s != pdu.sender) {
         return Ok(None);
     }
     let text_words = words(text);
-    if text_words.is_empty() || !q.words.iter().all(|w| text_words.iter().any(|t| t.starts_with(w.as_str()))) {
+    if text_words.is_empty()
+        || !q
+            .words
+            .iter()
+            .all(|w| text_words.iter().any(|t| t.starts_with(w.as_str())))
+    {
         return Ok(None);
     }
     if !filter_matches(&c.filter, &pdu) || !rooms::can_see_event(hs, user, &pdu).await? {
         return Ok(None);
     }
-    let matched: Vec<&String> = text_words.iter().filter(|t| q.words.iter().any(|w| t.starts_with(w.as_str()))).collect();
+    let matched: Vec<&String> = text_words
+        .iter()
+        .filter(|t| q.words.iter().any(|w| t.starts_with(w.as_str())))
+        .collect();
     let rank = matched.len() as f64 / text_words.len() as f64;
-    Ok(Some(Hit { rank, matched: matched.into_iter().cloned().collect(), pdu }))
+    Ok(Some(Hit {
+        rank,
+        matched: matched.into_iter().cloned().collect(),
+        pdu,
+    }))
 }
 
 /// Rooms searched: those the caller is joined to, narrowed by the filter and the token's group.
-async fn searched_rooms(hs: &Homeserver, user: &UserId, c: &Criteria, token: &Token) -> Result<Vec<OwnedRoomId>> {
+async fn searched_rooms(
+    hs: &Homeserver,
+    user: &UserId,
+    c: &Criteria,
+    token: &Token,
+) -> Result<Vec<OwnedRoomId>> {
     let f = &c.filter;
     Ok(rooms::joined_rooms(hs, user)
         .await?
@@ -286,10 +354,15 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
     let q = Query::parse(c)?;
     let token = match &req.next_batch {
         Some(t) => Token::decode(t)?,
-        None => Token { order: Some(q.order), ..Token::default() },
+        None => Token {
+            order: Some(q.order),
+            ..Token::default()
+        },
     };
     if token.order != Some(q.order) {
-        return Err(MatrixError::invalid_param("next_batch belongs to a search with another order_by"));
+        return Err(MatrixError::invalid_param(
+            "next_batch belongs to a search with another order_by",
+        ));
     }
     let mut out = ResultRoomEvents::new();
     if q.words.is_empty() {
@@ -301,7 +374,10 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
 
     let snapshot = token.snapshot.unwrap_or_else(|| hs.current_pos());
     let upper = match q.order {
-        Order::Recent => token.before.map(Bound::Excluded).unwrap_or(Bound::Unbounded),
+        Order::Recent => token
+            .before
+            .map(Bound::Excluded)
+            .unwrap_or(Bound::Unbounded),
         Order::Rank => Bound::Included(snapshot),
     };
     let rooms = searched_rooms(hs, &s.user_id, c, &token).await?;
@@ -320,7 +396,11 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
     }
 
     // The page, and where the next one starts.
-    let offset = if q.order == Order::Rank { token.offset.unwrap_or(0) } else { 0 };
+    let offset = if q.order == Order::Rank {
+        token.offset.unwrap_or(0)
+    } else {
+        0
+    };
     if q.order == Order::Rank {
         hits.sort_by(|a, b| b.rank.total_cmp(&a.rank).then(b.pdu.pos.cmp(&a.pdu.pos)));
     }
@@ -330,24 +410,53 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
         let in_group: Vec<&Hit> = hits.iter().filter(|h| group(h)).collect();
         match q.order {
             Order::Recent => {
-                let shown: Vec<&&Hit> = in_group.iter().filter(|h| page.iter().any(|p| p.pdu.pos == h.pdu.pos)).collect();
+                let shown: Vec<&&Hit> = in_group
+                    .iter()
+                    .filter(|h| page.iter().any(|p| p.pdu.pos == h.pdu.pos))
+                    .collect();
                 let more = in_group.len() > shown.len();
                 let before = match (more, shown.last(), unexamined_below) {
                     (true, Some(last), _) => Some(last.pdu.pos),
                     (false, _, Some(below)) => Some(below),
                     _ => None,
                 };
-                before.map(|b| Token { order: Some(Order::Recent), before: Some(b), ..restrict }.encode()).transpose()
+                before
+                    .map(|b| {
+                        Token {
+                            order: Some(Order::Recent),
+                            before: Some(b),
+                            ..restrict
+                        }
+                        .encode()
+                    })
+                    .transpose()
             }
             Order::Rank => {
-                let upto = hits.get(..end).unwrap_or(&[]).iter().filter(|h| group(h)).count();
+                let upto = hits
+                    .get(..end)
+                    .unwrap_or(&[])
+                    .iter()
+                    .filter(|h| group(h))
+                    .count();
                 (upto < in_group.len())
-                    .then(|| Token { order: Some(Order::Rank), snapshot: Some(snapshot), offset: Some(upto), ..restrict }.encode())
+                    .then(|| {
+                        Token {
+                            order: Some(Order::Rank),
+                            snapshot: Some(snapshot),
+                            offset: Some(upto),
+                            ..restrict
+                        }
+                        .encode()
+                    })
                     .transpose()
             }
         }
     };
-    let base = Token { room: token.room.clone(), sender: token.sender.clone(), ..Token::default() };
+    let base = Token {
+        room: token.room.clone(),
+        sender: token.sender.clone(),
+        ..Token::default()
+    };
     out.next_batch = next_for(&|_| true, base)?;
     out.count = Some(UInt::new_saturating(hits.len() as u64));
 
@@ -357,7 +466,9 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
         highlights.extend(h.matched.iter().cloned());
         let mut r = SearchResult::new();
         r.rank = Some(h.rank);
-        r.result = Some(raw(&h.pdu.to_client(now, Some((&s.user_id, s.device_id.as_str()))))?);
+        r.result = Some(raw(&h
+            .pdu
+            .to_client(now, Some((&s.user_id, s.device_id.as_str()))))?);
         r.context = context(hs, s, c, &h.pdu).await?;
         out.results.push(r);
     }
@@ -383,10 +494,22 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
             };
             let mut group = ResultGroup::new();
             group.order = Some(UInt::new_saturating(i as u64 + 1));
-            group.results = page.iter().filter(|h| member(h)).map(|h| h.pdu.event_id.clone()).collect();
+            group.results = page
+                .iter()
+                .filter(|h| member(h))
+                .map(|h| h.pdu.event_id.clone())
+                .collect();
             let restrict = match g {
-                GroupingKey::RoomId => Token { room: OwnedRoomId::try_from(k.as_str()).ok(), sender: token.sender.clone(), ..Token::default() },
-                _ => Token { room: token.room.clone(), sender: OwnedUserId::try_from(k.as_str()).ok(), ..Token::default() },
+                GroupingKey::RoomId => Token {
+                    room: OwnedRoomId::try_from(k.as_str()).ok(),
+                    sender: token.sender.clone(),
+                    ..Token::default()
+                },
+                _ => Token {
+                    room: token.room.clone(),
+                    sender: OwnedUserId::try_from(k.as_str()).ok(),
+                    ..Token::default()
+                },
             };
             group.next_batch = next_for(&member, restrict)?;
             match g {
@@ -412,7 +535,13 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
         let result_rooms: BTreeSet<&RoomId> = page.iter().map(|h| &*h.pdu.room_id).collect();
         for room in result_rooms {
             let state = rooms::current_state_events(hs, room).await?;
-            out.state.insert(room.to_owned(), state.iter().map(|p| raw(&p.to_client(now, None))).collect::<Result<_>>()?);
+            out.state.insert(
+                room.to_owned(),
+                state
+                    .iter()
+                    .map(|p| raw(&p.to_client(now, None)))
+                    .collect::<Result<_>>()?,
+            );
         }
     }
 
@@ -423,7 +552,12 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
 
 /// Visible events around a result (the search filter applies to them too), with pagination
 /// tokens and, when asked, the senders' profiles as of the result.
-async fn context(hs: &Homeserver, s: &Session, c: &Criteria, pdu: &Pdu) -> Result<EventContextResult> {
+async fn context(
+    hs: &Homeserver,
+    s: &Session,
+    c: &Criteria,
+    pdu: &Pdu,
+) -> Result<EventContextResult> {
     let before_n = (u64::from(c.event_context.before_limit) as usize).min(MAX_CONTEXT);
     let after_n = (u64::from(c.event_context.after_limit) as usize).min(MAX_CONTEXT);
     let viewer = Some((&*s.user_id, s.device_id.as_str()));
@@ -435,12 +569,23 @@ async fn context(hs: &Homeserver, s: &Session, c: &Criteria, pdu: &Pdu) -> Resul
     let mut cursor = pdu.pos.saturating_sub(1);
     let mut scanned = 0;
     while before.len() < before_n && cursor > 0 && scanned < budget(before_n) {
-        let page = rooms::timeline_events(hs, &pdu.room_id, 0, cursor, Direction::Backward, before_n * 2).await?;
+        let page = rooms::timeline_events(
+            hs,
+            &pdu.room_id,
+            0,
+            cursor,
+            Direction::Backward,
+            before_n * 2,
+        )
+        .await?;
         let Some(last) = page.last() else { break };
         cursor = last.pos.saturating_sub(1);
         scanned += page.len();
         for p in page {
-            if before.len() < before_n && filter_matches(&c.filter, &p) && rooms::can_see_event(hs, &s.user_id, &p).await? {
+            if before.len() < before_n
+                && filter_matches(&c.filter, &p)
+                && rooms::can_see_event(hs, &s.user_id, &p).await?
+            {
                 before.push(p);
             }
         }
@@ -450,35 +595,70 @@ async fn context(hs: &Homeserver, s: &Session, c: &Criteria, pdu: &Pdu) -> Resul
     let head = hs.current_pos();
     let mut scanned = 0;
     while after.len() < after_n && cursor < head && scanned < budget(after_n) {
-        let page = rooms::timeline_events(hs, &pdu.room_id, cursor, head, Direction::Forward, after_n * 2).await?;
+        let page = rooms::timeline_events(
+            hs,
+            &pdu.room_id,
+            cursor,
+            head,
+            Direction::Forward,
+            after_n * 2,
+        )
+        .await?;
         let Some(last) = page.last() else { break };
         cursor = last.pos;
         scanned += page.len();
         for p in page {
-            if after.len() < after_n && filter_matches(&c.filter, &p) && rooms::can_see_event(hs, &s.user_id, &p).await? {
+            if after.len() < after_n
+                && filter_matches(&c.filter, &p)
+                && rooms::can_see_event(hs, &s.user_id, &p).await?
+            {
                 after.push(p);
             }
         }
     }
 
     let mut r = EventContextResult::new();
-    r.start = Some(tokens::format(before.last().map_or(pdu.pos, |p| p.pos).saturating_sub(1)));
+    r.start = Some(tokens::format(
+        before.last().map_or(pdu.pos, |p| p.pos).saturating_sub(1),
+    ));
     r.end = Some(tokens::format(after.last().map_or(pdu.pos, |p| p.pos)));
     if c.event_context.include_profile {
-        let senders: BTreeSet<&UserId> =
-            before.iter().chain(after.iter()).map(|p| &*p.sender).chain(std::iter::once(&*pdu.sender)).collect();
+        let senders: BTreeSet<&UserId> = before
+            .iter()
+            .chain(after.iter())
+            .map(|p| &*p.sender)
+            .chain(std::iter::once(&*pdu.sender))
+            .collect();
         let state = rooms::state_at(hs, &pdu.room_id, pdu.pos).await?;
         for sender in senders {
-            let Some(id) = state.get(&("m.room.member".to_owned(), sender.to_string())) else { continue };
-            let Some(member) = rooms::get_pdu(hs, id.as_str()).await? else { continue };
+            let Some(id) = state.get(&("m.room.member".to_owned(), sender.to_string())) else {
+                continue;
+            };
+            let Some(member) = rooms::get_pdu(hs, id.as_str()).await? else {
+                continue;
+            };
             let mut profile = UserProfile::new();
-            profile.displayname = member.content.get("displayname").and_then(Value::as_str).map(str::to_owned);
-            profile.avatar_url =
-                member.content.get("avatar_url").and_then(Value::as_str).and_then(|a| OwnedMxcUri::try_from(a).ok());
+            profile.displayname = member
+                .content
+                .get("displayname")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            profile.avatar_url = member
+                .content
+                .get("avatar_url")
+                .and_then(Value::as_str)
+                .map(OwnedMxcUri::from)
+                .filter(|a| a.is_valid());
             r.profile_info.insert(sender.to_owned(), profile);
         }
     }
-    r.events_before = before.iter().map(|p| raw(&p.to_client(now, viewer))).collect::<Result<_>>()?;
-    r.events_after = after.iter().map(|p| raw(&p.to_client(now, viewer))).collect::<Result<_>>()?;
+    r.events_before = before
+        .iter()
+        .map(|p| raw(&p.to_client(now, viewer)))
+        .collect::<Result<_>>()?;
+    r.events_after = after
+        .iter()
+        .map(|p| raw(&p.to_client(now, viewer)))
+        .collect::<Result<_>>()?;
     Ok(r)
 }

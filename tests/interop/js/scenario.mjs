@@ -117,6 +117,7 @@ function recordingFetch(who) {
             if (rec) rec.ended = performance.now();
             entry.ok = resp.ok;
             entry.line = `${method} ${url.pathname} -> ${resp.status}`;
+            if (isSync && resp.ok) noteDeliveries(who, url.searchParams.get("since"), await resp.clone().json());
             if (!resp.ok) entry.line += ` ${(await resp.clone().text()).slice(0, 400)}`;
             return resp;
         } catch (e) {
@@ -127,6 +128,18 @@ function recordingFetch(who) {
         }
     };
     return { fetchFn, syncs };
+}
+
+// Every timeline event id each client's /sync delivered, to catch an event delivered twice.
+const deliveries = new Map(); // "who event_id" -> [since tokens of the syncs that carried it]
+
+function noteDeliveries(who, since, body) {
+    for (const [roomId, room] of Object.entries(body?.rooms?.join ?? {})) {
+        for (const e of room?.timeline?.events ?? []) {
+            const key = `${who} ${roomId} ${e.event_id}`;
+            deliveries.set(key, [...(deliveries.get(key) ?? []), since ?? "(initial)"]);
+        }
+    }
 }
 
 function anonymousClient(who) {
@@ -409,6 +422,13 @@ await step("bob leaves", ["bob joins"], async () => {
     await until(() => timelineBodies(aliceRoom()).includes(body), "alice's message to come back through her sync");
     await new Promise((r) => setTimeout(r, 1_000));
     check(!timelineBodies(bobRoom()).includes(body), "bob received a message sent after he left");
+});
+
+await step("no /sync delivers a timeline event twice", ["bob joins"], async () => {
+    const twice = [...deliveries].filter(([, tokens]) => tokens.length > 1);
+    const shown = twice.slice(0, 3).map(([k, t]) => `${k} (since ${t.join(", ")})`);
+    check(twice.length === 0, `${twice.length} events delivered more than once, e.g. ${shown.join("; ")}`);
+    return `${deliveries.size} deliveries checked`;
 });
 
 for (const u of Object.values(users)) u.client?.stopClient();

@@ -125,13 +125,24 @@ class User:
         config = AsyncClientConfig(store_sync_tokens=False, encryption_enabled=False)
         self.client = AsyncClient(base_url, self.localpart, config=config)
         self.user_id = ""
+        # (room, event id) -> `since` tokens of the syncs whose timeline carried it.
+        self.deliveries: dict[tuple[str, str], list[str]] = {}
+
+    async def sync(self, timeout: int, **kwargs: Any) -> SyncResponse:
+        """One /sync from the client's last token, noting each timeline event it delivers."""
+        since = self.client.next_batch or "(initial)"
+        resp = ok(await self.client.sync(timeout=timeout, **kwargs), SyncResponse, f"{self.name}'s /sync")
+        for room_id, info in resp.rooms.join.items():
+            for e in info.timeline.events:
+                if getattr(e, "event_id", None):
+                    self.deliveries.setdefault((room_id, e.event_id), []).append(since)
+        return resp
 
     async def sync_until(self, probe: Callable[[SyncResponse], Any], what: str, limit_s: float = 15.0) -> Any:
         """Incremental syncs (short long-polls) until `probe` finds what it looks for."""
         deadline = time.monotonic() + limit_s
         while time.monotonic() < deadline:
-            resp = ok(await self.client.sync(timeout=1000), SyncResponse, f"{self.name}'s /sync")
-            found = probe(resp)
+            found = probe(await self.sync(timeout=1000))
             if found:
                 return found
         raise StepFailure(f"{self.name} never saw {what} within {limit_s:.0f} s")
@@ -180,7 +191,7 @@ async def main(base_url: str) -> int:
             who = ok(await u.client.whoami(), WhoamiResponse, "whoami")
             check(who.user_id == u.user_id and who.device_id == r.device_id, f"whoami {who}")
             # The first sync: no `since`, gives the starting point for every later one.
-            first = ok(await u.client.sync(timeout=0, full_state=True), SyncResponse, "initial /sync")
+            first = await u.sync(timeout=0, full_state=True)
             check(first.next_batch, "initial sync has no next_batch")
 
         await step(f"login {u.name} with password", [f"register {u.name} (m.login.dummy)"], login)
@@ -278,9 +289,9 @@ async def main(base_url: str) -> int:
         rid = room["id"]
         text = f"wake up {RUN}"
         # Catch up first (bob's own last message is still ahead of his token), so the poll below is idle.
-        ok(await bob.client.sync(timeout=0), SyncResponse, "bob's catch-up /sync")
+        await bob.sync(timeout=0)
         started = time.monotonic()
-        poll = asyncio.create_task(bob.client.sync(timeout=SYNC_TIMEOUT_MS))
+        poll = asyncio.create_task(bob.sync(timeout=SYNC_TIMEOUT_MS))
         await asyncio.sleep(0.5)
         if poll.done():
             raise StepFailure(f"the server answered an idle /sync at once instead of holding it: {poll.result()}")
@@ -290,7 +301,7 @@ async def main(base_url: str) -> int:
             RoomSendResponse,
             "send",
         )
-        resp = ok(await poll, SyncResponse, "bob's long-poll")
+        resp = await poll
         latency = time.monotonic() - sent_at
         events = [e for e in joined_timeline(resp, rid) if isinstance(e, RoomMessageText) and e.body == text]
         check(events, f"the woken poll did not carry the message; timeline: {joined_timeline(resp, rid)}")
@@ -407,7 +418,7 @@ async def main(base_url: str) -> int:
             RoomSendResponse,
             "send",
         )
-        resp = ok(await bob.client.sync(timeout=1000), SyncResponse, "bob's /sync")
+        resp = await bob.sync(timeout=1000)
         leaked = [
             e
             for info in (*resp.rooms.join.values(), *resp.rooms.leave.values())
@@ -417,6 +428,18 @@ async def main(base_url: str) -> int:
         check(not leaked, "bob received a message sent after he left")
 
     await step("bob leaves", ["bob joins"], leave)
+
+    async def no_duplicates() -> str:
+        twice = [
+            f"{u.name}: {event_id} in {room_id} (since {', '.join(tokens)})"
+            for u in (alice, bob)
+            for (room_id, event_id), tokens in u.deliveries.items()
+            if len(tokens) > 1
+        ]
+        check(not twice, f"{len(twice)} events delivered more than once, e.g. {'; '.join(twice[:3])}")
+        return f"{sum(len(u.deliveries) for u in (alice, bob))} deliveries checked"
+
+    await step("no /sync delivers a timeline event twice", ["bob joins"], no_duplicates)
 
     for u in (alice, bob):
         await u.client.close()
