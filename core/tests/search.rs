@@ -15,9 +15,10 @@ async fn create_room(c: &TestClient, body: Value) -> String {
 }
 
 async fn send_text(c: &TestClient, room: &str, text: &str) -> String {
+    static TXN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let txn = format!(
         "t{}",
-        text.len() * 7919 + text.bytes().map(usize::from).sum::<usize>()
+        TXN.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     );
     let r = c
         .put(
@@ -272,6 +273,62 @@ async fn recent_order_pages_newest_first() {
         )
         .await
         .assert_error(400, "M_INVALID_PARAM");
+}
+
+#[tokio::test]
+async fn search_examines_a_bounded_number_of_candidates_and_pages_past_them() {
+    let (hs, _) = test_server(13).await;
+    let alice = TestClient::register(&hs, "alice").await;
+    let bob = TestClient::register(&hs, "bob").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    join(&bob, &room).await;
+    for i in 0..3 {
+        send_text(&bob, &room, &format!("zebra from bob {i}")).await;
+    }
+    // More newer candidates than one request examines (500), none of which pass the filter.
+    for i in 0..510 {
+        send_text(&alice, &room, &format!("zebra {i}")).await;
+    }
+    let criteria =
+        json!({"search_term": "zebra", "order_by": "recent", "filter": {"senders": [bob.user_id]}});
+    let started = std::time::Instant::now();
+    let p1 = search(&alice, criteria.clone()).await;
+    let took = started.elapsed();
+    assert!(
+        bodies(&p1).is_empty(),
+        "the first 500 candidates are all alice's"
+    );
+    let next = p1["next_batch"]
+        .as_str()
+        .expect("the unexamined rest is one page away")
+        .to_owned();
+    let p2 = search_page(&alice, criteria, &next).await;
+    assert_eq!(
+        bodies(&p2),
+        vec!["zebra from bob 2", "zebra from bob 1", "zebra from bob 0"]
+    );
+    assert!(p2.get("next_batch").is_none());
+    eprintln!("one search request over 500 examined candidates: {took:?}");
+
+    // Without the filter, every match is reachable page by page, newest first.
+    let mut seen = Vec::new();
+    let mut next: Option<String> = None;
+    loop {
+        let criteria =
+            json!({"search_term": "zebra", "order_by": "recent", "filter": {"limit": 50}});
+        let page = match &next {
+            None => search(&alice, criteria).await,
+            Some(t) => search_page(&alice, criteria, t).await,
+        };
+        seen.extend(bodies(&page));
+        match page["next_batch"].as_str() {
+            Some(t) => next = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 513);
+    assert_eq!(seen.first().map(String::as_str), Some("zebra 509"));
+    assert_eq!(seen.last().map(String::as_str), Some("zebra from bob 0"));
 }
 
 #[tokio::test]
