@@ -29,5 +29,5 @@ if [ -z "$url" ]; then
     exit 1
 fi
 echo "bench: $(head -n1 "$out")"
-echo "bench: $(nproc) cores; $(uname -srm)"
+echo "bench: $(nproc) cores; $(uname -srm); load average before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$root/target/release/hearth-bench" --url "$url" "$@"

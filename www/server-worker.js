@@ -32,6 +32,8 @@ let server = null;
 let lastError = null;
 // Time spent inside the server, to tell it apart from the hops around it.
 const handled = { count: 0, totalMs: 0 };
+// Where boot time goes: waiting for the lock, compiling the wasm, opening the database.
+const bootTimings = { lockMs: null, initMs: null, startMs: null };
 let markBooted;
 const booted = new Promise((resolve) => (markBooted = resolve));
 
@@ -56,16 +58,22 @@ function reportError(error) {
 }
 
 async function boot() {
+  const asked = performance.now();
   await navigator.locks.request(SERVER_LOCK, async () => {
+    const locked = performance.now();
+    bootTimings.lockMs = locked - asked;
     try {
       await init();
+      bootTimings.initMs = performance.now() - locked;
     } catch (e) {
       reportError({ kind: 'load', message: `the server's WebAssembly failed to load: ${e?.message ?? e}` });
       return;
     }
     for (;;) {
+      const starting = performance.now();
       try {
         server = await HearthServer.start(DB_NAME);
+        bootTimings.startMs = performance.now() - starting;
         break;
       } catch (e) {
         reportError(e);
@@ -112,7 +120,7 @@ async function serve(message) {
 }
 
 async function status() {
-  const base = { instanceId, startedAt, ready: Boolean(server), error: lastError?.message ?? null, handled: { ...handled } };
+  const base = { instanceId, startedAt, ready: Boolean(server), error: lastError?.message ?? null, handled: { ...handled }, bootTimings: { ...bootTimings } };
   if (!server) return { ...base, serverName: null, version: null, storageBytes: 0, users: 0, rooms: 0, relay: 'not connected' };
   const s = await server.status();
   const storageError = s.storageError;

@@ -136,9 +136,16 @@ async fn register(
         .map(|p| users::hash_password(hs, p))
         .transpose()?;
     let mut batch = Batch::new();
+    // The first account of a server is its owner and administrator (client::moderation).
+    let first = hs
+        .store
+        .scan("users", crate::storage::KeyRange::all(), crate::storage::Direction::Forward, 1)
+        .await?
+        .is_empty();
     let record = UserRecord {
         password_hash,
         created_ts: hs.now_ms(),
+        admin: first,
         // Like other servers, start with the localpart as display name, so member lists show a
         // name rather than a bare id.
         displayname: Some(user_id.localpart().to_owned()),

@@ -19,6 +19,8 @@ pub mod user_directory;
 pub mod search;
 pub mod media;
 pub mod membership;
+pub mod moderation;
+pub mod peek;
 pub mod misc;
 pub mod misc_rooms;
 pub mod openid;
@@ -73,6 +75,8 @@ pub fn register_routes(r: &mut Router) {
     directory::routes(r);
     events::routes(r);
     membership::routes(r);
+    moderation::routes(r);
+    peek::routes(r);
     room::routes(r);
     sync::routes(r);
     keys::routes(r);

@@ -30,7 +30,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ruma::api::client::search::search_events::v3::{
     Criteria, EventContextResult, GroupingKey, OrderBy, Request, Response, ResultCategories,
-    ResultGroup, ResultGroupMap, ResultRoomEvents, SearchKeys, SearchResult, UserProfile,
+    ResultGroup, ResultGroupMap, ResultGroupMapsByGroupingKey, ResultRoomEvents, SearchKeys,
+    SearchResult, UserProfile,
 };
 use ruma::{OwnedEventId, OwnedMxcUri, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId};
 use serde::{Deserialize, Serialize};
@@ -396,69 +397,31 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
     }
 
     // The page, and where the next one starts.
-    let offset = if q.order == Order::Rank {
-        token.offset.unwrap_or(0)
-    } else {
-        0
+    let offset = match q.order {
+        Order::Rank => token.offset.unwrap_or(0),
+        Order::Recent => 0,
     };
     if q.order == Order::Rank {
         hits.sort_by(|a, b| b.rank.total_cmp(&a.rank).then(b.pdu.pos.cmp(&a.pdu.pos)));
     }
     let end = offset.saturating_add(q.limit).min(hits.len());
-    let page: &[Hit] = hits.get(offset..end).unwrap_or(&[]);
-    let next_for = |group: &dyn Fn(&Hit) -> bool, restrict: Token| -> Result<Option<String>> {
-        let in_group: Vec<&Hit> = hits.iter().filter(|h| group(h)).collect();
-        match q.order {
-            Order::Recent => {
-                let shown: Vec<&&Hit> = in_group
-                    .iter()
-                    .filter(|h| page.iter().any(|p| p.pdu.pos == h.pdu.pos))
-                    .collect();
-                let more = in_group.len() > shown.len();
-                let before = match (more, shown.last(), unexamined_below) {
-                    (true, Some(last), _) => Some(last.pdu.pos),
-                    (false, _, Some(below)) => Some(below),
-                    _ => None,
-                };
-                before
-                    .map(|b| {
-                        Token {
-                            order: Some(Order::Recent),
-                            before: Some(b),
-                            ..restrict
-                        }
-                        .encode()
-                    })
-                    .transpose()
-            }
-            Order::Rank => {
-                let upto = hits
-                    .get(..end)
-                    .unwrap_or(&[])
-                    .iter()
-                    .filter(|h| group(h))
-                    .count();
-                (upto < in_group.len())
-                    .then(|| {
-                        Token {
-                            order: Some(Order::Rank),
-                            snapshot: Some(snapshot),
-                            offset: Some(upto),
-                            ..restrict
-                        }
-                        .encode()
-                    })
-                    .transpose()
-            }
-        }
+    let pager = Pager {
+        order: q.order,
+        hits: &hits,
+        end,
+        page: hits.get(offset..end).unwrap_or(&[]),
+        snapshot,
+        unexamined_below,
     };
+    let page = pager.page;
     let base = Token {
         room: token.room.clone(),
         sender: token.sender.clone(),
         ..Token::default()
     };
-    out.next_batch = next_for(&|_| true, base)?;
+    out.next_batch = pager.next(|_| true, base)?;
     out.count = Some(UInt::new_saturating(hits.len() as u64));
+    out.groups = groups(&q, &pager, &token)?;
 
     let now = hs.now_ms();
     let mut highlights: BTreeSet<String> = q.words.iter().cloned().collect();
@@ -473,63 +436,6 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
         out.results.push(r);
     }
     out.highlights = highlights.into_iter().collect();
-
-    for g in &q.groupings {
-        let mut order = Vec::new();
-        for h in page {
-            let k = match g {
-                GroupingKey::RoomId => h.pdu.room_id.to_string(),
-                _ => h.pdu.sender.to_string(),
-            };
-            if !order.contains(&k) {
-                order.push(k);
-            }
-        }
-        let mut by_room = BTreeMap::new();
-        let mut by_sender = BTreeMap::new();
-        for (i, k) in order.iter().enumerate() {
-            let member = |h: &Hit| match g {
-                GroupingKey::RoomId => h.pdu.room_id.as_str() == k,
-                _ => h.pdu.sender.as_str() == k,
-            };
-            let mut group = ResultGroup::new();
-            group.order = Some(UInt::new_saturating(i as u64 + 1));
-            group.results = page
-                .iter()
-                .filter(|h| member(h))
-                .map(|h| h.pdu.event_id.clone())
-                .collect();
-            let restrict = match g {
-                GroupingKey::RoomId => Token {
-                    room: OwnedRoomId::try_from(k.as_str()).ok(),
-                    sender: token.sender.clone(),
-                    ..Token::default()
-                },
-                _ => Token {
-                    room: token.room.clone(),
-                    sender: OwnedUserId::try_from(k.as_str()).ok(),
-                    ..Token::default()
-                },
-            };
-            group.next_batch = next_for(&member, restrict)?;
-            match g {
-                GroupingKey::RoomId => {
-                    if let Ok(r) = OwnedRoomId::try_from(k.as_str()) {
-                        by_room.insert(r, group);
-                    }
-                }
-                _ => {
-                    if let Ok(u) = OwnedUserId::try_from(k.as_str()) {
-                        by_sender.insert(u, group);
-                    }
-                }
-            }
-        }
-        out.groups.insert(match g {
-            GroupingKey::RoomId => ResultGroupMap::RoomId(by_room),
-            _ => ResultGroupMap::Sender(by_sender),
-        });
-    }
 
     if c.include_state == Some(true) {
         let result_rooms: BTreeSet<&RoomId> = page.iter().map(|h| &*h.pdu.room_id).collect();
@@ -548,6 +454,139 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
     let mut cats = ResultCategories::new();
     cats.room_events = out;
     Ok(Response::new(cats))
+}
+
+/// The group a hit falls in under one grouping key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Group {
+    Room(OwnedRoomId),
+    Sender(OwnedUserId),
+}
+
+impl Group {
+    fn of(key: &GroupingKey, h: &Hit) -> Self {
+        match key {
+            GroupingKey::RoomId => Self::Room(h.pdu.room_id.clone()),
+            _ => Self::Sender(h.pdu.sender.clone()),
+        }
+    }
+
+    fn contains(&self, h: &Hit) -> bool {
+        match self {
+            Self::Room(r) => h.pdu.room_id == *r,
+            Self::Sender(u) => h.pdu.sender == *u,
+        }
+    }
+
+    /// The restriction of a token that continues this group, keeping the current one's other
+    /// restriction.
+    fn restrict(&self, token: &Token) -> Token {
+        match self {
+            Self::Room(r) => Token {
+                room: Some(r.clone()),
+                sender: token.sender.clone(),
+                ..Token::default()
+            },
+            Self::Sender(u) => Token {
+                room: token.room.clone(),
+                sender: Some(u.clone()),
+                ..Token::default()
+            },
+        }
+    }
+}
+
+/// Every checked hit in result order, the page shown, and what is needed to continue.
+struct Pager<'a> {
+    order: Order,
+    hits: &'a [Hit],
+    /// `hits[..end]` has been shown, on this page or earlier ones.
+    end: usize,
+    page: &'a [Hit],
+    snapshot: u64,
+    /// Set when candidates were left unexamined: they lie below this position.
+    unexamined_below: Option<u64>,
+}
+
+impl Pager<'_> {
+    /// The `next_batch` that continues the hits `member` selects, with `restrict`'s group.
+    fn next(&self, member: impl Fn(&Hit) -> bool, restrict: Token) -> Result<Option<String>> {
+        let in_group = self.hits.iter().filter(|h| member(h)).count();
+        let shown = self
+            .hits
+            .get(..self.end)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|h| member(h))
+            .count();
+        let token = match self.order {
+            Order::Recent => {
+                let last_shown = self
+                    .page
+                    .iter()
+                    .rev()
+                    .find(|h| member(h))
+                    .map(|h| h.pdu.pos);
+                let before = match (in_group > shown, last_shown) {
+                    (true, Some(last)) => Some(last),
+                    _ => self.unexamined_below,
+                };
+                before.map(|b| Token {
+                    order: Some(Order::Recent),
+                    before: Some(b),
+                    ..restrict
+                })
+            }
+            Order::Rank => (shown < in_group).then_some(Token {
+                order: Some(Order::Rank),
+                snapshot: Some(self.snapshot),
+                offset: Some(shown),
+                ..restrict
+            }),
+        };
+        token.map(|t| t.encode()).transpose()
+    }
+}
+
+/// The requested groupings of the page: each group's results, its order of first appearance,
+/// and a `next_batch` that continues within it.
+fn groups(q: &Query, pager: &Pager<'_>, token: &Token) -> Result<ResultGroupMapsByGroupingKey> {
+    let mut out = ResultGroupMapsByGroupingKey::new();
+    for key in &q.groupings {
+        let mut seen: Vec<Group> = Vec::new();
+        for h in pager.page {
+            let g = Group::of(key, h);
+            if !seen.contains(&g) {
+                seen.push(g);
+            }
+        }
+        let mut by_room = BTreeMap::new();
+        let mut by_sender = BTreeMap::new();
+        for (i, g) in seen.into_iter().enumerate() {
+            let mut rg = ResultGroup::new();
+            rg.order = Some(UInt::new_saturating(i as u64 + 1));
+            rg.results = pager
+                .page
+                .iter()
+                .filter(|h| g.contains(h))
+                .map(|h| h.pdu.event_id.clone())
+                .collect();
+            rg.next_batch = pager.next(|h| g.contains(h), g.restrict(token))?;
+            match g {
+                Group::Room(r) => {
+                    by_room.insert(r, rg);
+                }
+                Group::Sender(u) => {
+                    by_sender.insert(u, rg);
+                }
+            }
+        }
+        out.insert(match key {
+            GroupingKey::RoomId => ResultGroupMap::RoomId(by_room),
+            _ => ResultGroupMap::Sender(by_sender),
+        });
+    }
+    Ok(out)
 }
 
 /// Visible events around a result (the search filter applies to them too), with pagination

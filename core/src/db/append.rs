@@ -200,6 +200,19 @@ impl<'a> RoomTxn<'a> {
     /// Builds, signs and auth-checks an event, then adds it to the batch and the working state.
     pub async fn append(&mut self, ev: NewEvent) -> Result<Rc<Pdu>> {
         let hs = self.hs;
+        if ev.sender.server_name() == hs.server_name() && crate::client::moderation::flags(hs, &ev.sender).await?.1 {
+            // A suspended account may still leave rooms and redact its own events.
+            let leaving = ev.event_type == "m.room.member"
+                && ev.state_key.as_deref() == Some(ev.sender.as_str())
+                && ev.content.get("membership").and_then(Value::as_str) == Some("leave");
+            let own_redaction = match &ev.redacts {
+                Some(target) => self.fetch(target).await?.is_some_and(|p| p.sender == ev.sender),
+                None => false,
+            };
+            if !leaving && !own_redaction {
+                return Err(crate::client::moderation::suspended_error());
+            }
+        }
         let raw_content = serde_json::value::to_raw_value(&ev.content)?;
         let kind = ruma::events::TimelineEventType::from(ev.event_type.as_str());
         let auth_types = auth_types_for_event(

@@ -97,6 +97,8 @@ pub struct Caches {
     pub tokens: RefCell<HashMap<String, users::TokenRecord>>,
     pub room_state: RefCell<HashMap<ruma::OwnedRoomId, Rc<rooms::RoomState>>>,
     pub pdus: RefCell<HashMap<ruma::OwnedEventId, Rc<rooms::Pdu>>>,
+    /// `(locked, suspended)` per local user, checked on every request.
+    pub user_flags: RefCell<HashMap<ruma::OwnedUserId, (bool, bool)>>,
     pub typing: crate::client::typing::TypingState,
 }
 
@@ -108,6 +110,7 @@ impl Caches {
         self.tokens.borrow_mut().clear();
         self.room_state.borrow_mut().clear();
         self.pdus.borrow_mut().clear();
+        self.user_flags.borrow_mut().clear();
     }
 
     pub fn put_pdu(&self, pdu: Rc<rooms::Pdu>) {
