@@ -46,6 +46,10 @@ function reportError(error) {
 function startWorker() {
   worker = new SharedWorker(WORKER_URL, { type: 'module', name: WORKER_NAME });
   worker.onerror = () => reportError({ kind: 'load', message: 'the server worker failed to load' });
+  window.addEventListener('pagehide', () => worker.port.postMessage({ type: 'bye' }));
+  window.addEventListener('pageshow', (event) => {
+    if (event.persisted) worker.port.postMessage({ type: 'back' });
+  });
   worker.port.onmessage = (event) => {
     const message = event.data;
     if (message?.type === 'status') {

@@ -11,6 +11,8 @@
 //   {type: 'request', id, method, url, headers: [[k, v]...], body: ArrayBuffer}
 //     -> {type: 'response', id, status, headers, body: ArrayBuffer}
 //   {type: 'status', id} -> {type: 'status', id, status}
+//   {type: 'bye'} / {type: 'back'}: the page is hidden away (closed, or into the back-forward
+//     cache) / restored from it: stop / resume broadcasting to it.
 //   {type: 'attach-sw'} with a MessagePort: that port becomes a request channel for the
 //     service worker; it first receives {type: 'hello', instanceId}.
 // Broadcast to pages: {type: 'ready', serverName}, {type: 'error', error: {kind, message}}.
@@ -22,8 +24,10 @@ const SERVER_LOCK = 'hearth-server';
 const INSTANCE_LOCK_PREFIX = 'hearth-instance-';
 // How long a request waits for the server to come up before it gets a retryable error.
 const START_WAIT_MS = 3000;
-// Retry interval while the database is unavailable (blocked by an old tab, ...).
+// Retry back-off while the database is unavailable (blocked by an old tab, quota, ...). Each
+// attempt leaves a pending open request behind while blocked, so attempts thin out.
 const BOOT_RETRY_MS = 2000;
+const BOOT_RETRY_MAX_MS = 30000;
 
 const instanceId = crypto.randomUUID();
 const startedAt = Date.now();
@@ -69,7 +73,7 @@ async function boot() {
       reportError({ kind: 'load', message: `the server's WebAssembly failed to load: ${e?.message ?? e}` });
       return;
     }
-    for (;;) {
+    for (let attempt = 0; ; attempt++) {
       const starting = performance.now();
       try {
         server = await HearthServer.start(DB_NAME);
@@ -77,7 +81,7 @@ async function boot() {
         break;
       } catch (e) {
         reportError(e);
-        await sleep(BOOT_RETRY_MS);
+        await sleep(Math.min(BOOT_RETRY_MS * 2 ** attempt, BOOT_RETRY_MAX_MS));
       }
     }
     lastError = null;
@@ -159,6 +163,12 @@ function listen(port) {
         port.postMessage({ type: 'status', id: message.id, status: result });
         break;
       }
+      case 'bye':
+        pages.delete(port);
+        break;
+      case 'back':
+        pages.add(port);
+        break;
       case 'attach-sw': {
         const channel = event.ports[0];
         if (!channel) break;

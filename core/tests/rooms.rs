@@ -860,3 +860,19 @@ async fn device_lists_report_users_who_start_and_stop_sharing_a_room() {
         "{s2}"
     );
 }
+
+#[tokio::test]
+async fn shared_history_stays_visible_to_a_member_who_left() {
+    let (hs, _) = test_server(22).await;
+    let alice = TestClient::register(&hs, "alice").await;
+    let bob = TestClient::register(&hs, "bob").await;
+    let room = create_room(&alice, json!({"preset": "public_chat"})).await;
+    let before = send_text(&alice, &room, "1", "before bob").await;
+    bob.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), json!({})).await.assert_ok();
+    bob.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
+    let after = send_text(&alice, &room, "2", "after bob").await;
+    // Bob joined after `before` was sent: shared history lets him see it even now.
+    bob.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&before))).await.assert_ok();
+    // He never was in the room after `after`.
+    bob.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&after))).await.assert_error(404, "M_NOT_FOUND");
+}

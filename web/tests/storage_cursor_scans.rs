@@ -21,7 +21,9 @@ async fn fresh_db() -> IndexedDbStorage {
         c.get()
     });
     let name = format!("hearth-test-cursor-{}-{n}", js_sys::Date::now());
-    let store = IndexedDbStorage::open(&name).await.expect("open a fresh database");
+    let store = IndexedDbStorage::open(&name)
+        .await
+        .expect("open a fresh database");
     store.set_bulk_records(false);
     store
 }

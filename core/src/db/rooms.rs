@@ -625,6 +625,22 @@ async fn history_visibility_at(hs: &Homeserver, room: &RoomId, pos: u64) -> Resu
     Ok("shared".to_owned())
 }
 
+/// Whether the user's membership was `join` at any position from `pos` on.
+async fn joined_since(hs: &Homeserver, room: &RoomId, user: &UserId, pos: u64) -> Result<bool> {
+    let start = key(&[room.as_bytes(), user.as_bytes(), &pos_bytes(pos)]);
+    let end = prefix_successor_of(room, user);
+    let range = KeyRange::new(std::ops::Bound::Included(start), end);
+    let rows = hs.store.scan("member_history", range, Direction::Forward, usize::MAX).await?;
+    Ok(rows.iter().any(|(_, v)| v.as_slice() == b"join"))
+}
+
+fn prefix_successor_of(room: &RoomId, user: &UserId) -> std::ops::Bound<Vec<u8>> {
+    match crate::storage::prefix_successor(&prefix(&[room.as_bytes(), user.as_bytes()])) {
+        Some(end) => std::ops::Bound::Excluded(end),
+        None => std::ops::Bound::Unbounded,
+    }
+}
+
 /// Whether `user` may see `pdu`, by the spec's history visibility rules.
 pub async fn can_see_event(hs: &Homeserver, user: &UserId, pdu: &Pdu) -> Result<bool> {
     let visibility = history_visibility_at(hs, &pdu.room_id, pdu.pos).await?;
@@ -640,7 +656,8 @@ pub async fn can_see_event(hs: &Homeserver, user: &UserId, pdu: &Pdu) -> Result<
         return Ok(true);
     }
     match visibility.as_str() {
-        "shared" => Ok(membership(hs, &pdu.room_id, user).await? == Some(MembershipState::Join)),
+        // "If the user joined the room at any point after the event was sent, allow."
+        "shared" => joined_since(hs, &pdu.room_id, user, pdu.pos).await,
         "invited" => Ok(at == Some(MembershipState::Invite)),
         _ => Ok(false),
     }
