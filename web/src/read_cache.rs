@@ -117,7 +117,10 @@ impl ReadCache {
 mod tests {
     use super::*;
 
-    fn batch(ops: &[(&'static str, &[u8], Option<&[u8]>)]) -> Batch {
+    /// `(tree, key, Some(value))` puts, `(tree, key, None)` deletes.
+    type TestOp<'a> = (&'static str, &'a [u8], Option<&'a [u8]>);
+
+    fn batch(ops: &[TestOp<'_>]) -> Batch {
         let mut b = Batch::new();
         for (tree, key, value) in ops {
             match value {

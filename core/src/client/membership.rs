@@ -142,10 +142,12 @@ async fn change_other(
                     "inviting users of other servers needs federation, which is not available",
                 ));
             }
-            if users::get_user(hs, target).await?.is_none() {
-                return Err(MatrixError::not_found(format!(
-                    "user {target} does not exist"
-                )));
+            match users::get_user(hs, target).await? {
+                None => return Err(MatrixError::not_found(format!("user {target} does not exist"))),
+                Some(u) if u.deactivated => {
+                    return Err(MatrixError::forbidden(format!("{target} has deactivated their account")));
+                }
+                Some(_) => {}
             }
             match txn.membership(target).await? {
                 Some(MembershipState::Join) => {
