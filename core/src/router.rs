@@ -141,10 +141,18 @@ impl Router {
                     };
                     let parsed = {
                         let (parts, body) = req.into_parts();
-                        let borrowed = Request::from_parts(parts, body.as_slice());
                         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                        R::try_from_http_request(borrowed, &args)
-                            .map_err(|e| request_error(e, &body))
+                        let borrowed = Request::from_parts(parts.clone(), body.as_slice());
+                        match R::try_from_http_request(borrowed, &args) {
+                            // Clients (matrix-nio's join) send no body where every field is
+                            // optional: read an absent body as `{}` before refusing it.
+                            Err(_) if body.is_empty() => {
+                                let empty = Request::from_parts(parts, &b"{}"[..]);
+                                R::try_from_http_request(empty, &args)
+                                    .map_err(|e| request_error(e, &body))
+                            }
+                            other => other.map_err(|e| request_error(e, &body)),
+                        }
                     };
                     let parsed = match parsed {
                         Ok(p) => p,

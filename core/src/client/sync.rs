@@ -407,8 +407,10 @@ async fn joined_room(
     room_data: &BTreeMap<OwnedRoomId, Vec<ruma::serde::Raw<ruma::events::AnyRoomAccountDataEvent>>>,
 ) -> Result<Option<JoinedRoom>> {
     let user = &s.user_id;
-    // A room joined since the last sync is new to the client: send it whole.
-    let fresh = since == 0 || rec.pos > since;
+    // A room joined since the last sync is new to the client: send it whole. (A join → join
+    // change, such as a new display name, is not a new join.)
+    let fresh = since == 0
+        || (rec.pos > since && rooms::membership_at(hs, room, user, since).await? != Some(MembershipState::Join));
     let room_since = if fresh { 0 } else { since };
     let (events, limited) = timeline(hs, room, room_since, now_pos, &f.room.timeline).await?;
     let start = events
