@@ -1187,7 +1187,10 @@ async fn turn_server_answers_schema_valid_credentials_with_no_uris() {
     let (hs, _) = test_server(1).await;
     let alice = TestClient::register(&hs, "alice").await;
     let v = alice.get("/_matrix/client/v3/voip/turnServer").await;
-    assert_eq!(v.assert_ok(), &json!({"username": "", "password": "", "uris": [], "ttl": 86400}));
+    assert_eq!(
+        v.assert_ok(),
+        &json!({"username": "", "password": "", "uris": [], "ttl": 86400})
+    );
     TestClient::anonymous(&hs)
         .get("/_matrix/client/v3/voip/turnServer")
         .await

@@ -593,9 +593,10 @@ async fn deleting_a_device_drops_its_keys_and_is_a_device_list_change() {
             .map(|n| u64::from(*n)),
         Some(0)
     );
-    let (msgs, _) = to_device::to_device_since(&hs, &user_id, did(&phone), 0, hs.current_pos(), 100)
-        .await
-        .unwrap();
+    let (msgs, _) =
+        to_device::to_device_since(&hs, &user_id, did(&phone), 0, hs.current_pos(), 100)
+            .await
+            .unwrap();
     assert!(msgs.is_empty(), "a deleted device's inbox goes with it");
 }
 
@@ -763,9 +764,10 @@ async fn to_device_inbox_pages_by_limit_and_is_deleted_on_ack() {
         .unwrap();
     assert_eq!(page.len(), 2);
     let last = last.expect("a page cut short by the limit says where it stopped");
-    let (rest, end) = to_device::to_device_since(&hs, &bob_id, bob_dev, last, hs.current_pos(), 100)
-        .await
-        .unwrap();
+    let (rest, end) =
+        to_device::to_device_since(&hs, &bob_id, bob_dev, last, hs.current_pos(), 100)
+            .await
+            .unwrap();
     assert_eq!(end, None);
     let end = hs.current_pos();
     let order: Vec<Value> = rest
@@ -806,22 +808,53 @@ async fn messages_beyond_the_sync_limit_arrive_next_and_a_retried_sync_loses_non
     let index = |v: &Value| -> Vec<i64> {
         v["to_device"]["events"]
             .as_array()
-            .map(|a| a.iter().filter_map(|e| e["content"]["i"].as_i64()).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e["content"]["i"].as_i64())
+                    .collect()
+            })
             .unwrap_or_default()
     };
-    let first = bob.get(&format!("/_matrix/client/v3/sync?since={since}")).await.assert_ok().clone();
+    let first = bob
+        .get(&format!("/_matrix/client/v3/sync?since={since}"))
+        .await
+        .assert_ok()
+        .clone();
     let got = index(&first);
-    assert_eq!(got, (0..100).collect::<Vec<_>>(), "the first sync carries the first 100, oldest first");
+    assert_eq!(
+        got,
+        (0..100).collect::<Vec<_>>(),
+        "the first sync carries the first 100, oldest first"
+    );
     // The response is lost: the client retries with the same token and gets the same messages.
-    let retry = bob.get(&format!("/_matrix/client/v3/sync?since={since}")).await.assert_ok().clone();
+    let retry = bob
+        .get(&format!("/_matrix/client/v3/sync?since={since}"))
+        .await
+        .assert_ok()
+        .clone();
     assert_eq!(index(&retry), got);
     let next = retry["next_batch"].as_str().unwrap().to_owned();
-    let second = bob.get(&format!("/_matrix/client/v3/sync?since={next}")).await.assert_ok().clone();
-    assert_eq!(index(&second), (100..130).collect::<Vec<_>>(), "the rest follow, none lost");
+    let second = bob
+        .get(&format!("/_matrix/client/v3/sync?since={next}"))
+        .await
+        .assert_ok()
+        .clone();
+    assert_eq!(
+        index(&second),
+        (100..130).collect::<Vec<_>>(),
+        "the rest follow, none lost"
+    );
     let last = second["next_batch"].as_str().unwrap().to_owned();
-    let third = bob.get(&format!("/_matrix/client/v3/sync?since={last}")).await.assert_ok().clone();
+    let third = bob
+        .get(&format!("/_matrix/client/v3/sync?since={last}"))
+        .await
+        .assert_ok()
+        .clone();
     assert!(index(&third).is_empty());
-    assert!(inbox(&hs, &bob, 0).await.0.is_empty(), "acknowledged messages are deleted");
+    assert!(
+        inbox(&hs, &bob, 0).await.0.is_empty(),
+        "acknowledged messages are deleted"
+    );
 }
 
 #[tokio::test]

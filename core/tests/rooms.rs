@@ -868,13 +868,35 @@ async fn shared_history_stays_visible_to_a_member_who_left() {
     let bob = TestClient::register(&hs, "bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
     let before = send_text(&alice, &room, "1", "before bob").await;
-    bob.post(&format!("/_matrix/client/v3/rooms/{}/join", enc(&room)), json!({})).await.assert_ok();
-    bob.post(&format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)), json!({})).await.assert_ok();
+    bob.post(
+        &format!("/_matrix/client/v3/rooms/{}/join", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    bob.post(
+        &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
     let after = send_text(&alice, &room, "2", "after bob").await;
     // Bob joined after `before` was sent: shared history lets him see it even now.
-    bob.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&before))).await.assert_ok();
+    bob.get(&format!(
+        "/_matrix/client/v3/rooms/{}/event/{}",
+        enc(&room),
+        enc(&before)
+    ))
+    .await
+    .assert_ok();
     // He never was in the room after `after`.
-    bob.get(&format!("/_matrix/client/v3/rooms/{}/event/{}", enc(&room), enc(&after))).await.assert_error(404, "M_NOT_FOUND");
+    bob.get(&format!(
+        "/_matrix/client/v3/rooms/{}/event/{}",
+        enc(&room),
+        enc(&after)
+    ))
+    .await
+    .assert_error(404, "M_NOT_FOUND");
 }
 
 #[tokio::test]
@@ -884,9 +906,21 @@ async fn profile_change_does_not_resend_the_room_in_incremental_sync() {
     let room = create_room(&alice, json!({})).await;
     send_text(&alice, &room, "1", "once").await;
     let s0 = sync(&alice, None, 0).await;
-    alice.put(&format!("/_matrix/client/v3/profile/{}/displayname", enc(&alice.user_id)), json!({"displayname": "Alice"})).await.assert_ok();
+    alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&alice.user_id)
+            ),
+            json!({"displayname": "Alice"}),
+        )
+        .await
+        .assert_ok();
     let s1 = sync(&alice, s0["next_batch"].as_str(), 0).await;
-    let events = s1["rooms"]["join"][&room]["timeline"]["events"].as_array().cloned().unwrap_or_default();
+    let events = s1["rooms"]["join"][&room]["timeline"]["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert_eq!(events.len(), 1, "only the new member event: {events:?}");
     assert_eq!(events[0]["content"]["displayname"], "Alice");
 }
@@ -897,6 +931,13 @@ async fn join_by_alias_or_id_accepts_an_absent_body() {
     let alice = TestClient::register(&hs, "alice").await;
     let bob = TestClient::register(&hs, "bob").await;
     let room = create_room(&alice, json!({"preset": "public_chat"})).await;
-    let r = bob.request_raw(http::Method::POST, &format!("/_matrix/client/v3/join/{}", enc(&room)), Vec::new(), "application/json").await;
+    let r = bob
+        .request_raw(
+            http::Method::POST,
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            Vec::new(),
+            "application/json",
+        )
+        .await;
     assert_eq!(r.assert_ok()["room_id"], room.as_str());
 }

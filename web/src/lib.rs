@@ -13,15 +13,20 @@
 //!
 //! # Building by hand
 //! ```text
-//! cargo build -p hearth-web --target wasm32-unknown-unknown --release
+//! cargo build -p hearth-web --target wasm32-unknown-unknown --profile wasm-release
 //! wasm-bindgen --target web --no-typescript --out-dir www/pkg \
-//!     target/wasm32-unknown-unknown/release/hearth_web.wasm
-//! # optional, ~40% smaller: npm's binaryen, never Debian's (its wasm-opt 108 breaks the module)
+//!     target/wasm32-unknown-unknown/wasm-release/hearth_web.wasm
+//! # optional, about a third smaller: npm's binaryen, never Debian's (its wasm-opt 108 emits
+//! # modules Chromium refuses to load)
 //! node_modules/.bin/wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+//!     --enable-sign-ext --enable-mutable-globals --enable-reference-types --enable-multivalue \
 //!     -o www/pkg/hearth_web_bg.wasm www/pkg/hearth_web_bg.wasm
 //! ```
-//! The `wasm-bindgen` CLI must be exactly the version pinned in `web/Cargo.toml`
-//! (`cargo install wasm-bindgen-cli --version 0.2.130`, without `--locked`).
+//! `wasm-release` (root `Cargo.toml`) is `release` tuned for size (`opt-level = "z"`, fat
+//! LTO); `--release` works too, with a larger module. The `wasm-bindgen` CLI must be exactly
+//! the version pinned in `web/Cargo.toml` (`cargo install wasm-bindgen-cli --version 0.2.130`,
+//! without `--locked`). The output includes `www/pkg/snippets/` (a small JS helper for
+//! IndexedDB); serve the whole folder.
 //!
 //! # Testing
 //! ```text

@@ -139,7 +139,12 @@ async fn register(
     // The first account of a server is its owner and administrator (client::moderation).
     let first = hs
         .store
-        .scan("users", crate::storage::KeyRange::all(), crate::storage::Direction::Forward, 1)
+        .scan(
+            "users",
+            crate::storage::KeyRange::all(),
+            crate::storage::Direction::Forward,
+            1,
+        )
         .await?
         .is_empty();
     let record = UserRecord {

@@ -54,7 +54,10 @@ async fn versions(
         ("org.matrix.msc3827.stable".to_owned(), true),
         // Mutual rooms (MSC2666), served at its unstable and v1 paths.
         ("uk.half-shot.msc2666.query_mutual_rooms".to_owned(), true),
-        ("uk.half-shot.msc2666.query_mutual_rooms.stable".to_owned(), true),
+        (
+            "uk.half-shot.msc2666.query_mutual_rooms.stable".to_owned(),
+            true,
+        ),
     ]);
     Ok(resp)
 }

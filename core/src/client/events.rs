@@ -83,7 +83,8 @@ async fn send_message(
         return Err(MatrixError::forbidden("you are not joined to this room"));
     }
     // Relation rules the spec puts on the sender's server (threads, duplicate annotations).
-    super::relations::check_new_relation(hs, &s.user_id, &req.room_id, &event_type, &content).await?;
+    super::relations::check_new_relation(hs, &s.user_id, &req.room_id, &event_type, &content)
+        .await?;
     let ev = NewEvent::message(&s.user_id, &event_type, content)
         .with_txn(s.device_id.as_str(), req.txn_id.as_str());
     let pdu = txn.append(ev).await?;

@@ -143,9 +143,15 @@ async fn change_other(
                 ));
             }
             match users::get_user(hs, target).await? {
-                None => return Err(MatrixError::not_found(format!("user {target} does not exist"))),
+                None => {
+                    return Err(MatrixError::not_found(format!(
+                        "user {target} does not exist"
+                    )));
+                }
                 Some(u) if u.deactivated => {
-                    return Err(MatrixError::forbidden(format!("{target} has deactivated their account")));
+                    return Err(MatrixError::forbidden(format!(
+                        "{target} has deactivated their account"
+                    )));
                 }
                 Some(_) => {}
             }

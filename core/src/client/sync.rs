@@ -258,8 +258,10 @@ async fn sync_events(
     now_ms: u64,
     s: &Session,
 ) -> Result<Vec<ruma::serde::Raw<ruma::events::AnySyncTimelineEvent>>> {
-    let mut out: Vec<serde_json::Value> =
-        events.iter().map(|p| p.to_sync(now_ms, Some((&s.user_id, s.device_id.as_str())))).collect();
+    let mut out: Vec<serde_json::Value> = events
+        .iter()
+        .map(|p| p.to_sync(now_ms, Some((&s.user_id, s.device_id.as_str()))))
+        .collect();
     // Timeline events carry their bundled aggregations (edits, threads, references).
     super::relations::bundle(hs, &s.user_id, &mut out).await?;
     out.iter().map(raw).collect()
@@ -410,7 +412,8 @@ async fn joined_room(
     // A room joined since the last sync is new to the client: send it whole. (A join → join
     // change, such as a new display name, is not a new join.)
     let fresh = since == 0
-        || (rec.pos > since && rooms::membership_at(hs, room, user, since).await? != Some(MembershipState::Join));
+        || (rec.pos > since
+            && rooms::membership_at(hs, room, user, since).await? != Some(MembershipState::Join));
     let room_since = if fresh { 0 } else { since };
     let (events, limited) = timeline(hs, room, room_since, now_pos, &f.room.timeline).await?;
     let start = events

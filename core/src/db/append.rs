@@ -200,13 +200,18 @@ impl<'a> RoomTxn<'a> {
     /// Builds, signs and auth-checks an event, then adds it to the batch and the working state.
     pub async fn append(&mut self, ev: NewEvent) -> Result<Rc<Pdu>> {
         let hs = self.hs;
-        if ev.sender.server_name() == hs.server_name() && crate::client::moderation::flags(hs, &ev.sender).await?.1 {
+        if ev.sender.server_name() == hs.server_name()
+            && crate::client::moderation::flags(hs, &ev.sender).await?.1
+        {
             // A suspended account may still leave rooms and redact its own events.
             let leaving = ev.event_type == "m.room.member"
                 && ev.state_key.as_deref() == Some(ev.sender.as_str())
                 && ev.content.get("membership").and_then(Value::as_str) == Some("leave");
             let own_redaction = match &ev.redacts {
-                Some(target) => self.fetch(target).await?.is_some_and(|p| p.sender == ev.sender),
+                Some(target) => self
+                    .fetch(target)
+                    .await?
+                    .is_some_and(|p| p.sender == ev.sender),
                 None => false,
             };
             if !leaving && !own_redaction {
@@ -391,7 +396,12 @@ impl<'a> RoomTxn<'a> {
             );
             // Thread activity per room, for `/threads` (layout in db/relations.rs).
             if rel_type == super::relations::THREAD {
-                super::relations::index_thread_activity(&mut self.batch, &self.room_id, pos, parent);
+                super::relations::index_thread_activity(
+                    &mut self.batch,
+                    &self.room_id,
+                    pos,
+                    parent,
+                );
             }
         }
         // Index the searchable text for `/search` (layout in client/search.rs).

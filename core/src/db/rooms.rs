@@ -630,7 +630,10 @@ async fn joined_since(hs: &Homeserver, room: &RoomId, user: &UserId, pos: u64) -
     let start = key(&[room.as_bytes(), user.as_bytes(), &pos_bytes(pos)]);
     let end = prefix_successor_of(room, user);
     let range = KeyRange::new(std::ops::Bound::Included(start), end);
-    let rows = hs.store.scan("member_history", range, Direction::Forward, usize::MAX).await?;
+    let rows = hs
+        .store
+        .scan("member_history", range, Direction::Forward, usize::MAX)
+        .await?;
     Ok(rows.iter().any(|(_, v)| v.as_slice() == b"join"))
 }
 

@@ -173,9 +173,13 @@ pub async fn session_for_token(hs: &Homeserver, token: &str) -> Result<Session> 
     if let Some(old) = &rec.revokes_refresh_token {
         revoke_replaced_refresh_token(hs, token, old).await?;
     }
-        if crate::client::moderation::flags(hs, &rec.user_id).await?.0 {
-        return Err(MatrixError::new(http::StatusCode::UNAUTHORIZED, "M_USER_LOCKED", "this account has been locked")
-            .with("soft_logout", true.into()));
+    if crate::client::moderation::flags(hs, &rec.user_id).await?.0 {
+        return Err(MatrixError::new(
+            http::StatusCode::UNAUTHORIZED,
+            "M_USER_LOCKED",
+            "this account has been locked",
+        )
+        .with("soft_logout", true.into()));
     }
     Ok(Session {
         user_id: rec.user_id,
