@@ -57,3 +57,15 @@ async fn server_name_is_the_hex_public_key_and_survives_restart() {
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
     );
 }
+
+#[tokio::test]
+async fn well_known_keeps_the_scheme_of_an_absolute_request_url() {
+    let (hs, _) = test_server(2).await;
+    let req = http::Request::builder()
+        .uri("https://chat.example:8443/.well-known/matrix/client")
+        .body(Vec::new())
+        .unwrap();
+    let resp = hs.handle(req).await;
+    let v: serde_json::Value = serde_json::from_slice(resp.body()).unwrap();
+    assert_eq!(v["m.homeserver"]["base_url"], "https://chat.example:8443");
+}

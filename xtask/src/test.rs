@@ -33,7 +33,7 @@ const STAGES: &[Stage] = &[
     },
     Stage {
         name: "clippy",
-        what: "cargo clippy --workspace --all-targets -- -D warnings",
+        what: "cargo clippy --workspace --all-targets -- -D warnings, and hearth-web for wasm32",
         run: clippy,
     },
     Stage {
@@ -171,14 +171,31 @@ fn fmt() -> Outcome {
 }
 
 fn clippy() -> Outcome {
-    outcome(cmd::run(&mut cargo(&[
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--",
-        "-D",
-        "warnings",
-    ])))
+    outcome(
+        cmd::run(&mut cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
+        // The browser host's code is behind `cfg(target_arch = "wasm32")`: native clippy never
+        // sees it.
+        .and_then(|()| {
+            cmd::run(&mut cargo(&[
+                "clippy",
+                "-p",
+                "hearth-web",
+                "--target",
+                tools::WASM_TARGET,
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]))
+        }),
+    )
 }
 
 fn native() -> Outcome {

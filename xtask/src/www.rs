@@ -1,4 +1,4 @@
-//! Building the page's wasm: `hearth-web` in release mode, wasm-bindgen into `www/pkg/`, then
+//! Building the page's wasm: `hearth-web` in the size-optimised `wasm-release` profile, wasm-bindgen into `www/pkg/`, then
 //! `wasm-opt -Oz` when npm's binaryen is installed (never Debian's: its wasm-opt 108 emits
 //! modules Chromium refuses).
 
@@ -48,13 +48,15 @@ pub fn build_release() -> Result<()> {
             "hearth-web",
             "--target",
             tools::WASM_TARGET,
-            "--release",
+            // Size-optimised (opt-level "z", fat LTO): download and compile time dominate boot.
+            "--profile",
+            "wasm-release",
         ],
         &root,
     ))?;
     let wasm = target_dir()
         .join(tools::WASM_TARGET)
-        .join("release/hearth_web.wasm");
+        .join("wasm-release/hearth_web.wasm");
     let out = pkg_dir();
     let mut bindgen = std::process::Command::new(tools::wasm_bindgen_bin());
     bindgen

@@ -25,12 +25,17 @@ pub fn routes(r: &mut Router) {
         Rc::new(|hs: Homeserver, req, _| {
             Box::pin(async move {
                 // Same origin: the client already talks to us, so the base URL is our own.
-                let base = req
-                    .headers()
-                    .get(http::header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(|h| format!("http://{h}"))
-                    .unwrap_or_else(|| format!("https://{}", hs.server_name()));
+                // The browser host passes absolute URLs (scheme and authority included); plain
+                // HTTP hosts send a Host header.
+                let base = match (req.uri().scheme_str(), req.uri().authority()) {
+                    (Some(scheme), Some(authority)) => format!("{scheme}://{authority}"),
+                    _ => req
+                        .headers()
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok())
+                        .map(|h| format!("http://{h}"))
+                        .unwrap_or_else(|| format!("https://{}", hs.server_name())),
+                };
                 json_response(
                     StatusCode::OK,
                     &json!({ "m.homeserver": { "base_url": base } }),
