@@ -61,6 +61,9 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, HostError>
     Ok(Args { listen })
 }
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(

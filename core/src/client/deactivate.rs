@@ -113,6 +113,8 @@ async fn deactivate(
             delete_prefix(hs, &mut batch, tree, &user).await?;
         }
         batch.delete("presence", user.as_bytes().to_vec());
+        // The erased account data included any stored push rules.
+        hs.caches.push_rules.borrow_mut().remove(&user);
         batch.put(
             ERASED,
             user.as_bytes(),

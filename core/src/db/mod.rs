@@ -99,6 +99,8 @@ pub struct Caches {
     pub pdus: RefCell<HashMap<ruma::OwnedEventId, Rc<rooms::Pdu>>>,
     /// `(locked, suspended)` per local user, checked on every request.
     pub user_flags: RefCell<HashMap<ruma::OwnedUserId, (bool, bool)>>,
+    /// Effective push rules per user (stored rules merged with the server defaults).
+    pub push_rules: RefCell<HashMap<ruma::OwnedUserId, Rc<ruma::push::Ruleset>>>,
     pub typing: crate::client::typing::TypingState,
 }
 
@@ -111,6 +113,7 @@ impl Caches {
         self.room_state.borrow_mut().clear();
         self.pdus.borrow_mut().clear();
         self.user_flags.borrow_mut().clear();
+        self.push_rules.borrow_mut().clear();
     }
 
     pub fn put_pdu(&self, pdu: Rc<rooms::Pdu>) {

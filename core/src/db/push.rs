@@ -38,6 +38,20 @@ use crate::storage::{Batch, Direction, KeyRange, prefix_successor};
 
 /// The user's push rules: what they stored, or the server defaults.
 pub async fn rules(hs: &Homeserver, user: &UserId) -> Result<Ruleset> {
+    // Every new event evaluates every member's rules; building the server defaults and
+    // merging them each time cost more than the evaluation itself.
+    if let Some(r) = hs.caches.push_rules.borrow().get(user) {
+        return Ok((**r).clone());
+    }
+    let rules = load_rules(hs, user).await?;
+    hs.caches
+        .push_rules
+        .borrow_mut()
+        .insert(user.to_owned(), std::rc::Rc::new(rules.clone()));
+    Ok(rules)
+}
+
+async fn load_rules(hs: &Homeserver, user: &UserId) -> Result<Ruleset> {
     match account_data::get(hs, user, None, PUSH_RULES).await? {
         Some(v) => {
             let mut stored = serde_json::from_value::<PushRulesEventContent>(v)
@@ -66,7 +80,10 @@ pub async fn update_rules<T>(
     let mut batch = Batch::new();
     let content = serde_json::to_value(PushRulesEventContent::new(ruleset))?;
     account_data::put(hs, &mut batch, pos, user, None, PUSH_RULES, content).await?;
-    hs.commit(batch).await?;
+    hs.caches.push_rules.borrow_mut().remove(user);
+    let committed = hs.commit(batch).await;
+    hs.caches.push_rules.borrow_mut().remove(user);
+    committed?;
     Ok(out)
 }
 
