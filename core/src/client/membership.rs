@@ -369,35 +369,6 @@ async fn list_joined_rooms(
     ))
 }
 
-/// The caller must be joined (or the room world-readable) to list its members.
-async fn require_member_view(hs: &Homeserver, user: &UserId, room: &RoomId) -> Result<Option<u64>> {
-    match rooms::membership_record(hs, room, user).await? {
-        Some(r) if r.membership == MembershipState::Join => Ok(None),
-        // A former member sees the room as it was when they left.
-        Some(r)
-            if r.membership == MembershipState::Leave || r.membership == MembershipState::Ban =>
-        {
-            Ok(Some(r.pos))
-        }
-        _ => {
-            let hv = rooms::state_event(hs, room, "m.room.history_visibility", "").await?;
-            let world = hv
-                .and_then(|p| {
-                    p.content
-                        .get("history_visibility")
-                        .and_then(Value::as_str)
-                        .map(|s| s == "world_readable")
-                })
-                .unwrap_or(false);
-            if world {
-                Ok(None)
-            } else {
-                Err(MatrixError::forbidden("you are not a member of this room"))
-            }
-        }
-    }
-}
-
 async fn list_joined_members(
     hs: &Homeserver,
     ctx: Ctx,
@@ -437,10 +408,8 @@ async fn list_members(
     req: get_member_events::v3::Request,
 ) -> Result<get_member_events::v3::Response> {
     let user = ctx.user_id()?;
-    if rooms::room_record(hs, &req.room_id).await?.is_none() {
-        return Err(MatrixError::forbidden("you are not a member of this room"));
-    }
-    let left_at = require_member_view(hs, user, &req.room_id).await?;
+    // Members see the current list, former members the list as it was when they left.
+    let left_at = super::events::visible_upto(hs, user, &req.room_id).await?;
     let at = match &req.at {
         Some(t) => Some(tokens::parse(t)?),
         None => None,
