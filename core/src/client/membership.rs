@@ -42,7 +42,7 @@ pub async fn member_content(
     membership: &str,
     reason: Option<&str>,
 ) -> Result<Value> {
-    let mut c = json!({ "membership": membership });
+    let mut c = bare_content(membership, reason);
     if let Some(rec) = users::get_user(hs, user).await? {
         if let Some(d) = rec.displayname {
             c["displayname"] = json!(d);
@@ -51,10 +51,16 @@ pub async fn member_content(
             c["avatar_url"] = json!(a);
         }
     }
+    Ok(c)
+}
+
+/// `m.room.member` content without a profile (leave, kick, ban, unban), with the optional reason.
+fn bare_content(membership: &str, reason: Option<&str>) -> Value {
+    let mut c = json!({ "membership": membership });
     if let Some(r) = reason {
         c["reason"] = json!(r);
     }
-    Ok(c)
+    c
 }
 
 /// Joins `user` to a room this server knows, by the auth rules (join rules, bans, invites).
@@ -173,11 +179,7 @@ async fn change_other(
         }
         "leave" if txn.membership(target).await? == Some(MembershipState::Ban) => {
             // unban
-            let mut c = json!({ "membership": "leave" });
-            if let Some(r) = reason {
-                c["reason"] = json!(r);
-            }
-            c
+            bare_content("leave", reason)
         }
         "leave" => {
             // kick: only someone currently in the room (joined, invited or knocking).
@@ -191,19 +193,9 @@ async fn change_other(
                     )));
                 }
             }
-            let mut c = json!({ "membership": "leave" });
-            if let Some(r) = reason {
-                c["reason"] = json!(r);
-            }
-            c
+            bare_content("leave", reason)
         }
-        _ => {
-            let mut c = json!({ "membership": membership });
-            if let Some(r) = reason {
-                c["reason"] = json!(r);
-            }
-            c
-        }
+        _ => bare_content(membership, reason),
     };
     txn.append(NewEvent::state(
         sender,
@@ -311,10 +303,7 @@ async fn leave(
         Some(MembershipState::Leave) => return Ok(leave_room::v3::Response::new()),
         _ => return Err(MatrixError::forbidden("you are not in this room")),
     }
-    let mut content = json!({ "membership": "leave" });
-    if let Some(r) = &req.reason {
-        content["reason"] = json!(r);
-    }
+    let content = bare_content("leave", req.reason.as_deref());
     txn.append(NewEvent::state(
         user,
         "m.room.member",
