@@ -493,7 +493,7 @@ async fn knock_restricted_admits_allowed_members_and_lets_others_knock() {
 // Responses against the spec's own schemas
 
 #[cfg(not(target_arch = "wasm32"))]
-mod spec;
+use crate::spec;
 
 #[cfg(not(target_arch = "wasm32"))]
 #[tokio::test]

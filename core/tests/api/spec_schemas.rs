@@ -4,7 +4,7 @@
 //! instance path and the reason.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod spec;
+use crate::spec;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;

@@ -689,7 +689,7 @@ async fn deleting_all_backups_of_a_user_leaves_others_alone() {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-mod spec;
+use crate::spec;
 
 /// Every backup endpoint's answers, success and error alike, checked against the spec's schemas.
 #[cfg(not(target_arch = "wasm32"))]

@@ -1040,7 +1040,7 @@ async fn an_edit_does_not_notify_again() {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-mod spec;
+use crate::spec;
 
 /// The relations and threads answers, success and error alike, checked against the spec's
 /// schemas (bundled aggregations included).

@@ -732,7 +732,7 @@ async fn directory_refuses_bad_requests() {
 // Responses against the spec's own schemas
 
 #[cfg(not(target_arch = "wasm32"))]
-mod spec;
+use crate::spec;
 
 #[cfg(not(target_arch = "wasm32"))]
 #[tokio::test]

@@ -710,7 +710,7 @@ async fn presence_of_a_stranger_is_forbidden_and_own_presence_defaults_to_offlin
 // --- Spec schemas ---------------------------------------------------------------------------
 
 #[cfg(not(target_arch = "wasm32"))]
-mod spec;
+use crate::spec;
 
 #[cfg(not(target_arch = "wasm32"))]
 #[tokio::test]

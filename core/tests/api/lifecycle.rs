@@ -764,7 +764,7 @@ async fn openid_tokens_expire_and_are_swept() {
 // --- Spec schemas ---------------------------------------------------------------------------
 
 #[cfg(not(target_arch = "wasm32"))]
-mod spec;
+use crate::spec;
 
 #[cfg(not(target_arch = "wasm32"))]
 #[tokio::test]

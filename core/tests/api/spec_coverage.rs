@@ -7,7 +7,7 @@
 //! can only shrink.
 #![cfg(not(target_arch = "wasm32"))]
 
-mod spec;
+use crate::spec;
 
 use std::collections::{BTreeMap, BTreeSet};
 

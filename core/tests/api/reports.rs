@@ -300,7 +300,7 @@ async fn reporting_an_unknown_local_user_is_not_found() {
 // --- Spec schemas ---------------------------------------------------------------------------
 
 #[cfg(not(target_arch = "wasm32"))]
-mod spec;
+use crate::spec;
 
 #[cfg(not(target_arch = "wasm32"))]
 #[tokio::test]

@@ -385,7 +385,7 @@ async fn r0_paths_serve_tags_too() {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-mod spec;
+use crate::spec;
 
 /// The tag endpoints' answers checked against the spec's schemas.
 #[cfg(not(target_arch = "wasm32"))]

@@ -524,7 +524,7 @@ async fn summary_of_a_knockable_room_tracks_the_knock() {
 // Responses against the spec's own schemas
 
 #[cfg(not(target_arch = "wasm32"))]
-mod spec;
+use crate::spec;
 
 #[cfg(not(target_arch = "wasm32"))]
 #[tokio::test]

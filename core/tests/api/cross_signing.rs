@@ -994,7 +994,7 @@ async fn deleting_a_users_cross_signing_removes_keys_and_signatures_of_them() {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-mod spec;
+use crate::spec;
 
 /// The cross-signing endpoints' answers, and `/keys/query` with cross-signing keys in it,
 /// checked against the spec's schemas.
