@@ -12,6 +12,7 @@ pub mod notifier;
 pub mod router;
 pub mod storage;
 pub mod testing;
+pub mod thumbnail;
 pub mod world;
 
 use std::cell::Cell;

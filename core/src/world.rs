@@ -5,6 +5,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::thumbnail::{Render, RenderError};
+
 pub type LocalBoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 
 pub trait World {
@@ -16,6 +18,23 @@ pub trait World {
 
     /// A future that completes after `duration`.
     fn sleep(&self, duration: Duration) -> LocalBoxFuture<'static, ()>;
+
+    /// Decodes, crops, resizes and encodes one thumbnail. By default the `image` crate does it
+    /// (feature `image`); a host with codecs of its own (the browser) overrides this and
+    /// leaves the feature off.
+    fn render_thumbnail<'a>(
+        &'a self,
+        job: Render<'a>,
+    ) -> LocalBoxFuture<'a, Result<Vec<u8>, RenderError>> {
+        #[cfg(feature = "image")]
+        let rendered = crate::thumbnail::render_with_image(&job);
+        #[cfg(not(feature = "image"))]
+        let rendered = {
+            let _ = job;
+            Err(RenderError::Unsupported)
+        };
+        Box::pin(std::future::ready(rendered))
+    }
 }
 
 /// Random identifiers drawn from the world's RNG.

@@ -2,7 +2,7 @@
 //!
 //! This crate is glue, with no Matrix logic of its own: an IndexedDB backend of
 //! `hearth_core::storage::Storage` ([`IndexedDbStorage`]), the browser's clock, randomness and
-//! timers ([`BrowserWorld`]), and [`HearthServer`], the wasm-bindgen API that
+//! timers, and its image codecs for thumbnails ([`BrowserWorld`]), and [`HearthServer`], the wasm-bindgen API that
 //! `www/server-worker.js` drives.
 //!
 //! # Where it runs
@@ -42,6 +42,8 @@ pub mod read_cache;
 mod indexeddb;
 #[cfg(target_arch = "wasm32")]
 mod server;
+#[cfg(target_arch = "wasm32")]
+mod thumbnail;
 #[cfg(target_arch = "wasm32")]
 mod world;
 

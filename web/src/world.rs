@@ -1,4 +1,4 @@
-//! The browser's world: wall clock, the platform's CSPRNG and timers.
+//! The browser's world: wall clock, the platform's CSPRNG, timers and image codecs.
 //!
 //! Everything goes through `globalThis`, so the same code runs in a page, a dedicated worker,
 //! a SharedWorker and a service worker (where `window` does not exist).
@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use gloo_timers::future::TimeoutFuture;
+use hearth_core::thumbnail::{Render, RenderError};
 use hearth_core::world::{LocalBoxFuture, World};
 use wasm_bindgen::prelude::*;
 
@@ -45,5 +46,12 @@ impl World for BrowserWorld {
             .min(i32::MAX as u32);
         // Dropping a TimeoutFuture clears its timer, so abandoned long-polls leave nothing behind.
         Box::pin(TimeoutFuture::new(ms))
+    }
+
+    fn render_thumbnail<'a>(
+        &'a self,
+        job: Render<'a>,
+    ) -> LocalBoxFuture<'a, Result<Vec<u8>, RenderError>> {
+        Box::pin(crate::thumbnail::render(job))
     }
 }

@@ -20,6 +20,7 @@ use crate::db::media::{self as store, MediaRecord, Thumbnail};
 use crate::error::{MatrixError, Result};
 use crate::router::{Handler, Lookup, Router, auth_of, json_response, request_error};
 use crate::storage::Batch;
+use crate::thumbnail;
 use crate::{Ctx, Homeserver};
 
 /// How long an `mxc://` URI reserved with `/media/v1/create` waits for its content (the spec's
@@ -31,8 +32,6 @@ const MAX_PENDING_PER_USER: usize = 10;
 const MAX_DOWNLOAD_WAIT: Duration = Duration::from_secs(30);
 /// How often a waiting download looks again.
 const PENDING_POLL: Duration = Duration::from_millis(200);
-/// Images with more pixels than this are not decoded for thumbnailing (memory in wasm is tight).
-const MAX_THUMBNAIL_PIXELS: u64 = 40_000_000;
 /// Largest undecodable image served as its own thumbnail.
 const MAX_ORIGINAL_AS_THUMBNAIL: u64 = 1024 * 1024;
 /// Served with every media response: uploaded content must never run script on this origin,
@@ -542,7 +541,7 @@ async fn serve_thumbnail(hs: &Homeserver, q: ThumbnailQuery<'_>) -> Result<Serve
     let thumb = match store::get_thumbnail(hs, q.server, q.media_id, &variant).await? {
         Some(t) => t,
         None => {
-            let t = match thumbnail::make(&file, plan, animated) {
+            let t = match thumbnail::make(&*hs.world, &file, plan, animated).await {
                 Ok(t) => t,
                 Err(thumbnail::ThumbnailError::NotAnImage) if original_is_own_thumbnail(&rec) => {
                     Thumbnail::Original
@@ -557,7 +556,7 @@ async fn serve_thumbnail(hs: &Homeserver, q: ThumbnailQuery<'_>) -> Result<Serve
                         "content is too large to thumbnail ({width}x{height} pixels)"
                     )));
                 }
-                Err(thumbnail::ThumbnailError::Image(e)) => {
+                Err(thumbnail::ThumbnailError::Unreadable(e)) => {
                     tracing::debug!(media_id = q.media_id, error = %e, "thumbnailing failed");
                     return Err(cannot_thumbnail(format!(
                         "cannot generate a thumbnail for this image: {e}"
@@ -670,260 +669,4 @@ async fn thumbnail_v1(
         s.content_type,
         s.disposition,
     ))
-}
-
-/// Thumbnail generation: which size to make, and making it. Pure functions over bytes.
-mod thumbnail {
-    use std::io::Cursor;
-
-    use image::codecs::jpeg::JpegEncoder;
-    use image::codecs::png::PngDecoder;
-    use image::{DynamicImage, ImageFormat, ImageReader, Limits};
-
-    use crate::db::media::Thumbnail;
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub enum Method {
-        Crop,
-        Scale,
-    }
-
-    /// The size and method a thumbnail is made at.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    pub struct Plan {
-        pub width: u32,
-        pub height: u32,
-        pub method: Method,
-    }
-
-    impl Plan {
-        /// The cache key of thumbnails made to this plan.
-        pub fn variant(&self) -> String {
-            let m = match self.method {
-                Method::Crop => "crop",
-                Method::Scale => "scale",
-            };
-            format!("{}x{}-{m}", self.width, self.height)
-        }
-    }
-
-    /// The sizes the spec says servers should produce.
-    const STANDARD: [Plan; 5] = [
-        Plan {
-            width: 32,
-            height: 32,
-            method: Method::Crop,
-        },
-        Plan {
-            width: 96,
-            height: 96,
-            method: Method::Crop,
-        },
-        Plan {
-            width: 320,
-            height: 240,
-            method: Method::Scale,
-        },
-        Plan {
-            width: 640,
-            height: 480,
-            method: Method::Scale,
-        },
-        Plan {
-            width: 800,
-            height: 600,
-            method: Method::Scale,
-        },
-    ];
-
-    /// The smallest standard size with the requested method that is at least as large as the
-    /// request (and, for crop, of the requested aspect ratio), else the request itself: the
-    /// spec forbids thumbnails smaller than asked for, and standard sizes keep the cache small.
-    pub fn plan(width: u32, height: u32, method: Method) -> Plan {
-        STANDARD
-            .iter()
-            .filter(|p| p.method == method && p.width >= width && p.height >= height)
-            .filter(|p| {
-                method == Method::Scale
-                    || u64::from(p.width) * u64::from(height)
-                        == u64::from(p.height) * u64::from(width)
-            })
-            .min_by_key(|p| u64::from(p.width) * u64::from(p.height))
-            .copied()
-            .unwrap_or(Plan {
-                width,
-                height,
-                method,
-            })
-    }
-
-    #[derive(Debug, thiserror::Error)]
-    pub enum ThumbnailError {
-        #[error("content is not an image this server can read")]
-        NotAnImage,
-        #[error("image of {width}x{height} pixels is too large to thumbnail")]
-        TooLarge { width: u32, height: u32 },
-        #[error(transparent)]
-        Image(#[from] image::ImageError),
-    }
-
-    fn is_apng(bytes: &[u8]) -> bool {
-        PngDecoder::new(Cursor::new(bytes))
-            .and_then(|d| d.is_apng())
-            .unwrap_or(false)
-    }
-
-    /// Whether the original may be served as is. It never is upscaled; but it must not be
-    /// animated unless the client asked for animation.
-    fn original_allowed(format: ImageFormat, bytes: &[u8], animated: bool) -> bool {
-        match format {
-            ImageFormat::Jpeg => true,
-            ImageFormat::Png => animated || !is_apng(bytes),
-            // GIF and WebP may be animated; telling costs a full decode, so only when allowed.
-            _ => animated,
-        }
-    }
-
-    /// The largest centred rectangle of `w:h` aspect inside `ow x oh`, as `(x, y, width, height)`.
-    fn crop_rect(ow: u32, oh: u32, w: u32, h: u32) -> (u32, u32, u32, u32) {
-        let (ow64, oh64, w64, h64) = (u64::from(ow), u64::from(oh), u64::from(w), u64::from(h));
-        let (cw, ch) = if ow64 * h64 > oh64 * w64 {
-            // Wider than wanted: keep the full height.
-            (((oh64 * w64) / h64).max(1), oh64)
-        } else {
-            (ow64, ((ow64 * h64) / w64).max(1))
-        };
-        // Both are bounded by the original's u32 dimensions.
-        let (cw, ch) = (cw.min(ow64) as u32, ch.min(oh64) as u32);
-        ((ow - cw) / 2, (oh - ch) / 2, cw, ch)
-    }
-
-    fn shrink(img: &DynamicImage, plan: Plan) -> DynamicImage {
-        let (ow, oh) = (img.width(), img.height());
-        match plan.method {
-            Method::Scale => img.thumbnail(plan.width, plan.height),
-            Method::Crop => {
-                let (x, y, cw, ch) = crop_rect(ow, oh, plan.width, plan.height);
-                let cropped = img.crop_imm(x, y, cw, ch);
-                if cw > plan.width || ch > plan.height {
-                    cropped.thumbnail_exact(plan.width, plan.height)
-                } else {
-                    // Never upscale: an original smaller than the crop box is only cropped.
-                    cropped
-                }
-            }
-        }
-    }
-
-    /// Makes the thumbnail of `bytes` for `plan`: a PNG (JPEG for JPEG sources), or
-    /// [`Thumbnail::Original`] when the original is already small enough to serve.
-    pub fn make(bytes: &[u8], plan: Plan, animated: bool) -> Result<Thumbnail, ThumbnailError> {
-        let format = match image::guess_format(bytes) {
-            Ok(
-                f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::WebP),
-            ) => f,
-            _ => return Err(ThumbnailError::NotAnImage),
-        };
-        let (ow, oh) = ImageReader::with_format(Cursor::new(bytes), format).into_dimensions()?;
-        if u64::from(ow) * u64::from(oh) > super::MAX_THUMBNAIL_PIXELS {
-            return Err(ThumbnailError::TooLarge {
-                width: ow,
-                height: oh,
-            });
-        }
-        let fits = ow <= plan.width && oh <= plan.height;
-        if fits && original_allowed(format, bytes, animated) {
-            return Ok(Thumbnail::Original);
-        }
-        let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
-        let mut limits = Limits::default();
-        limits.max_image_width = Some(ow);
-        limits.max_image_height = Some(oh);
-        reader.limits(limits);
-        let img = reader.decode()?;
-        let out = if fits { img } else { shrink(&img, plan) };
-
-        let mut buf = Cursor::new(Vec::new());
-        let content_type = if format == ImageFormat::Jpeg {
-            out.to_rgb8()
-                .write_with_encoder(JpegEncoder::new_with_quality(&mut buf, 85))?;
-            "image/jpeg"
-        } else {
-            out.write_to(&mut buf, ImageFormat::Png)?;
-            "image/png"
-        };
-        Ok(Thumbnail::Image {
-            content_type: content_type.to_owned(),
-            bytes: buf.into_inner(),
-        })
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn plan_picks_the_smallest_standard_size_that_is_large_enough() {
-            assert_eq!(
-                plan(20, 20, Method::Crop),
-                Plan {
-                    width: 32,
-                    height: 32,
-                    method: Method::Crop
-                }
-            );
-            assert_eq!(
-                plan(64, 64, Method::Crop),
-                Plan {
-                    width: 96,
-                    height: 96,
-                    method: Method::Crop
-                }
-            );
-            assert_eq!(
-                plan(100, 100, Method::Scale),
-                Plan {
-                    width: 320,
-                    height: 240,
-                    method: Method::Scale
-                }
-            );
-            assert_eq!(
-                plan(700, 500, Method::Scale),
-                Plan {
-                    width: 800,
-                    height: 600,
-                    method: Method::Scale
-                }
-            );
-        }
-
-        #[test]
-        fn plan_keeps_requests_no_standard_size_satisfies() {
-            // Bigger than every standard size, and a crop of another aspect ratio.
-            assert_eq!(
-                plan(1000, 900, Method::Scale),
-                Plan {
-                    width: 1000,
-                    height: 900,
-                    method: Method::Scale
-                }
-            );
-            assert_eq!(
-                plan(60, 30, Method::Crop),
-                Plan {
-                    width: 60,
-                    height: 30,
-                    method: Method::Crop
-                }
-            );
-        }
-
-        #[test]
-        fn crop_rect_is_centred_and_of_the_requested_aspect() {
-            assert_eq!(crop_rect(400, 200, 1, 1), (100, 0, 200, 200));
-            assert_eq!(crop_rect(200, 400, 2, 1), (0, 150, 200, 100));
-            assert_eq!(crop_rect(300, 300, 1, 1), (0, 0, 300, 300));
-        }
-    }
 }
