@@ -225,10 +225,12 @@ impl Homeserver {
     pub async fn commit(&self, mut batch: Batch) -> Result<()> {
         let pos = self.next_pos.get();
         batch.put("meta", META_STREAM_POS, pos.to_be_bytes().to_vec());
+        let touched = db::Touched::of(&batch);
         if let Err(e) = self.store.write(batch).await {
             self.caches.clear();
             return Err(e.into());
         }
+        self.caches.committed(touched);
         self.visible_pos.set(pos);
         self.notifier.notify();
         Ok(())

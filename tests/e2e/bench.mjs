@@ -88,6 +88,8 @@ try {
   const bob = await registerApi(page, 'bob');
   const { room_id: roomId } = await apiOk(page, 'POST', '/_matrix/client/v3/createRoom', { name: 'bench', preset: 'public_chat' }, alice.access_token);
   await apiOk(page, 'POST', `/_matrix/client/v3/join/${encodeURIComponent(roomId)}`, {}, bob.access_token);
+  const statusNow = () => page.evaluate(() => window.hearth.status());
+  const before = await statusNow();
   const sendRate = await page.evaluate(
     async ([roomId, token, n]) => {
       const t0 = performance.now();
@@ -104,6 +106,14 @@ try {
     [roomId, alice.access_token, SENDS],
   );
   row('sequential sends', `${sendRate.toFixed(0)} /s`, `${SENDS} PUT /send through the SW, each durable in IndexedDB`);
+  // Where a send's time goes: inside the server (and of that, IndexedDB) versus the hops.
+  const after = await statusNow();
+  const per = (f) => (f(after) - f(before)) / SENDS;
+  const inServer = per((s) => s.handled.totalMs);
+  row('  of a send: in the server', ms(inServer), `of ${ms(1000 / sendRate)} per send; the rest is page → SW → SharedWorker and back`);
+  for (const op of ['get', 'scan', 'write']) {
+    row(`  of a send: IndexedDB ${op}s`, ms(per((s) => s.storageOps[op].totalMs)), `${per((s) => s.storageOps[op].count).toFixed(2)} per send`);
+  }
 
   // --- delivery latency -------------------------------------------------------------------------
   // Bob long-polls /sync; alice sends; latency is send start until bob's /sync returns it.

@@ -388,11 +388,15 @@ pub async fn membership(
         .map(|r| r.membership))
 }
 
-/// Members of a room with their current membership.
-pub async fn members(
-    hs: &Homeserver,
-    room: &RoomId,
-) -> Result<Vec<(OwnedUserId, MembershipRecord)>> {
+/// Every member of a room with their membership record.
+pub type Members = Vec<(OwnedUserId, MembershipRecord)>;
+
+/// Members of a room with their current membership (cached: see `Caches::members`).
+pub async fn members(hs: &Homeserver, room: &RoomId) -> Result<Rc<Members>> {
+    if let Some(known) = hs.caches.members.borrow().get(room) {
+        return Ok(known.clone());
+    }
+    let epoch = hs.caches.members_epoch.get();
     let pfx = prefix(&[room.as_bytes()]);
     let mut out = Vec::new();
     for (k, v) in hs.scan_prefix("room_members", &pfx).await? {
@@ -402,15 +406,22 @@ pub async fn members(
         };
         out.push((user, from_json(&v)?));
     }
+    let out = Rc::new(out);
+    if hs.caches.members_epoch.get() == epoch {
+        hs.caches
+            .members
+            .borrow_mut()
+            .insert(room.to_owned(), out.clone());
+    }
     Ok(out)
 }
 
 pub async fn joined_members(hs: &Homeserver, room: &RoomId) -> Result<Vec<OwnedUserId>> {
     Ok(members(hs, room)
         .await?
-        .into_iter()
+        .iter()
         .filter(|(_, r)| r.membership == MembershipState::Join)
-        .map(|(u, _)| u)
+        .map(|(u, _)| u.clone())
         .collect())
 }
 
@@ -666,21 +677,30 @@ pub async fn can_see_event(hs: &Homeserver, user: &UserId, pdu: &Pdu) -> Result<
     }
 }
 
-/// The event a transaction id already produced, for idempotent sends.
+/// The event a transaction id already produced, for idempotent sends. Call under the write
+/// lock: the first lookup for a device loads all of its ids (see `Caches::txn_ids`).
 pub async fn txn_event(
     hs: &Homeserver,
     user: &UserId,
     device: &str,
     txn_id: &str,
 ) -> Result<Option<OwnedEventId>> {
-    let v = hs
-        .store
-        .get(
-            "txn_ids",
-            &key(&[user.as_bytes(), device.as_bytes(), txn_id.as_bytes()]),
-        )
-        .await?;
-    Ok(v.and_then(|v| OwnedEventId::try_from(String::from_utf8_lossy(&v).as_ref()).ok()))
+    let device_key = prefix(&[user.as_bytes(), device.as_bytes()]);
+    let parse = |v: &[u8]| OwnedEventId::try_from(String::from_utf8_lossy(v).as_ref()).ok();
+    if let Some(ids) = hs.caches.txn_ids.borrow().get(&device_key) {
+        return Ok(ids.get(txn_id.as_bytes()).and_then(|v| parse(v)));
+    }
+    let ids: super::TxnIds = hs
+        .scan_prefix("txn_ids", &device_key)
+        .await?
+        .into_iter()
+        .map(|(k, v)| (k[device_key.len()..].to_vec(), v))
+        .collect();
+    let found = ids.get(txn_id.as_bytes()).and_then(|v| parse(v));
+    if ids.len() < super::MAX_CACHED_TXN_IDS_PER_DEVICE {
+        hs.caches.txn_ids.borrow_mut().insert(device_key, ids);
+    }
+    Ok(found)
 }
 
 pub fn is_event_id(s: &str) -> bool {

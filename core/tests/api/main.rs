@@ -27,4 +27,5 @@ mod spaces;
 mod spec_coverage;
 mod spec_schemas;
 mod storage_memory;
+mod storage_reads;
 mod tags;

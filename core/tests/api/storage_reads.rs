@@ -1,0 +1,144 @@
+//! What a message send costs in storage reads once a room is warm. In the browser every read
+//! the read cache cannot answer is an IndexedDB transaction of its own (~0.5 ms), and the
+//! cache answers only keys it has seen; so a send must neither scan nor read a key that was
+//! never read or written before.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use async_trait::async_trait;
+use hearth_core::storage::{Batch, Direction, KeyRange, MemoryStorage, Op, Storage, StorageResult};
+use hearth_core::testing::{TestClient, TestWorld, enc};
+use hearth_core::{Config, Homeserver};
+use serde_json::json;
+
+/// Memory storage that counts what a browser read cache could not have answered.
+#[derive(Default)]
+struct ColdReads {
+    inner: MemoryStorage,
+    seen: RefCell<HashSet<(&'static str, Vec<u8>)>>,
+    cold_gets: RefCell<Vec<String>>,
+    scans: RefCell<Vec<&'static str>>,
+    writes: Cell<usize>,
+}
+
+impl ColdReads {
+    fn reset(&self) {
+        self.cold_gets.borrow_mut().clear();
+        self.scans.borrow_mut().clear();
+        self.writes.set(0);
+    }
+}
+
+#[async_trait(?Send)]
+impl Storage for ColdReads {
+    async fn get(&self, tree: &'static str, key: &[u8]) -> StorageResult<Option<Vec<u8>>> {
+        if self.seen.borrow_mut().insert((tree, key.to_vec())) {
+            self.cold_gets
+                .borrow_mut()
+                .push(format!("{tree} {}", String::from_utf8_lossy(key)));
+        }
+        self.inner.get(tree, key).await
+    }
+
+    async fn scan(
+        &self,
+        tree: &'static str,
+        range: KeyRange,
+        direction: Direction,
+        limit: usize,
+    ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scans.borrow_mut().push(tree);
+        self.inner.scan(tree, range, direction, limit).await
+    }
+
+    async fn write(&self, batch: Batch) -> StorageResult<()> {
+        self.writes.set(self.writes.get() + 1);
+        for op in &batch.ops {
+            let (Op::Put { tree, key, .. } | Op::Delete { tree, key }) = op;
+            self.seen.borrow_mut().insert((tree, key.clone()));
+        }
+        self.inner.write(batch).await
+    }
+}
+
+async fn send(c: &TestClient, room: &str, txn: &str) -> String {
+    c.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+            enc(room)
+        ),
+        json!({"msgtype": "m.text", "body": txn}),
+    )
+    .await
+    .assert_ok()["event_id"]
+        .as_str()
+        .expect("event_id")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_send_in_a_warm_room_scans_nothing_and_reads_no_new_key() {
+    let store = Rc::new(ColdReads::default());
+    let config = Config {
+        password_hash_memory_kib: 64,
+        ..Config::default()
+    };
+    let hs = Homeserver::new(store.clone(), Rc::new(TestWorld::new(7)), config)
+        .await
+        .expect("boot");
+    let alice = TestClient::register(&hs, "alice").await;
+    let bob = TestClient::register(&hs, "bob").await;
+    let room = alice
+        .post(
+            "/_matrix/client/v3/createRoom",
+            json!({"preset": "public_chat"}),
+        )
+        .await
+        .assert_ok()["room_id"]
+        .as_str()
+        .expect("room_id")
+        .to_owned();
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    send(&alice, &room, "warm-up").await;
+
+    for i in 0..5 {
+        store.reset();
+        send(&alice, &room, &format!("m{i}")).await;
+        assert_eq!(
+            *store.scans.borrow(),
+            Vec::<&str>::new(),
+            "send {i} scanned"
+        );
+        assert_eq!(
+            *store.cold_gets.borrow(),
+            Vec::<String>::new(),
+            "send {i} read keys never seen before"
+        );
+        assert_eq!(store.writes.get(), 1, "send {i}: one batch");
+    }
+
+    // The cached transaction ids still make a retry idempotent, and a new member is seen at
+    // once by the cached member list (bob's unread count, carol's notification).
+    let first = send(&alice, &room, "m0").await;
+    let again = send(&alice, &room, "m0").await;
+    assert_eq!(first, again);
+    let carol = TestClient::register(&hs, "carol").await;
+    carol
+        .post(
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    send(&alice, &room, "after-carol").await;
+    let sync = carol.get("/_matrix/client/v3/sync?timeout=0").await;
+    let counts = &sync.assert_ok()["rooms"]["join"][&room]["unread_notifications"];
+    assert_eq!(counts["notification_count"], 1, "{counts}");
+}

@@ -1,0 +1,21 @@
+import { launchBrowser, startRelay, openPage } from './harness.mjs';
+const relay = await startRelay();
+const browser = await launchBrowser();
+const ctx = await browser.newContext();
+const { page: a } = await openPage(ctx, relay.url);
+const vis = (p) => p.evaluate(() => [document.visibilityState, document.hasFocus()]);
+console.log('a alone', await vis(a));
+const { page: b } = await openPage(ctx, relay.url);
+console.log('a after b', await vis(a), 'b', await vis(b));
+const cdp = await ctx.newCDPSession(a);
+const targets = await cdp.send('Target.getTargets');
+console.log(targets.targetInfos.filter(t=>t.type==='page').map(t => [t.targetId.slice(0,6), t.url]));
+// Try a background tab created via CDP in the same window
+const bcdp = await browser.newBrowserCDPSession();
+const wins = await bcdp.send('Target.getTargets');
+const t = await bcdp.send('Target.createTarget', { url: relay.url + '/', background: true, newWindow: false, browserContextId: targets.targetInfos.find(t=>t.type==='page').browserContextId });
+console.log('created', t);
+await new Promise(r => setTimeout(r, 1500));
+const pages = ctx.pages();
+for (const p of pages) console.log(p.url(), await vis(p));
+await browser.close(); await relay.stop();
