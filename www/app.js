@@ -50,7 +50,8 @@ async function api(method, path, body, opts = {}) {
   if (opts.auth !== false && state.session) headers.Authorization = `Bearer ${state.session.accessToken}`;
   let resp;
   try {
-    resp = await fetch(path, {
+    // hearth.fetch skips the service worker for our own server (same answers, less latency).
+    resp = await (window.hearth?.fetch ?? fetch)(path, {
       method,
       headers,
       body: body === undefined ? undefined : JSON.stringify(body),

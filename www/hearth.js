@@ -12,6 +12,13 @@
 //                      instanceId, startedAt, ready, error}>
 //   onerror: null | (error: {kind, message}) => void   storage and start-up problems
 //   lastError: null | {kind, message}
+//   fetch(input, init): Promise<Response>   window.fetch with a short cut: same-origin
+//                                  `/_matrix/...` requests go straight to the server worker
+//                                  over this page's port instead of through the service
+//                                  worker (whose fetch interception alone costs ~1.5-2 ms per
+//                                  request). Clients that take a fetch function use it
+//                                  (matrix-js-sdk: `createClient({fetchFn: hearth.fetch})`);
+//                                  everything else keeps working through the service worker.
 // }
 // Errors are also dispatched on window as a 'hearth-error' CustomEvent (detail = error).
 
@@ -25,6 +32,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const hearth = {
   ready: null,
   status,
+  fetch: hearthFetch,
   onerror: null,
   lastError: null,
 };
@@ -33,6 +41,9 @@ window.hearth = hearth;
 let worker = null;
 let nextStatusId = 1;
 const statusWaiters = new Map();
+let nextRequestId = 1;
+/** Requests sent over the page's port: id -> resolve(answer). */
+const pendingRequests = new Map();
 
 function reportError(error) {
   hearth.lastError = error;
@@ -52,13 +63,17 @@ function startWorker() {
   });
   worker.port.onmessage = (event) => {
     const message = event.data;
-    if (message?.type === 'status') {
+    if (message?.type === 'response') {
+      pendingRequests.get(message.id)?.(message);
+      pendingRequests.delete(message.id);
+    } else if (message?.type === 'status') {
       statusWaiters.get(message.id)?.(message.status);
       statusWaiters.delete(message.id);
     } else if (message?.type === 'error') {
       reportError(message.error);
-    } else if (message?.type === 'hello' && message.error) {
-      reportError(message.error);
+    } else if (message?.type === 'hello') {
+      watchInstance(message.instanceId);
+      if (message.error) reportError(message.error);
     } else if (message?.type === 'ready') {
       hearth.lastError = null;
     }
@@ -87,6 +102,63 @@ function status() {
     });
     worker.port.postMessage({ type: 'status', id });
   });
+}
+
+// The server holds 'hearth-instance-<id>' for its whole life: the lock is granted to us exactly
+// when that instance has ended, and requests still waiting on it would otherwise wait forever.
+function watchInstance(instanceId) {
+  if (!instanceId) return;
+  navigator.locks.request(`hearth-instance-${instanceId}`, () => {
+    const gone = {
+      status: 503,
+      headers: [['content-type', 'application/json']],
+      body: new TextEncoder().encode(JSON.stringify({
+        errcode: 'M_UNKNOWN',
+        error: 'the homeserver stopped while answering; retry',
+        retry_after_ms: 1000,
+      })).buffer,
+    };
+    for (const [id, resolve] of pendingRequests) {
+      pendingRequests.delete(id);
+      resolve(gone);
+    }
+  });
+}
+
+function servedHere(url) {
+  return url.origin === location.origin
+    && (url.pathname.startsWith('/_matrix/') || url.pathname === '/.well-known/matrix/client');
+}
+
+function abortError(signal) {
+  return signal.reason ?? new DOMException('The operation was aborted.', 'AbortError');
+}
+
+async function hearthFetch(input, init) {
+  const request = new Request(input, init);
+  if (!worker || !servedHere(new URL(request.url))) return fetch(request);
+  const { signal } = request;
+  if (signal.aborted) throw abortError(signal);
+  const body = request.method === 'GET' || request.method === 'HEAD'
+    ? new ArrayBuffer(0)
+    : await request.arrayBuffer();
+  const id = nextRequestId++;
+  const answer = await new Promise((resolve, reject) => {
+    pendingRequests.set(id, resolve);
+    // The server finishes what it started (a send stays sent); only the answer is dropped.
+    signal.addEventListener('abort', () => {
+      pendingRequests.delete(id);
+      reject(abortError(signal));
+    }, { once: true });
+    worker.port.postMessage(
+      { type: 'request', id, method: request.method, url: request.url, headers: [...request.headers], body },
+      [body],
+    );
+  });
+  // Null-body statuses must not carry a body, even an empty one.
+  const nullBody = answer.status === 204 || answer.status === 205 || answer.status === 304;
+  const payload = nullBody || !answer.body || answer.body.byteLength === 0 ? null : answer.body;
+  return new Response(payload, { status: answer.status, headers: answer.headers });
 }
 
 function controllerChanged() {

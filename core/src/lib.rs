@@ -102,8 +102,10 @@ pub struct Inner {
     /// Serialises every write that allocates stream positions, so that positions become
     /// visible in order and read-modify-write of room state cannot interleave.
     write_lock: Mutex<()>,
-    /// The last stream position handed out.
-    next_pos: Cell<u64>,
+    /// The last stream position handed out (shared with the change clock).
+    next_pos: Rc<Cell<u64>>,
+    /// What changed since a stream position, known without reading storage.
+    pub changes: Rc<db::changes::ChangeClock>,
     /// The highest position whose batch is durable; `/sync` never reads past it.
     visible_pos: Cell<u64>,
     pub caches: db::Caches,
@@ -162,6 +164,9 @@ impl Homeserver {
             ),
             None => 0,
         };
+        let next_pos = Rc::new(Cell::new(pos));
+        let changes = Rc::new(db::changes::ChangeClock::new(next_pos.clone()));
+        let store: Rc<dyn Storage> = Rc::new(db::changes::Tracked::new(store, changes.clone()));
         let mut router = Router::default();
         client::register_routes(&mut router);
         tracing::info!(server_name = %key.server_name, "homeserver started");
@@ -172,7 +177,8 @@ impl Homeserver {
             config,
             notifier: Notifier::default(),
             write_lock: Mutex::new(()),
-            next_pos: Cell::new(pos),
+            next_pos,
+            changes,
             visible_pos: Cell::new(pos),
             caches: db::Caches::default(),
             router,

@@ -2,6 +2,8 @@
 //
 //   cargo xtask www && node tests/e2e/bench.mjs [--rooms 50] [--events 200] [--sends 300] [--deliveries 200]
 //
+//   node tests/e2e/bench.mjs --no-devtools-only     (only the sends and delivery, without DevTools)
+//
 // Measures, in headless Chromium against the relay serving www/: cold boot (fresh profile)
 // and warm boot (reload, service worker and IndexedDB in place) to `hearth.ready`; sequential
 // message sends per second and delivery latency (send until another user's long-poll /sync
@@ -12,7 +14,13 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { gzipSync } from 'node:zlib';
-import { WWW, apiOk, launchBrowser, openPage, registerApi, startRelay } from './harness.mjs';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { copyFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { CHROMIUM, CHROMIUM_ARGS, WWW, apiOk, copyWww, launchBrowser, openPage, registerApi, startRelay } from './harness.mjs';
 
 const { values: opts } = parseArgs({
   options: {
@@ -21,6 +29,7 @@ const { values: opts } = parseArgs({
     sends: { type: 'string', default: '300' },
     deliveries: { type: 'string', default: '200' },
     boots: { type: 'string', default: '5' },
+    'no-devtools-only': { type: 'boolean', default: false },
   },
 });
 const ROOMS = Number(opts.rooms);
@@ -36,11 +45,75 @@ const quantile = (xs, q) => {
 const median = (xs) => quantile(xs, 0.5);
 const ms = (x) => `${x.toFixed(1)} ms`;
 
+const HERE = path.dirname(fileURLToPath(import.meta.url));
 const rows = [];
 const row = (what, value, note = '') => {
   rows.push([what, value, note]);
   console.error(`  ${what}: ${value} ${note}`);
 };
+
+/** Rows for one run of bench-page.js's `all()`. */
+function report(m, how) {
+  row(`baseline: one fetch [${how}]`, ms(m.baselineMs), `GET /healthz passed through the SW to the relay: ${(1000 / m.baselineMs).toFixed(0)}/s at most`);
+  for (const [via, p] of Object.entries(m.paths)) {
+    const label = via === 'fetch' ? 'through the SW' : 'hearth.fetch, no SW';
+    const { rate, before, after } = p.sends;
+    const per = (f) => (f(after) - f(before)) / SENDS;
+    row(`sequential sends (${label}) [${how}]`, `${rate.toFixed(0)} /s`, `${SENDS} PUT /send, each durable in IndexedDB; ${ms(1000 / rate)} per send`);
+    row('  of a send: in the server', ms(per((x) => x.handled.totalMs)), `the rest is the hops page → ${via === 'fetch' ? 'SW → ' : ''}server worker and back`);
+    for (const op of ['get', 'scan', 'write']) {
+      row(`  of a send: IndexedDB ${op}s`, ms(per((x) => x.storageOps[op].totalMs)), `${per((x) => x.storageOps[op].count).toFixed(2)} per send`);
+    }
+    row(`delivery latency p50 (${label}) [${how}]`, ms(median(p.latencies)), `${DELIVERIES} messages, send → other user's /sync returns`);
+    row(`delivery latency p99 (${label}) [${how}]`, ms(quantile(p.latencies, 0.99)));
+  }
+}
+
+/**
+ * The same measurements in a Chromium with no DevTools client: Playwright's instrumentation of
+ * service-worker fetches more than doubles their cost, which users never pay. The page
+ * (bench.html, in a temporary copy of www/) logs its result to the console, which Chromium
+ * prints on stderr.
+ */
+async function withoutDevtools() {
+  const www = copyWww();
+  const profile = mkdtempSync(path.join(tmpdir(), 'hearth-bench-profile-'));
+  const relay = await startRelay({ www: www.dir });
+  try {
+    for (const f of ['bench.html', 'bench-page.js']) copyFileSync(path.join(HERE, f), path.join(www.dir, f));
+    const url = `${relay.url}/bench.html?sends=${SENDS}&deliveries=${DELIVERIES}`;
+    const chromium = spawn(CHROMIUM, ['--headless', ...CHROMIUM_ARGS, `--user-data-dir=${profile}`, '--enable-logging=stderr', '--v=0', url], { stdio: ['ignore', 'ignore', 'pipe'] });
+    try {
+      const lines = createInterface({ input: chromium.stderr });
+      const found = await new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no result from bench.html in 600 s')), 600000);
+        chromium.once('exit', (code) => reject(new Error(`chromium exited (${code}) before reporting`)));
+        lines.on('line', (line) => {
+          const m = /HEARTHBENCH (\{.*\})", source/.exec(line);
+          if (!m) return;
+          clearTimeout(timer);
+          resolve(JSON.parse(m[1]));
+        });
+      });
+      if (found.error) throw new Error(`bench.html: ${found.error}`);
+      return found.ok;
+    } finally {
+      const exited = once(chromium, 'exit');
+      chromium.kill('SIGTERM');
+      await exited;
+    }
+  } finally {
+    await relay.stop();
+    www.remove();
+    rmSync(profile, { recursive: true, force: true, maxRetries: 10, retryDelay: 200 });
+  }
+}
+
+if (opts['no-devtools-only']) {
+  report(await withoutDevtools(), 'no DevTools');
+  printTable();
+  process.exit(0);
+}
 
 const relay = await startRelay();
 const browser = await launchBrowser();
@@ -84,76 +157,11 @@ try {
   row('second tab to hearth.ready', ms(median(second)), `median of ${BOOTS}, server already running`);
 
   // --- sequential sends -------------------------------------------------------------------------
-  const alice = await registerApi(page, 'alice');
-  const bob = await registerApi(page, 'bob');
-  const { room_id: roomId } = await apiOk(page, 'POST', '/_matrix/client/v3/createRoom', { name: 'bench', preset: 'public_chat' }, alice.access_token);
-  await apiOk(page, 'POST', `/_matrix/client/v3/join/${encodeURIComponent(roomId)}`, {}, bob.access_token);
-  const statusNow = () => page.evaluate(() => window.hearth.status());
-  const before = await statusNow();
-  const sendRate = await page.evaluate(
-    async ([roomId, token, n]) => {
-      const t0 = performance.now();
-      for (let i = 0; i < n; i++) {
-        const r = await fetch(`/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/seq${i}`, {
-          method: 'PUT',
-          headers: { Authorization: `Bearer ${token}`, 'Content-Type': 'application/json' },
-          body: JSON.stringify({ msgtype: 'm.text', body: `message ${i}` }),
-        });
-        if (!r.ok) throw new Error(`send ${i}: ${r.status} ${await r.text()}`);
-      }
-      return (n / (performance.now() - t0)) * 1000;
-    },
-    [roomId, alice.access_token, SENDS],
-  );
-  row('sequential sends', `${sendRate.toFixed(0)} /s`, `${SENDS} PUT /send through the SW, each durable in IndexedDB`);
-  // Where a send's time goes: inside the server (and of that, IndexedDB) versus the hops.
-  const after = await statusNow();
-  const per = (f) => (f(after) - f(before)) / SENDS;
-  const inServer = per((s) => s.handled.totalMs);
-  row('  of a send: in the server', ms(inServer), `of ${ms(1000 / sendRate)} per send; the rest is page → SW → SharedWorker and back`);
-  for (const op of ['get', 'scan', 'write']) {
-    row(`  of a send: IndexedDB ${op}s`, ms(per((s) => s.storageOps[op].totalMs)), `${per((s) => s.storageOps[op].count).toFixed(2)} per send`);
-  }
-
-  // --- delivery latency -------------------------------------------------------------------------
-  // Bob long-polls /sync; alice sends; latency is send start until bob's /sync returns it.
-  const latencies = await page.evaluate(
-    async ([roomId, aliceToken, bobToken, n]) => {
-      const get = async (url, token) => {
-        const r = await fetch(url, { headers: { Authorization: `Bearer ${token}` } });
-        if (!r.ok) throw new Error(`${url}: ${r.status} ${await r.text()}`);
-        return r.json();
-      };
-      const filter = encodeURIComponent(JSON.stringify({ room: { timeline: { limit: 10 } }, presence: { not_types: ['*'] } }));
-      let since = (await get(`/_matrix/client/v3/sync?timeout=0&filter=${filter}`, bobToken)).next_batch;
-      const out = [];
-      for (let i = 0; i < n; i++) {
-        const body = `latency ${i}`;
-        const poll = get(`/_matrix/client/v3/sync?timeout=30000&since=${since}&filter=${filter}`, bobToken);
-        await new Promise((r) => setTimeout(r, 2)); // let the long-poll reach the server
-        const t0 = performance.now();
-        const send = fetch(`/_matrix/client/v3/rooms/${encodeURIComponent(roomId)}/send/m.room.message/lat${i}`, {
-          method: 'PUT',
-          headers: { Authorization: `Bearer ${aliceToken}`, 'Content-Type': 'application/json' },
-          body: JSON.stringify({ msgtype: 'm.text', body }),
-        });
-        let res = await poll;
-        // Any other wake-up (receipts, presence) is skipped until the message itself arrives.
-        while (!(res.rooms?.join?.[roomId]?.timeline?.events ?? []).some((e) => e.content?.body === body)) {
-          since = res.next_batch;
-          res = await get(`/_matrix/client/v3/sync?timeout=30000&since=${since}&filter=${filter}`, bobToken);
-        }
-        out.push(performance.now() - t0);
-        since = res.next_batch;
-        if (!(await send).ok) throw new Error(`send ${i} failed`);
-      }
-      return out;
-    },
-    [roomId, alice.access_token, bob.access_token, DELIVERIES],
-  );
-  row('delivery latency p50', ms(median(latencies)), `${DELIVERIES} messages, send → other user's /sync returns`);
-  row('delivery latency p99', ms(quantile(latencies, 0.99)));
-
+  // --- sends and delivery, with DevTools attached (Playwright) -----------------------------------
+  await page.addScriptTag({ path: path.join(HERE, 'bench-page.js'), type: 'module' });
+  await page.waitForFunction(() => window.hearthBench);
+  const measured = await page.evaluate((o) => window.hearthBench.all(o), { sends: SENDS, deliveries: DELIVERIES });
+  report(measured, 'Playwright');
   // --- initial sync of a big account -------------------------------------------------------------
   const carol = await registerApi(page, 'carol');
   const setup0 = performance.now();
@@ -207,9 +215,13 @@ try {
   await browser.close();
   await relay.stop();
 }
+report(await withoutDevtools(), 'no DevTools');
+printTable();
 
-const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length), ['measure', 'value', 'note'][i].length));
-const line = (cells) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
-console.log(line(['measure', 'value', 'note']));
-console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
-for (const r of rows) console.log(line(r));
+function printTable() {
+  const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length), ['measure', 'value', 'note'][i].length));
+  const line = (cells) => `| ${cells.map((c, i) => c.padEnd(widths[i])).join(' | ')} |`;
+  console.log(line(['measure', 'value', 'note']));
+  console.log(`|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`);
+  for (const r of rows) console.log(line(r));
+}

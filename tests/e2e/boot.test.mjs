@@ -81,3 +81,77 @@ test('the status panel shows name, version, storage, users, rooms and relay stat
     await ctx.close();
   }
 });
+
+test('hearth.fetch answers like the service worker does, without it, and honours abort', async () => {
+  const ctx = await browser.newContext();
+  try {
+    const { page } = await openPage(ctx, relay.url);
+    const result = await page.evaluate(async () => {
+      const viaSw = async (path, init) => {
+        const r = await fetch(path, init);
+        return { status: r.status, body: await r.json() };
+      };
+      const direct = async (path, init) => {
+        const r = await window.hearth.fetch(path, init);
+        return { status: r.status, type: r.headers.get('content-type'), body: await r.json() };
+      };
+      const json = (method, body, token) => ({
+        method,
+        headers: { 'Content-Type': 'application/json', ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+        body: JSON.stringify(body),
+      });
+      const reg = await direct('/_matrix/client/v3/register', json('POST', {
+        username: 'direct', password: 'correct horse battery staple', auth: { type: 'm.login.dummy' },
+      }));
+      const token = reg.body.access_token;
+      const auth = { headers: { Authorization: `Bearer ${token}` } };
+      const room = await direct('/_matrix/client/v3/createRoom', json('POST', { name: 'direct' }, token));
+      const sent = await direct(
+        `/_matrix/client/v3/rooms/${encodeURIComponent(room.body.room_id)}/send/m.room.message/t1`,
+        json('PUT', { msgtype: 'm.text', body: 'hello' }, token),
+      );
+      // What one path wrote the other reads: one server behind both.
+      const event = await viaSw(
+        `/_matrix/client/v3/rooms/${encodeURIComponent(room.body.room_id)}/event/${encodeURIComponent(sent.body.event_id)}`,
+        auth,
+      );
+      const badJson = await direct('/_matrix/client/v3/createRoom', {
+        method: 'POST', headers: { Authorization: `Bearer ${token}` }, body: '{not json',
+      });
+      const unknown = await direct('/_matrix/client/v3/no/such/endpoint');
+      // A long-poll given up on by the client rejects with AbortError at once.
+      const since = (await direct('/_matrix/client/v3/sync?timeout=0', auth)).body.next_batch;
+      const controller = new AbortController();
+      const t0 = performance.now();
+      const poll = window.hearth.fetch(`/_matrix/client/v3/sync?timeout=20000&since=${since}`, { ...auth, signal: controller.signal });
+      setTimeout(() => controller.abort(), 100);
+      const aborted = await poll.then(() => 'resolved', (e) => e.name);
+      // Anything not for the homeserver is plain fetch.
+      const page = await window.hearth.fetch('/');
+      return {
+        reg: reg.status,
+        type: reg.type,
+        sent: sent.status,
+        event: [event.status, event.body.content?.body],
+        badJson: [badJson.status, badJson.body.errcode],
+        unknown: [unknown.status, unknown.body.errcode],
+        aborted,
+        abortMs: performance.now() - t0,
+        page: [page.status, page.headers.get('content-type')],
+      };
+    });
+    assert.equal(result.reg, 200);
+    assert.match(result.type, /^application\/json/);
+    assert.equal(result.sent, 200);
+    assert.deepEqual(result.event, [200, 'hello']);
+    assert.deepEqual(result.badJson, [400, 'M_NOT_JSON']);
+    assert.deepEqual(result.unknown, [404, 'M_UNRECOGNIZED']);
+    assert.equal(result.aborted, 'AbortError');
+    assert.ok(result.abortMs < 5000, `abort took ${result.abortMs} ms`);
+    assert.equal(result.page[0], 200);
+    assert.match(result.page[1], /^text\/html/);
+    assert.deepEqual(page.errors, []);
+  } finally {
+    await ctx.close();
+  }
+});

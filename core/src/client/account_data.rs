@@ -152,6 +152,11 @@ pub async fn account_data_since(
             .iter()
             .map(|(_, v)| from_json(v))
             .collect::<Result<_>>()?
+    } else if !hs
+        .changes
+        .part_changed_since("account_data_stream", user.as_bytes(), since)
+    {
+        Vec::new()
     } else {
         let user_prefix = prefix(&[user.as_bytes()]);
         let start = stream_key(user, since.saturating_add(1));

@@ -355,12 +355,16 @@ pub async fn one_time_key_counts(
     user: &UserId,
     device: &DeviceId,
 ) -> Result<BTreeMap<OneTimeKeyAlgorithm, UInt>> {
-    let mut counts: BTreeMap<OneTimeKeyAlgorithm, UInt> =
-        e2ee::count_one_time_keys(hs, user, device)
-            .await?
-            .into_iter()
-            .map(|(alg, n)| (alg, UInt::new_saturating(n)))
-            .collect();
+    let slot = crate::db::key(&[user.as_bytes(), device.as_bytes()]);
+    let counted = hs
+        .memo("one_time_keys", user.as_bytes(), &slot, || {
+            e2ee::count_one_time_keys(hs, user, device)
+        })
+        .await?;
+    let mut counts: BTreeMap<OneTimeKeyAlgorithm, UInt> = counted
+        .iter()
+        .map(|(alg, n)| (alg.clone(), UInt::new_saturating(*n)))
+        .collect();
     counts
         .entry(OneTimeKeyAlgorithm::SignedCurve25519)
         .or_insert(UInt::MIN);
@@ -373,9 +377,14 @@ pub async fn unused_fallback_key_types(
     user: &UserId,
     device: &DeviceId,
 ) -> Result<Vec<OneTimeKeyAlgorithm>> {
-    Ok(e2ee::fallback_keys(hs, user, device)
-        .await?
-        .into_iter()
+    let slot = crate::db::key(&[user.as_bytes(), device.as_bytes()]);
+    let keys = hs
+        .memo("fallback_keys", user.as_bytes(), &slot, || {
+            e2ee::fallback_keys(hs, user, device)
+        })
+        .await?;
+    Ok(keys
+        .iter()
         .filter(|k| !k.used)
         .map(|k| k.id.algorithm())
         .collect())

@@ -116,6 +116,9 @@ pub async fn receipts_since(
     room: &RoomId,
     since: u64,
 ) -> Result<Option<Raw<AnySyncEphemeralRoomEvent>>> {
+    if !hs.changes.tree_changed_since("receipts", since) {
+        return Ok(None);
+    }
     let room_prefix = prefix(&[b"s", room.as_bytes()]);
     let end = match prefix_successor(&room_prefix) {
         Some(e) => Bound::Excluded(e),

@@ -153,6 +153,12 @@ async fn timeline(
     upto: u64,
     f: &RoomEventFilter,
 ) -> Result<(Vec<Rc<Pdu>>, bool)> {
+    if !hs
+        .changes
+        .part_changed_since("timeline", room.as_bytes(), since)
+    {
+        return Ok((Vec::new(), false));
+    }
     let limit = timeline_limit(f);
     let mut out = Vec::new();
     let mut cursor = upto;

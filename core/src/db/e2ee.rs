@@ -279,7 +279,7 @@ pub struct KeyChange {
 
 /// Changes at a position in `(after, upto]`, oldest first, each distinct change once.
 pub async fn key_changes_between(hs: &Homeserver, after: u64, upto: u64) -> Result<Vec<KeyChange>> {
-    if upto <= after {
+    if upto <= after || !hs.changes.tree_changed_since("key_changes", after) {
         return Ok(Vec::new());
     }
     let range = KeyRange::new(
@@ -504,7 +504,11 @@ pub async fn to_device_between(
     upto: u64,
     limit: usize,
 ) -> Result<Vec<(u64, ToDeviceRecord)>> {
-    if upto <= after {
+    if upto <= after
+        || !hs
+            .changes
+            .part_changed_since("to_device", user.as_bytes(), after)
+    {
         return Ok(Vec::new());
     }
     let rows = hs
@@ -524,6 +528,20 @@ pub async fn to_device_between(
             ))
         })
         .collect()
+}
+
+/// Whether the device has no to-device messages waiting at all.
+pub async fn inbox_is_empty(hs: &Homeserver, user: &UserId, device: &DeviceId) -> Result<bool> {
+    Ok(hs
+        .store
+        .scan(
+            "to_device",
+            inbox_range(user, device, 0, u64::MAX - 1),
+            Direction::Forward,
+            1,
+        )
+        .await?
+        .is_empty())
 }
 
 /// Deletes the device's messages with positions up to and including `upto`.

@@ -3,6 +3,7 @@
 
 pub mod append;
 pub mod backup;
+pub mod changes;
 pub mod e2ee;
 pub mod media;
 pub mod power;
@@ -91,6 +92,38 @@ impl Homeserver {
     }
 }
 
+impl Homeserver {
+    /// `compute`'s answer, remembered until the `part` keys of `tree` (a tree the change
+    /// clock partitions) are written again. For derived values read on every `/sync`.
+    pub async fn memo<T: 'static, Fut>(
+        &self,
+        tree: &'static str,
+        part: &[u8],
+        key: &[u8],
+        compute: impl FnOnce() -> Fut,
+    ) -> Result<Rc<T>>
+    where
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let slot = (tree, key.to_vec());
+        let known = self.caches.memo.borrow().get(&slot).cloned();
+        if let Some((seq, value)) = known
+            && self.changes.part(tree, part).seq <= seq
+            && let Ok(value) = value.downcast::<T>()
+        {
+            return Ok(value);
+        }
+        // Remember the sequence from before the read: a write during it makes the answer stale.
+        let started = self.changes.seq();
+        let value = Rc::new(compute().await?);
+        self.caches
+            .memo
+            .borrow_mut()
+            .insert(slot, (started, value.clone()));
+        Ok(value)
+    }
+}
+
 /// Caches of hot records. A failed write clears them, so they never run ahead of storage.
 #[derive(Default)]
 pub struct Caches {
@@ -112,7 +145,13 @@ pub struct Caches {
     /// a send looks its id up on every request, and a new id is a miss no read cache can
     /// answer. Loaded and extended only under the write lock, like every txn id write.
     pub txn_ids: RefCell<HashMap<Vec<u8>, TxnIds>>,
+    /// Answers remembered by [`Homeserver::memo`]: `(tree, key) → (write seq when computed,
+    /// value)`.
+    pub memo: RefCell<HashMap<(&'static str, Vec<u8>), Memo>>,
 }
+
+/// A remembered answer: the write sequence when it was computed, and the value.
+pub type Memo = (u64, Rc<dyn std::any::Any>);
 
 /// One device's transaction ids: id → event id.
 pub type TxnIds = HashMap<Vec<u8>, Vec<u8>>;
@@ -183,6 +222,7 @@ impl Caches {
         self.members.borrow_mut().clear();
         self.members_epoch.set(self.members_epoch.get() + 1);
         self.txn_ids.borrow_mut().clear();
+        self.memo.borrow_mut().clear();
     }
 
     /// Brings the caches up to date with a batch that is now durable.

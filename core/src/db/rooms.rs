@@ -438,20 +438,28 @@ pub async fn rooms_for_user(
         .collect())
 }
 
+/// Every room the user has a membership record in, with the record. Remembered until the
+/// user's memberships change: `/sync` asks several times per request.
 pub async fn membership_records_for_user(
     hs: &Homeserver,
     user: &UserId,
 ) -> Result<Vec<(OwnedRoomId, MembershipRecord)>> {
-    let pfx = prefix(&[user.as_bytes()]);
-    let mut out = Vec::new();
-    for (k, v) in hs.scan_prefix("memberships", &pfx).await? {
-        let Ok(room) = OwnedRoomId::try_from(String::from_utf8_lossy(&k[pfx.len()..]).as_ref())
-        else {
-            continue;
-        };
-        out.push((room, from_json(&v)?));
-    }
-    Ok(out)
+    let records = hs
+        .memo("memberships", user.as_bytes(), user.as_bytes(), || async {
+            let pfx = prefix(&[user.as_bytes()]);
+            let mut out = Vec::new();
+            for (k, v) in hs.scan_prefix("memberships", &pfx).await? {
+                let Ok(room) =
+                    OwnedRoomId::try_from(String::from_utf8_lossy(&k[pfx.len()..]).as_ref())
+                else {
+                    continue;
+                };
+                out.push((room, from_json::<MembershipRecord>(&v)?));
+            }
+            Ok(out)
+        })
+        .await?;
+    Ok((*records).clone())
 }
 
 pub async fn joined_rooms(hs: &Homeserver, user: &UserId) -> Result<Vec<OwnedRoomId>> {
@@ -550,7 +558,11 @@ pub async fn state_changes(
     from_exclusive: u64,
     to_inclusive: u64,
 ) -> Result<Vec<(u64, String, String, OwnedEventId)>> {
-    if to_inclusive <= from_exclusive {
+    if to_inclusive <= from_exclusive
+        || !hs
+            .changes
+            .part_changed_since("state_history", room.as_bytes(), from_exclusive)
+    {
         return Ok(Vec::new());
     }
     let start = key(&[room.as_bytes(), &pos_bytes(from_exclusive)]);
