@@ -208,3 +208,58 @@ test('promise 4: the server keeps running while any tab is open', async () => {
     await ctx.close();
   }
 });
+
+test('promise 4: the server does not depend on any page running scripts (a background tab)', async () => {
+  // Chromium throttles and then freezes background tabs. Headless Chromium under Playwright
+  // keeps every page visible, so CDP's freeze does not take; a page whose main thread is
+  // stalled stands in for it: it runs no task at all while the others are served.
+  const ctx = await browser.newContext();
+  try {
+    const { page: a } = await openPage(ctx, relay.url);
+    const alice = await registerApi(a, 'background-alice');
+    const { room_id: roomId } = await apiOk(a, 'POST', '/_matrix/client/v3/createRoom', { name: 'background' }, alice.access_token);
+    const server = await instanceId(a);
+    const { page: b } = await openPage(ctx, relay.url);
+
+    const STALL_MS = 6000;
+    const stalled = a.evaluate((ms) => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) {
+        // The tab that started the server runs nothing else meanwhile.
+      }
+    }, STALL_MS);
+    const t0 = Date.now();
+
+    // The other tab is served by the same instance, timers included (a long-poll times out).
+    assert.equal(await instanceId(b), server);
+    const r = await send(b, alice.access_token, roomId, 'while the first tab is stalled', 's1');
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const polled = await b.evaluate(async (token) => {
+      const get = async (q) => (await fetch(`/_matrix/client/v3/sync?${q}`, { headers: { Authorization: `Bearer ${token}` } })).json();
+      const since = (await get('timeout=0')).next_batch;
+      const started = performance.now();
+      await get(`timeout=1000&since=${since}`);
+      return performance.now() - started;
+    }, alice.access_token);
+    assert.ok(polled >= 900 && polled < 4000, `a 1000 ms long-poll took ${polled} ms`);
+
+    // The stalled tab alone: the server outlives the last responsive tab.
+    await b.close();
+    const browserCdp = await browser.newBrowserCDPSession();
+    const { targetInfos } = await browserCdp.send('Target.getTargets');
+    await browserCdp.detach();
+    assert.ok(Date.now() - t0 < STALL_MS, 'the checks outlasted the stall; make it longer');
+    assert.ok(
+      targetInfos.some((t) => t.type === 'shared_worker' && t.url.endsWith('/server-worker.js')),
+      `no server worker among ${JSON.stringify(targetInfos.map((t) => [t.type, t.url]))}`,
+    );
+
+    // Responsive again: the same instance, with what was written meanwhile.
+    await stalled;
+    assert.equal(await instanceId(a), server);
+    assert.deepEqual(await bodies(a, alice.access_token, roomId), ['while the first tab is stalled']);
+    assert.deepEqual(await serverLock(a), { held: 1, pending: 0 });
+  } finally {
+    await ctx.close();
+  }
+});

@@ -57,9 +57,15 @@ for s in "${scenarios[@]}"; do
 done
 
 # --- server ----------------------------------------------------------------------------------
-echo "interop: building hearth-testhost"
-(cd "$root" && cargo build --quiet -p hearth-testhost) || die "cargo build -p hearth-testhost failed"
-bin="$root/target/debug/hearth-testhost"
+# `cargo xtask test` passes the binary its native stage already built (HEARTH_TESTHOST_BIN);
+# building it again here with another feature set would cost minutes and disk.
+bin="${HEARTH_TESTHOST_BIN:-}"
+if [ -z "$bin" ]; then
+    echo "interop: building hearth-testhost"
+    (cd "$root" && cargo build --quiet -p hearth-testhost) || die "cargo build -p hearth-testhost failed"
+    bin="$root/target/debug/hearth-testhost"
+fi
+[ -x "$bin" ] || die "$bin is not an executable"
 
 "$bin" --listen 127.0.0.1:0 >"$log_dir/host.out" 2>"$log_dir/host.err" &
 host_pid=$!

@@ -226,7 +226,21 @@ fn interop() -> Outcome {
     if !script.is_file() {
         return Outcome::Skipped("tests/interop/run.sh does not exist yet".into());
     }
-    outcome(cmd::run(cmd::new("bash", &[], &root()).arg(&script)))
+    outcome((|| {
+        native_binaries()?;
+        let mut bash = cmd::new("bash", &[], &root());
+        bash.arg(&script).env(
+            "HEARTH_TESTHOST_BIN",
+            www::target_dir().join("debug/hearth-testhost"),
+        );
+        cmd::run(&mut bash)
+    })())
+}
+
+/// The native binaries (testhost, relay) as the native stage builds them: the same command,
+/// so after that stage this is a no-op instead of a rebuild with another feature set.
+fn native_binaries() -> Result<()> {
+    cmd::run(&mut cargo(&["test", "--workspace", "--no-run"]))
 }
 
 fn e2e() -> Outcome {
@@ -240,7 +254,7 @@ fn e2e() -> Outcome {
     outcome((|| {
         tools::ensure_wasm_bindgen()?;
         www::build_release()?;
-        cmd::run(&mut cargo(&["build", "-p", "hearth-relay"]))?;
+        native_binaries()?;
         let mut node = cmd::new(
             "node",
             &["--test", "--test-concurrency=1", "tests/e2e/"],
