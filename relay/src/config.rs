@@ -6,16 +6,19 @@ use std::path::PathBuf;
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8008";
 
 pub const USAGE: &str = "\
-usage: hearth-relay [--listen ADDR] [--www DIR]
+usage: hearth-relay [--listen ADDR] [--www DIR] [--exit-with-stdin]
 
-  --listen ADDR   address to listen on (default 127.0.0.1:8008; port 0 picks a free port)
-  --www DIR       directory with the page to serve (default ./www)
-  -h, --help      show this help";
+  --listen ADDR       address to listen on (default 127.0.0.1:8008; port 0 picks a free port)
+  --www DIR           directory with the page to serve (default ./www)
+  --exit-with-stdin   shut down when standard input closes: a parent that gives the relay a
+                      pipe takes it down with it, however the parent ends
+  -h, --help          show this help";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub listen: SocketAddr,
     pub www: PathBuf,
+    pub exit_with_stdin: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -39,6 +42,7 @@ impl Config {
     {
         let mut listen = None;
         let mut www = None;
+        let mut exit_with_stdin = false;
         let mut args = args.into_iter().map(Into::into);
         while let Some(arg) = args.next() {
             let (flag, inline) = match arg.split_once('=') {
@@ -47,6 +51,7 @@ impl Config {
             };
             match flag.as_str() {
                 "-h" | "--help" => return Err(ConfigError::Help),
+                "--exit-with-stdin" if inline.is_none() => exit_with_stdin = true,
                 "--listen" | "--www" => {
                     let value = match inline {
                         Some(v) => v,
@@ -69,6 +74,7 @@ impl Config {
         Ok(Self {
             listen: listen.unwrap_or(default_listen),
             www: www.unwrap_or_else(|| PathBuf::from("www")),
+            exit_with_stdin,
         })
     }
 }
@@ -89,6 +95,24 @@ mod tests {
         let c = Config::from_args(["--listen", "0.0.0.0:9000", "--www=/srv/page"]).unwrap();
         assert_eq!(c.listen.to_string(), "0.0.0.0:9000");
         assert_eq!(c.www, PathBuf::from("/srv/page"));
+    }
+
+    #[test]
+    fn exit_with_stdin_is_a_plain_switch() {
+        assert!(
+            !Config::from_args(Vec::<String>::new())
+                .unwrap()
+                .exit_with_stdin
+        );
+        assert!(
+            Config::from_args(["--exit-with-stdin"])
+                .unwrap()
+                .exit_with_stdin
+        );
+        assert_eq!(
+            Config::from_args(["--exit-with-stdin=yes"]),
+            Err(ConfigError::Unknown("--exit-with-stdin=yes".into()))
+        );
     }
 
     #[test]

@@ -42,10 +42,24 @@ async fn run(config: Config) -> Result<(), hearth_relay::RelayError> {
     // Harnesses that ask for port 0 read the real address from this line.
     println!("hearth-relay listening on http://{addr}");
     tracing::info!(%addr, www = %config.www.display(), "serving");
-    hearth_relay::serve(listener, state, shutdown_signal()).await
+    hearth_relay::serve(listener, state, shutdown_signal(config.exit_with_stdin)).await
 }
 
-async fn shutdown_signal() {
+/// Resolves when standard input reaches its end (or fails): the parent holding the other end
+/// of the pipe is gone.
+async fn stdin_closed() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 256];
+    while let Ok(n) = stdin.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+    tracing::info!("standard input closed");
+}
+
+async fn shutdown_signal(exit_with_stdin: bool) {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
             tracing::warn!("cannot listen for ctrl-c: {e}");
@@ -66,9 +80,17 @@ async fn shutdown_signal() {
     };
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
+    let parent_gone = async {
+        if exit_with_stdin {
+            stdin_closed().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+        _ = parent_gone => {},
     }
     tracing::info!("shutting down");
 }

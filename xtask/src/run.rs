@@ -53,12 +53,18 @@ pub fn run(args: &[String]) -> Result<()> {
         .arg(listen.to_string())
         .arg("--www")
         .arg(root().join("www"))
+        // The relay ends when this pipe closes, i.e. when we do, however we are stopped
+        // (Ctrl-C reaches both of us; a SIGTERM or SIGKILL only reaches us).
+        .arg("--exit-with-stdin")
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|source| Error::Spawn {
             cmd: relay.display().to_string(),
             source,
         })?;
+    // Held, not left in `child`: `Child::wait` would close it before waiting.
+    let _relay_lives_while_we_do = child.stdin.take();
     let stdout = child
         .stdout
         .take()
