@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ruma::api::client::keys::{claim_keys, get_key_changes, get_keys, upload_keys};
 use ruma::encryption::{DeviceKeys, OneTimeKey};
+use ruma::events::room::member::MembershipState;
 use ruma::serde::Raw;
 use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedUserId, UInt, UserId};
 use serde_json::{Value, json};
@@ -300,9 +301,40 @@ async fn changes(
     let user = ctx.user_id()?;
     // `from` and `to` are `/sync` `next_batch` tokens.
     let from = tokens::parse(&req.from)?;
-    let to = tokens::parse(&req.to)?;
-    let (changed, left) = changes_between(hs, user, from, to.min(hs.current_pos())).await?;
+    let to = tokens::parse(&req.to)?.min(hs.current_pos());
+    let (changed, left) = device_lists_between(hs, user, from, to).await?;
     Ok(get_key_changes::v3::Response::new(changed, left))
+}
+
+/// [`device_lists_between`] from `since` up to now.
+pub async fn device_list_changes(
+    hs: &Homeserver,
+    user: &UserId,
+    since: u64,
+) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
+    device_lists_between(hs, user, since, hs.current_pos()).await
+}
+
+/// `device_lists` of `/sync` and `/keys/changes` for positions in `(after, upto]`: users whose
+/// keys changed or who now share a room with `user` (`changed`), and users who no longer share
+/// any (`left`). Nothing for `after == 0` (an initial sync: the client fetches every key).
+pub async fn device_lists_between(
+    hs: &Homeserver,
+    user: &UserId,
+    after: u64,
+    upto: u64,
+) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
+    if after == 0 || upto <= after {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let mut changed = changes_between(hs, user, after, upto).await?;
+    let (newly_shared, left) = sharing_changes(hs, user, after, upto).await?;
+    for u in newly_shared {
+        if !changed.contains(&u) {
+            changed.push(u);
+        }
+    }
+    Ok((changed, left))
 }
 
 /// Users whose keys changed at a position in `(after, upto]` in a way `user` may hear of: public
@@ -313,10 +345,10 @@ async fn changes_between(
     user: &UserId,
     after: u64,
     upto: u64,
-) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
+) -> Result<Vec<OwnedUserId>> {
     let log = e2ee::key_changes_between(hs, after, upto).await?;
     if log.is_empty() {
-        return Ok((Vec::new(), Vec::new()));
+        return Ok(Vec::new());
     }
     let mut visible = rooms::users_sharing_room_with(hs, user).await?;
     visible.insert(user.to_owned());
@@ -330,22 +362,65 @@ async fn changes_between(
             changed.push(change.user);
         }
     }
-    // `left` needs the membership history of shared rooms; it stays empty until that exists.
-    Ok((changed, Vec::new()))
+    Ok(changed)
 }
 
-/// For `/sync`'s `device_lists`: users whose device keys changed after stream position `since`
-/// and who share a room with `user` (`changed`), and users who no longer do (`left`, not tracked
-/// yet: always empty). `since == 0` is an initial sync, which reports nothing.
-pub async fn device_list_changes(
+/// Users who started sharing a room with `user` in `(since, upto]` (their devices are news to
+/// the client: `device_lists.changed`), and users who no longer share any room with them
+/// (`device_lists.left`).
+pub async fn sharing_changes(
     hs: &Homeserver,
     user: &UserId,
     since: u64,
+    upto: u64,
 ) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
     if since == 0 {
         return Ok((Vec::new(), Vec::new()));
     }
-    changes_between(hs, user, since, hs.current_pos()).await
+    let mut joined = BTreeSet::new();
+    let mut departed = BTreeSet::new();
+    for (room, rec) in rooms::membership_records_for_user(hs, user).await? {
+        if rec.pos > since && rec.pos <= upto {
+            // The user's own membership changed: everyone in the room is new, or gone.
+            let members = rooms::joined_members(hs, &room).await?;
+            match rec.membership {
+                MembershipState::Join => joined.extend(members),
+                MembershipState::Leave | MembershipState::Ban => departed.extend(members),
+                _ => {}
+            }
+        } else if rec.membership == MembershipState::Join {
+            for (_, t, sk, id) in rooms::state_changes(hs, &room, since, upto).await? {
+                if t != "m.room.member" {
+                    continue;
+                }
+                let (Ok(member), Some(p)) = (
+                    OwnedUserId::try_from(sk.as_str()),
+                    rooms::get_pdu(hs, id.as_str()).await?,
+                ) else {
+                    continue;
+                };
+                match p.membership() {
+                    Some(MembershipState::Join) => {
+                        joined.insert(member);
+                    }
+                    Some(MembershipState::Leave | MembershipState::Ban) => {
+                        departed.insert(member);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let sharing = rooms::users_sharing_room_with(hs, user).await?;
+    let changed = joined
+        .into_iter()
+        .filter(|u| u != user && sharing.contains(u))
+        .collect();
+    let left = departed
+        .into_iter()
+        .filter(|u| u != user && !sharing.contains(u))
+        .collect();
+    Ok((changed, left))
 }
 
 /// For `/sync`'s `device_one_time_keys_count` and `/keys/upload`. `signed_curve25519` is always

@@ -385,16 +385,10 @@ async fn build(
     .await?;
     resp.to_device.events = to_device;
     resp.next_batch = tokens::format_sync(now_pos, truncated);
-    let (mut changed, _) = keys::device_list_changes(hs, user, since).await?;
-    let (newly_shared, no_longer_shared) = sharing_changes(hs, user, since, now_pos).await?;
-    for u in newly_shared {
-        if !changed.contains(&u) {
-            changed.push(u);
-        }
-    }
+    let (changed, left) = keys::device_lists_between(hs, user, since, now_pos).await?;
     resp.device_lists = DeviceLists::new();
     resp.device_lists.changed = changed;
-    resp.device_lists.left = no_longer_shared;
+    resp.device_lists.left = left;
     resp.device_one_time_keys_count = keys::one_time_key_counts(hs, user, &s.device_id).await?;
     resp.device_unused_fallback_key_types =
         Some(keys::unused_fallback_key_types(hs, user, &s.device_id).await?);
@@ -549,64 +543,6 @@ async fn left_room(
     st.events = state_events(&state, now_ms)?;
     l.state = State::Before(st);
     Ok(l)
-}
-
-/// Users who started sharing a room with `user` in `(since, upto]` (their devices are news to
-/// the client: `device_lists.changed`), and users who no longer share any room with them
-/// (`device_lists.left`). Nothing on an initial sync.
-async fn sharing_changes(
-    hs: &Homeserver,
-    user: &UserId,
-    since: u64,
-    upto: u64,
-) -> Result<(Vec<OwnedUserId>, Vec<OwnedUserId>)> {
-    if since == 0 {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    let mut joined = BTreeSet::new();
-    let mut departed = BTreeSet::new();
-    for (room, rec) in rooms::membership_records_for_user(hs, user).await? {
-        if rec.pos > since && rec.pos <= upto {
-            // The user's own membership changed: everyone in the room is new, or gone.
-            let members = rooms::joined_members(hs, &room).await?;
-            match rec.membership {
-                MembershipState::Join => joined.extend(members),
-                MembershipState::Leave | MembershipState::Ban => departed.extend(members),
-                _ => {}
-            }
-        } else if rec.membership == MembershipState::Join {
-            for (_, t, sk, id) in rooms::state_changes(hs, &room, since, upto).await? {
-                if t != "m.room.member" {
-                    continue;
-                }
-                let (Ok(member), Some(p)) = (
-                    OwnedUserId::try_from(sk.as_str()),
-                    rooms::get_pdu(hs, id.as_str()).await?,
-                ) else {
-                    continue;
-                };
-                match p.membership() {
-                    Some(MembershipState::Join) => {
-                        joined.insert(member);
-                    }
-                    Some(MembershipState::Leave | MembershipState::Ban) => {
-                        departed.insert(member);
-                    }
-                    _ => {}
-                }
-            }
-        }
-    }
-    let sharing = rooms::users_sharing_room_with(hs, user).await?;
-    let changed = joined
-        .into_iter()
-        .filter(|u| u != user && sharing.contains(u))
-        .collect();
-    let left = departed
-        .into_iter()
-        .filter(|u| u != user && !sharing.contains(u))
-        .collect();
-    Ok((changed, left))
 }
 
 /// Users of this server with a membership in any room (for presence and device-list fan-out).

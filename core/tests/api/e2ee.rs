@@ -949,3 +949,76 @@ mod through_sync {
         );
     }
 }
+
+/// `/keys/changes` reports what `/sync`'s `device_lists` does: users who now share a room
+/// (`changed`) and users who no longer share any (`left`).
+#[tokio::test]
+async fn key_changes_reports_users_who_start_and_stop_sharing_a_room() {
+    let (hs, _) = test_server(41).await;
+    let alice = user(&hs, "alice").await;
+    let bob = user(&hs, "bob").await;
+    let room = alice
+        .post(
+            "/_matrix/client/v3/createRoom",
+            json!({"preset": "public_chat"}),
+        )
+        .await
+        .assert_ok()["room_id"]
+        .as_str()
+        .expect("room_id")
+        .to_owned();
+    let token = |c: &TestClient| {
+        let c = c.clone();
+        async move {
+            c.get("/_matrix/client/v3/sync?timeout=0").await.assert_ok()["next_batch"]
+                .as_str()
+                .expect("next_batch")
+                .to_owned()
+        }
+    };
+    let changes = |from: String, to: String| {
+        let alice = alice.clone();
+        async move {
+            alice
+                .get(&format!(
+                    "/_matrix/client/v3/keys/changes?from={from}&to={to}"
+                ))
+                .await
+                .assert_ok()
+                .clone()
+        }
+    };
+
+    let before_join = token(&alice).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    let after_join = token(&alice).await;
+    let joined = changes(before_join.clone(), after_join.clone()).await;
+    assert_eq!(joined["changed"], json!([bob.user_id]), "{joined}");
+    assert_eq!(joined["left"], json!([]), "{joined}");
+
+    bob.post(
+        &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    let after_leave = token(&alice).await;
+    let left = changes(after_join.clone(), after_leave.clone()).await;
+    assert_eq!(left["changed"], json!([]), "{left}");
+    assert_eq!(left["left"], json!([bob.user_id]), "{left}");
+
+    // The same window seen by /sync.
+    let sync = alice
+        .get(&format!(
+            "/_matrix/client/v3/sync?timeout=0&since={after_join}"
+        ))
+        .await
+        .assert_ok()
+        .clone();
+    assert_eq!(sync["device_lists"]["left"], json!([bob.user_id]), "{sync}");
+}
