@@ -141,15 +141,18 @@ pub struct Rect {
     pub height: u32,
 }
 
-/// One thumbnail to render: take `source` out of the decoded image (its first frame), resize it
-/// to exactly `width` × `height`, encode it as `output`.
+/// One thumbnail to render: decode the image (its first frame), turn it upright as its EXIF
+/// orientation says (as browsers do when they show it), take `source` out of it, resize that to
+/// exactly `width` × `height`, encode it as `output`. Sizes and rectangles are upright ones.
 #[derive(Debug, Clone, Copy)]
 pub struct Render<'a> {
     pub bytes: &'a [u8],
     pub format: Format,
-    /// The image's size as its header gives it.
+    /// The image's upright size.
     pub full_width: u32,
     pub full_height: u32,
+    /// EXIF orientation, 1–8 (1: already upright).
+    pub orientation: u8,
     pub source: Rect,
     pub width: u32,
     pub height: u32,
@@ -192,6 +195,78 @@ fn is_apng(bytes: &[u8]) -> bool {
         };
     }
     false
+}
+
+/// The EXIF orientation of a JPEG (1–8), 1 when it has none. Phones store photos sideways
+/// and say so here; a thumbnail made without it comes out rotated.
+fn exif_orientation(bytes: &[u8]) -> u8 {
+    jpeg_exif(bytes)
+        .and_then(tiff_orientation)
+        .filter(|o| (1..=8).contains(o))
+        .unwrap_or(1)
+}
+
+/// The TIFF structure inside a JPEG's APP1 `Exif` segment.
+fn jpeg_exif(bytes: &[u8]) -> Option<&[u8]> {
+    let mut at = 2; // after SOI
+    loop {
+        let marker = *bytes.get(at + 1)?;
+        if *bytes.get(at)? != 0xFF {
+            return None;
+        }
+        // Start of scan: the metadata segments are all before it.
+        if marker == 0xDA || marker == 0xD9 {
+            return None;
+        }
+        let len = usize::from(u16::from_be_bytes([
+            *bytes.get(at + 2)?,
+            *bytes.get(at + 3)?,
+        ]));
+        let data = bytes.get(at + 4..at + 2 + len)?;
+        if marker == 0xE1
+            && let Some(tiff) = data.strip_prefix(b"Exif\0\0")
+        {
+            return Some(tiff);
+        }
+        at += 2 + len;
+    }
+}
+
+/// Tag 0x0112 of IFD0.
+fn tiff_orientation(tiff: &[u8]) -> Option<u8> {
+    let little = match tiff.get(..2)? {
+        b"II" => true,
+        b"MM" => false,
+        _ => return None,
+    };
+    let u16_at = |at: usize| -> Option<u16> {
+        let b = [*tiff.get(at)?, *tiff.get(at + 1)?];
+        Some(if little {
+            u16::from_le_bytes(b)
+        } else {
+            u16::from_be_bytes(b)
+        })
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        let b = [
+            *tiff.get(at)?,
+            *tiff.get(at + 1)?,
+            *tiff.get(at + 2)?,
+            *tiff.get(at + 3)?,
+        ];
+        Some(if little {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
+    };
+    let ifd = usize::try_from(u32_at(4)?).ok()?;
+    let entries = usize::from(u16_at(ifd)?);
+    (0..entries.min(512)).find_map(|i| {
+        let entry = ifd + 2 + i * 12;
+        // A SHORT value sits in the first two bytes of the value field.
+        (u16_at(entry)? == 0x0112).then(|| u16_at(entry + 8).and_then(|v| u8::try_from(v).ok()))?
+    })
 }
 
 /// Whether the original may be served as is. It never is upscaled; but it must not be
@@ -240,7 +315,14 @@ fn decide(bytes: &[u8], plan: Plan, animated: bool) -> Result<Option<Render<'_>>
     let format = Format::sniff(bytes).ok_or(ThumbnailError::NotAnImage)?;
     let size = imagesize::blob_size(bytes)
         .map_err(|e| ThumbnailError::Unreadable(format!("unreadable image header: {e}")))?;
+    let orientation = if format == Format::Jpeg {
+        exif_orientation(bytes)
+    } else {
+        1
+    };
     let (ow, oh) = match (u32::try_from(size.width), u32::try_from(size.height)) {
+        // Orientations 5–8 turn the image a quarter: width and height trade places.
+        (Ok(w), Ok(h)) if w > 0 && h > 0 && orientation >= 5 => (h, w),
         (Ok(w), Ok(h)) if w > 0 && h > 0 => (w, h),
         _ => {
             return Err(ThumbnailError::Unreadable(format!(
@@ -287,6 +369,7 @@ fn decide(bytes: &[u8], plan: Plan, animated: bool) -> Result<Option<Render<'_>>
         format,
         full_width: ow,
         full_height: oh,
+        orientation,
         source,
         width,
         height,
@@ -326,7 +409,8 @@ pub fn render_with_image(job: &Render<'_>) -> Result<Vec<u8>, RenderError> {
     use std::io::Cursor;
 
     use image::codecs::jpeg::JpegEncoder;
-    use image::{ImageFormat, ImageReader, Limits};
+    use image::metadata::Orientation;
+    use image::{DynamicImage, ImageFormat, ImageReader, Limits};
 
     let failed = |e: image::ImageError| RenderError::Failed(e.to_string());
     let format = match job.format {
@@ -336,12 +420,18 @@ pub fn render_with_image(job: &Render<'_>) -> Result<Vec<u8>, RenderError> {
         Format::WebP => ImageFormat::WebP,
     };
     let mut reader = ImageReader::with_format(Cursor::new(job.bytes), format);
-    // The header was checked against the pixel limit; a body claiming more is refused.
+    // The header was checked against the pixel limit; a body claiming more is refused. (The
+    // stored size may be the upright one turned a quarter.)
+    let side = job.full_width.max(job.full_height);
     let mut limits = Limits::default();
-    limits.max_image_width = Some(job.full_width);
-    limits.max_image_height = Some(job.full_height);
+    limits.max_image_width = Some(side);
+    limits.max_image_height = Some(side);
     reader.limits(limits);
-    let mut img = reader.decode().map_err(failed)?;
+    let decoder = reader.into_decoder().map_err(failed)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(failed)?;
+    if let Some(o) = Orientation::from_exif(job.orientation) {
+        img.apply_orientation(o);
+    }
     let s = job.source;
     if (s.x, s.y, s.width, s.height) != (0, 0, img.width(), img.height()) {
         img = img.crop_imm(s.x, s.y, s.width, s.height);
@@ -426,5 +516,97 @@ mod tests {
         assert!(!is_apng(&png(&[ihdr])));
         // A length running past the end is not a crash.
         assert!(!is_apng(b"\x89PNG\r\n\x1a\n\xff\xff\xff\xffIHDR"));
+    }
+
+    /// `jpeg` with an APP1 Exif segment saying `orientation` inserted after SOI.
+    fn with_orientation(jpeg: &[u8], orientation: u16, little_endian: bool) -> Vec<u8> {
+        let u16b = |v: u16| {
+            if little_endian {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            }
+        };
+        let u32b = |v: u32| {
+            if little_endian {
+                v.to_le_bytes()
+            } else {
+                v.to_be_bytes()
+            }
+        };
+        let mut tiff = if little_endian {
+            b"II".to_vec()
+        } else {
+            b"MM".to_vec()
+        };
+        tiff.extend_from_slice(&u16b(42));
+        tiff.extend_from_slice(&u32b(8));
+        tiff.extend_from_slice(&u16b(1)); // one entry
+        tiff.extend_from_slice(&u16b(0x0112));
+        tiff.extend_from_slice(&u16b(3)); // SHORT
+        tiff.extend_from_slice(&u32b(1));
+        tiff.extend_from_slice(&u16b(orientation));
+        tiff.extend_from_slice(&[0, 0]);
+        tiff.extend_from_slice(&u32b(0)); // no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+
+    #[test]
+    fn exif_orientation_is_read_in_both_byte_orders_and_defaults_to_upright() {
+        let bare = b"\xFF\xD8\xFF\xD9".to_vec();
+        assert_eq!(exif_orientation(&bare), 1);
+        assert_eq!(exif_orientation(&with_orientation(&bare, 6, true)), 6);
+        assert_eq!(exif_orientation(&with_orientation(&bare, 8, false)), 8);
+        // Out of range, truncated or garbage: upright.
+        assert_eq!(exif_orientation(&with_orientation(&bare, 42, true)), 1);
+        let cut = with_orientation(&bare, 6, true);
+        assert_eq!(exif_orientation(&cut[..20]), 1);
+        assert_eq!(exif_orientation(b"\xFF\xD8\xFF\xE1\xFF\xFF"), 1);
+    }
+
+    #[cfg(feature = "image")]
+    #[test]
+    fn a_sideways_photo_is_planned_and_rendered_upright() {
+        use std::io::Cursor;
+
+        // 40x20, left half red, right half blue, stored sideways: EXIF 6 (turn 90° clockwise).
+        let img = image::RgbImage::from_fn(40, 20, |x, _| {
+            if x < 20 {
+                image::Rgb([255, 0, 0])
+            } else {
+                image::Rgb([0, 0, 255])
+            }
+        });
+        let mut jpeg = Cursor::new(Vec::new());
+        img.write_to(&mut jpeg, image::ImageFormat::Jpeg)
+            .expect("encode");
+        let photo = with_orientation(&jpeg.into_inner(), 6, false);
+
+        let plan = Plan {
+            width: 10,
+            height: 20,
+            method: Method::Scale,
+        };
+        let job = decide(&photo, plan, false)
+            .expect("decide")
+            .expect("a render");
+        // Upright it is 20x40, so it fits a 10x20 box exactly.
+        assert_eq!((job.full_width, job.full_height), (20, 40));
+        assert_eq!((job.width, job.height), (10, 20));
+        let out = render_with_image(&job).expect("render");
+        let thumb = image::load_from_memory(&out).expect("decodable").to_rgb8();
+        assert_eq!(thumb.dimensions(), (10, 20));
+        // Turned clockwise, the left (red) half is on top.
+        let top = thumb.get_pixel(5, 3);
+        let bottom = thumb.get_pixel(5, 16);
+        assert!(top[0] > 200 && top[2] < 60, "top {top:?}");
+        assert!(bottom[2] > 200 && bottom[0] < 60, "bottom {bottom:?}");
     }
 }

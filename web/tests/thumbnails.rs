@@ -266,3 +266,42 @@ async fn corrupt_image_is_a_matrix_error() {
     assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.bytes));
     assert_eq!(r.json()["errcode"], "M_UNKNOWN");
 }
+
+/// `jpeg` with an APP1 Exif segment (big-endian TIFF) saying `orientation`, after SOI.
+fn with_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+    let mut tiff = b"MM\x00\x2a\x00\x00\x00\x08\x00\x01\x01\x12\x00\x03\x00\x00\x00\x01".to_vec();
+    tiff.extend_from_slice(&orientation.to_be_bytes());
+    tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[wasm_bindgen_test]
+async fn a_sideways_photo_is_thumbnailed_upright() {
+    let (server, token, name) = setup("exif").await;
+    // Stored 1000x500 with EXIF orientation 6: upright it is 500x1000.
+    let photo = with_orientation(&draw(1000, 500, "image/jpeg").await, 6);
+    assert_eq!(
+        size_of(&photo).await,
+        (500, 1000),
+        "the browser shows it upright"
+    );
+    let id = upload(&server, &token, "image/jpeg", &photo).await;
+    let r = thumbnail(
+        &server,
+        &token,
+        &name,
+        &id,
+        "width=300&height=200&method=scale",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.bytes));
+    // The 320x240 box, upright aspect 1:2 kept.
+    assert_eq!(size_of(&r.bytes).await, (120, 240));
+}
