@@ -26,6 +26,7 @@ const PARTITIONED: &[&str] = &[
     "memberships",
     "one_time_keys",
     "fallback_keys",
+    "relations",
 ];
 
 /// When a part was last written: the stream position then, and a write sequence number (for
@@ -99,6 +100,16 @@ impl ChangeClock {
     /// a part's `seq` later tells whether anything was written since, even mid-read.
     pub fn seq(&self) -> u64 {
         self.seq.get()
+    }
+
+    /// The stream position this server booted at: what was written up to it is unknown.
+    pub fn boot_pos(&self) -> u64 {
+        self.boot.pos
+    }
+
+    /// Whether the `part` keys of `tree` were not written since boot.
+    pub fn part_untouched_since_boot(&self, tree: &'static str, part: &[u8]) -> bool {
+        self.part(tree, part) == self.boot
     }
 
     /// Whether `tree` may hold anything written after stream position `since`.
