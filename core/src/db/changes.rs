@@ -27,6 +27,7 @@ const PARTITIONED: &[&str] = &[
     "one_time_keys",
     "fallback_keys",
     "relations",
+    "room_members",
 ];
 
 /// When a part was last written: the stream position then, and a write sequence number (for
@@ -62,7 +63,7 @@ impl ChangeClock {
         }
     }
 
-    fn note(&self, batch: &Batch) {
+    fn note(&self, touched: &Touched) {
         let seq = self.seq.get() + 1;
         self.seq.set(seq);
         let mark = Mark {
@@ -70,13 +71,12 @@ impl ChangeClock {
             seq,
         };
         let mut trees = self.trees.borrow_mut();
-        let mut parts = self.parts.borrow_mut();
-        for op in &batch.ops {
-            let (Op::Put { tree, key, .. } | Op::Delete { tree, key }) = op;
+        for tree in &touched.trees {
             trees.insert(tree, mark);
-            if PARTITIONED.contains(tree) {
-                parts.insert((tree, first_part(key).to_vec()), mark);
-            }
+        }
+        let mut parts = self.parts.borrow_mut();
+        for part in &touched.parts {
+            parts.insert(part.clone(), mark);
         }
     }
 
@@ -123,13 +123,40 @@ impl ChangeClock {
     }
 }
 
+/// The trees and tree parts one batch writes.
+#[derive(Debug, Default)]
+struct Touched {
+    trees: Vec<&'static str>,
+    parts: Vec<(&'static str, Vec<u8>)>,
+}
+
+impl Touched {
+    fn of(batch: &Batch) -> Self {
+        let mut t = Self::default();
+        for op in &batch.ops {
+            let (Op::Put { tree, key, .. } | Op::Delete { tree, key }) = op;
+            if !t.trees.contains(tree) {
+                t.trees.push(tree);
+            }
+            if PARTITIONED.contains(tree) {
+                let part = (*tree, first_part(key).to_vec());
+                if !t.parts.contains(&part) {
+                    t.parts.push(part);
+                }
+            }
+        }
+        t
+    }
+}
+
 /// The first part of a key built by `db::key`.
 fn first_part(key: &[u8]) -> &[u8] {
     key.split(|b| *b == 0).next().unwrap_or(key)
 }
 
-/// The storage as the server sees it: every write noted on the clock before it starts, so a
-/// reader that checks the clock afterwards never misses it.
+/// The storage as the server sees it. Every write is noted on the clock before it starts, so a
+/// reader that checks the clock afterwards never misses it, and again once it has ended, so an
+/// answer computed while it was in flight (`Homeserver::memo`) is not kept as current.
 pub struct Tracked {
     inner: Rc<dyn Storage>,
     clock: Rc<ChangeClock>,
@@ -158,8 +185,11 @@ impl Storage for Tracked {
     }
 
     async fn write(&self, batch: Batch) -> StorageResult<()> {
-        self.clock.note(&batch);
-        self.inner.write(batch).await
+        let touched = Touched::of(&batch);
+        self.clock.note(&touched);
+        let result = self.inner.write(batch).await;
+        self.clock.note(&touched);
+        result
     }
 
     async fn size_estimate(&self) -> StorageResult<u64> {
@@ -193,8 +223,9 @@ mod tests {
             assert!(!clock.part_changed_since("timeline", b"!b", 10));
             assert!(clock.tree_changed_since("timeline", 11));
             assert!(!clock.tree_changed_since("receipts", 10));
-            assert_eq!(clock.part("timeline", b"!a").seq, 1);
-            assert_eq!(clock.seq(), 1);
+            // Noted when the write started and again when it ended.
+            assert_eq!(clock.seq(), 2);
+            assert_eq!(clock.part("timeline", b"!a").seq, 2);
         });
     }
 }

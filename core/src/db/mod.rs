@@ -12,7 +12,7 @@ pub mod relations;
 pub mod rooms;
 pub mod users;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
@@ -135,12 +135,6 @@ pub struct Caches {
     /// Effective push rules per user (stored rules merged with the server defaults).
     pub push_rules: RefCell<HashMap<ruma::OwnedUserId, Rc<ruma::push::Ruleset>>>,
     pub typing: crate::client::typing::TypingState,
-    /// Every member of a room with their membership: read on every send (push evaluation)
-    /// and sync (summaries). Dropped for a room when a commit touches its members.
-    pub members: RefCell<HashMap<ruma::OwnedRoomId, Rc<rooms::Members>>>,
-    /// Bumped by every commit that changes members, so that a scan that overlapped one does
-    /// not cache what it read before it.
-    pub members_epoch: Cell<u64>,
     /// Transaction ids per `(user, device)` key prefix, complete for every device present:
     /// a send looks its id up on every request, and a new id is a miss no read cache can
     /// answer. Loaded and extended only under the write lock, like every txn id write.
@@ -160,46 +154,29 @@ pub type TxnIds = HashMap<Vec<u8>, Vec<u8>>;
 /// sent a million messages should not pin them all in memory).
 pub const MAX_CACHED_TXN_IDS_PER_DEVICE: usize = 20_000;
 
-/// What a commit changed that the caches keyed on something wider than one record follow.
+/// The transaction ids a batch records (`key → event id`), to extend the loaded sets with once
+/// the batch is durable.
 #[derive(Debug, Default)]
 pub struct Touched {
-    member_rooms: Vec<Vec<u8>>,
     txn_ids: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Touched {
     pub fn of(batch: &crate::storage::Batch) -> Self {
-        let mut t = Self::default();
-        for op in &batch.ops {
-            match op {
-                Op::Put {
-                    tree: "room_members",
-                    key,
-                    ..
-                }
-                | Op::Delete {
-                    tree: "room_members",
-                    key,
-                } => {
-                    t.member_rooms.push(first_part(key).to_vec());
-                }
+        let txn_ids = batch
+            .ops
+            .iter()
+            .filter_map(|op| match op {
                 Op::Put {
                     tree: "txn_ids",
                     key,
                     value,
-                } => {
-                    t.txn_ids.push((key.clone(), value.clone()));
-                }
-                _ => {}
-            }
-        }
-        t
+                } => Some((key.clone(), value.clone())),
+                _ => None,
+            })
+            .collect();
+        Self { txn_ids }
     }
-}
-
-/// The first part of a [`key`].
-fn first_part(key: &[u8]) -> &[u8] {
-    key.split(|b| *b == 0).next().unwrap_or(key)
 }
 
 /// A txn id key split into its `(user, device)` prefix and the id.
@@ -219,21 +196,12 @@ impl Caches {
         self.pdus.borrow_mut().clear();
         self.user_flags.borrow_mut().clear();
         self.push_rules.borrow_mut().clear();
-        self.members.borrow_mut().clear();
-        self.members_epoch.set(self.members_epoch.get() + 1);
         self.txn_ids.borrow_mut().clear();
         self.memo.borrow_mut().clear();
     }
 
     /// Brings the caches up to date with a batch that is now durable.
     pub fn committed(&self, touched: Touched) {
-        if !touched.member_rooms.is_empty() {
-            self.members_epoch.set(self.members_epoch.get() + 1);
-            let mut members = self.members.borrow_mut();
-            for room in &touched.member_rooms {
-                members.retain(|id, _| id.as_bytes() != room.as_slice());
-            }
-        }
         if !touched.txn_ids.is_empty() {
             let mut known = self.txn_ids.borrow_mut();
             for (key, event_id) in touched.txn_ids {

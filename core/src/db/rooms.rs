@@ -391,29 +391,22 @@ pub async fn membership(
 /// Every member of a room with their membership record.
 pub type Members = Vec<(OwnedUserId, MembershipRecord)>;
 
-/// Members of a room with their current membership (cached: see `Caches::members`).
+/// Members of a room with their current membership. Remembered until the room's members
+/// change: every send (push evaluation) and every sync (summaries) asks.
 pub async fn members(hs: &Homeserver, room: &RoomId) -> Result<Rc<Members>> {
-    if let Some(known) = hs.caches.members.borrow().get(room) {
-        return Ok(known.clone());
-    }
-    let epoch = hs.caches.members_epoch.get();
-    let pfx = prefix(&[room.as_bytes()]);
-    let mut out = Vec::new();
-    for (k, v) in hs.scan_prefix("room_members", &pfx).await? {
-        let Ok(user) = OwnedUserId::try_from(String::from_utf8_lossy(&k[pfx.len()..]).as_ref())
-        else {
-            continue;
-        };
-        out.push((user, from_json(&v)?));
-    }
-    let out = Rc::new(out);
-    if hs.caches.members_epoch.get() == epoch {
-        hs.caches
-            .members
-            .borrow_mut()
-            .insert(room.to_owned(), out.clone());
-    }
-    Ok(out)
+    hs.memo("room_members", room.as_bytes(), room.as_bytes(), || async {
+        let pfx = prefix(&[room.as_bytes()]);
+        let mut out = Vec::new();
+        for (k, v) in hs.scan_prefix("room_members", &pfx).await? {
+            let Ok(user) = OwnedUserId::try_from(String::from_utf8_lossy(&k[pfx.len()..]).as_ref())
+            else {
+                continue;
+            };
+            out.push((user, from_json::<MembershipRecord>(&v)?));
+        }
+        Ok(out)
+    })
+    .await
 }
 
 pub async fn joined_members(hs: &Homeserver, room: &RoomId) -> Result<Vec<OwnedUserId>> {
