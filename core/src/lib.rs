@@ -13,6 +13,7 @@ pub mod router;
 pub mod storage;
 pub mod testing;
 pub mod thumbnail;
+pub mod visibility;
 pub mod world;
 
 use std::cell::Cell;

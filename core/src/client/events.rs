@@ -20,6 +20,7 @@ use crate::db::rooms::{self, Pdu};
 use crate::error::{MatrixError, Result};
 use crate::router::Router;
 use crate::storage::Direction;
+use crate::visibility::{self, RoomView};
 use crate::{Ctx, Homeserver, route};
 
 pub fn routes(r: &mut Router) {
@@ -175,32 +176,7 @@ async fn check_canonical_alias(hs: &Homeserver, room: &RoomId, content: &Value) 
     Ok(())
 }
 
-/// The position up to which `user` may read the room's state and timeline: `None` while
-/// joined (everything), the leave position for former members, an error for strangers.
-pub async fn visible_upto(hs: &Homeserver, user: &UserId, room: &RoomId) -> Result<Option<u64>> {
-    if rooms::room_record(hs, room).await?.is_none() {
-        return Err(MatrixError::forbidden("you are not a member of this room"));
-    }
-    match rooms::membership_record(hs, room, user).await? {
-        Some(r) if r.membership == MembershipState::Join => Ok(None),
-        Some(r) if matches!(r.membership, MembershipState::Leave | MembershipState::Ban) => {
-            Ok(Some(r.pos))
-        }
-        _ => {
-            let world = rooms::state_event(hs, room, "m.room.history_visibility", "")
-                .await?
-                .is_some_and(|p| {
-                    p.content.get("history_visibility").and_then(Value::as_str)
-                        == Some("world_readable")
-                });
-            if world {
-                Ok(None)
-            } else {
-                Err(MatrixError::forbidden("you are not a member of this room"))
-            }
-        }
-    }
-}
+pub use crate::visibility::visible_upto;
 
 async fn state_events_visible(
     hs: &Homeserver,
@@ -338,7 +314,7 @@ async fn get_event(
         .await?
         .filter(|p| p.room_id == req.room_id)
         .ok_or_else(not_found)?;
-    if !rooms::can_see_event(hs, &s.user_id, &pdu).await? {
+    if !visibility::can_see(hs, &s.user_id, &pdu).await? {
         return Err(not_found());
     }
     let mut v = pdu.to_client(hs.now_ms(), Some((&s.user_id, s.device_id.as_str())));
@@ -423,7 +399,8 @@ async fn context(
         .await?
         .filter(|p| p.room_id == req.room_id)
         .ok_or_else(not_found)?;
-    if !rooms::can_see_event(hs, &s.user_id, &pdu).await? {
+    let view = RoomView::load(hs, &s.user_id, &req.room_id).await?;
+    if !view.allows(&pdu) {
         return Err(not_found());
     }
     let upto = visible_upto(hs, &s.user_id, &req.room_id)
@@ -438,11 +415,14 @@ async fn context(
     let mut cursor = pdu.pos;
     // Walk outwards, skipping what the filter or history visibility hides.
     while before.len() < before_n {
+        let Some(top) = view.candidate_at_or_below(cursor.saturating_sub(1)) else {
+            break;
+        };
         let batch = rooms::timeline_events(
             hs,
             &req.room_id,
             0,
-            cursor.saturating_sub(1),
+            top,
             Direction::Backward,
             before_n * 2 + 1,
         )
@@ -450,10 +430,7 @@ async fn context(
         let Some(last) = batch.last() else { break };
         cursor = last.pos;
         for p in batch {
-            if before.len() < before_n
-                && filter_matches(&req.filter, &p)
-                && rooms::can_see_event(hs, &s.user_id, &p).await?
-            {
+            if before.len() < before_n && filter_matches(&req.filter, &p) && view.allows(&p) {
                 before.push(p);
             }
         }
@@ -462,10 +439,13 @@ async fn context(
     let mut cursor = pdu.pos;
     while after.len() < after_n {
         let top = hs.current_pos().min(upto);
+        let Some(bottom) = view.candidate_at_or_above(cursor + 1) else {
+            break;
+        };
         let batch = rooms::timeline_events(
             hs,
             &req.room_id,
-            cursor,
+            bottom - 1,
             top,
             Direction::Forward,
             after_n * 2 + 1,
@@ -474,10 +454,7 @@ async fn context(
         let Some(last) = batch.last() else { break };
         cursor = last.pos;
         for p in batch {
-            if after.len() < after_n
-                && filter_matches(&req.filter, &p)
-                && rooms::can_see_event(hs, &s.user_id, &p).await?
-            {
+            if after.len() < after_n && filter_matches(&req.filter, &p) && view.allows(&p) {
                 after.push(p);
             }
         }
@@ -552,17 +529,23 @@ async fn messages(
         Some(t) => Some(tokens::parse(t)?),
         None => None,
     };
+    let view = RoomView::load(hs, &s.user_id, &req.room_id).await?;
     let mut chunk = Vec::new();
     let mut cursor = from;
     let mut exhausted = false;
-    // Scan in pages until `limit` visible, matching events are found or the range ends.
+    // Scan in pages until `limit` visible, matching events are found or the range ends,
+    // skipping without reads what history visibility hides.
     while chunk.len() < limit {
         let page = match req.dir {
             ApiDirection::Backward => {
                 let low = to.unwrap_or(0);
-                if cursor <= low {
-                    exhausted = true;
-                    break;
+                match view.candidate_at_or_below(cursor) {
+                    Some(c) if c > low => cursor = c,
+                    _ => {
+                        cursor = low;
+                        exhausted = true;
+                        break;
+                    }
                 }
                 rooms::timeline_range(
                     hs,
@@ -576,9 +559,13 @@ async fn messages(
             }
             _ => {
                 let high = to.unwrap_or(head).min(head);
-                if cursor >= high {
-                    exhausted = true;
-                    break;
+                match view.candidate_at_or_above(cursor + 1) {
+                    Some(c) if c <= high => cursor = c - 1,
+                    _ => {
+                        cursor = high.max(cursor);
+                        exhausted = true;
+                        break;
+                    }
                 }
                 rooms::timeline_range(
                     hs,
@@ -606,7 +593,7 @@ async fn messages(
             let Some(p) = rooms::get_pdu(hs, id.as_str()).await? else {
                 continue;
             };
-            if filter_matches(&req.filter, &p) && rooms::can_see_event(hs, &s.user_id, &p).await? {
+            if filter_matches(&req.filter, &p) && view.allows(&p) {
                 chunk.push(p);
             }
         }

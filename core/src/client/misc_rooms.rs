@@ -82,11 +82,12 @@ async fn timestamp_to_event(
         candidates
             .sort_unstable_by_key(|(ts, pos, _)| (std::cmp::Reverse(*ts), std::cmp::Reverse(*pos)));
     }
+    let view = crate::visibility::RoomView::load(hs, user, &req.room_id).await?;
     for (ts, _, id) in candidates {
         let Some(pdu) = rooms::get_pdu(hs, id.as_str()).await? else {
             continue;
         };
-        if rooms::can_see_event(hs, user, &pdu).await? {
+        if view.allows(&pdu) {
             return Ok(get_event_by_timestamp::v1::Response::new(
                 id,
                 MilliSecondsSinceUnixEpoch(UInt::new_saturating(ts)),

@@ -15,6 +15,7 @@ use crate::db::rooms;
 use crate::error::{MatrixError, Result};
 use crate::router::Router;
 use crate::storage::Direction;
+use crate::visibility::RoomView;
 use crate::{Ctx, Homeserver, route};
 
 /// Events in an initial-sync page.
@@ -50,6 +51,7 @@ async fn initial_sync(
         .unwrap_or_else(|| hs.current_pos());
     let now = hs.now_ms();
     let membership = rooms::membership(hs, room, user).await?;
+    let view = RoomView::load(hs, user, room).await?;
     let mut events = Vec::new();
     for p in rooms::timeline_events(
         hs,
@@ -64,7 +66,7 @@ async fn initial_sync(
         if events.len() == INITIAL_SYNC_LIMIT {
             break;
         }
-        if rooms::can_see_event(hs, user, &p).await? {
+        if view.allows(&p) {
             events.push(p);
         }
     }
@@ -144,8 +146,9 @@ async fn events(
             upto
         };
         let mut chunk = Vec::new();
+        let view = RoomView::load(hs, &user, &req.room_id).await?;
         for p in &page {
-            if rooms::can_see_event(hs, &user, p).await? {
+            if view.allows(p) {
                 chunk.push(raw(&p.to_client(now, None))?);
             }
         }

@@ -437,10 +437,14 @@ async fn list_notifications(
     let now = hs.now_ms();
     let mut read_upto: HashMap<OwnedRoomId, u64> = HashMap::new();
     let mut notifications = Vec::with_capacity(page.len());
+    let views = crate::visibility::Views::new();
     for (pos, rec) in page {
         let Some(pdu) = crate::db::rooms::get_pdu(hs, rec.event_id.as_str()).await? else {
             continue;
         };
+        if !views.allows(hs, user, &pdu).await? {
+            continue;
+        }
         let read_pos = match read_upto.get(&rec.room_id) {
             Some(p) => *p,
             None => {

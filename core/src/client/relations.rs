@@ -32,6 +32,7 @@ use crate::db::relations::{self, ANNOTATION, REFERENCE, REPLACE, THREAD};
 use crate::db::rooms::{self, Pdu};
 use crate::error::{MatrixError, Result};
 use crate::router::Router;
+use crate::visibility::Views;
 use crate::{Ctx, Homeserver, Session, route};
 
 /// Child events per `/relations` page when the client does not say, and the most it may ask.
@@ -68,6 +69,8 @@ struct Viewer<'a> {
     user: &'a UserId,
     ignored: HashSet<OwnedUserId>,
     now: u64,
+    /// History visibility, per room, for every child and root handed out.
+    views: Views,
 }
 
 impl<'a> Viewer<'a> {
@@ -87,7 +90,12 @@ impl<'a> Viewer<'a> {
             user,
             ignored,
             now: hs.now_ms(),
+            views: Views::new(),
         })
+    }
+
+    async fn sees(&self, hs: &Homeserver, pdu: &Pdu) -> Result<bool> {
+        self.views.allows(hs, self.user, pdu).await
     }
 
     fn ignores(&self, user: &UserId) -> bool {
@@ -214,7 +222,7 @@ fn aggregate<'a>(
             if child.rel_type == REPLACE && !is_valid_replacement(parent, &c) {
                 continue;
             }
-            if !rooms::can_see_event(hs, viewer.user, &c).await? {
+            if !viewer.sees(hs, &c).await? {
                 continue;
             }
             match child.rel_type.as_str() {
@@ -406,7 +414,8 @@ async fn relations_page(
         .await?
         .filter(|p| p.room_id == q.room_id)
         .ok_or_else(not_found)?;
-    if !rooms::can_see_event(hs, user, &parent).await? {
+    let viewer = Viewer::new(hs, user).await?;
+    if !viewer.sees(hs, &parent).await? {
         return Err(not_found());
     }
     let from = q.from.as_deref().map(tokens::parse).transpose()?;
@@ -417,7 +426,6 @@ async fn relations_page(
         .unwrap_or(DEFAULT_RELATIONS_LIMIT)
         .clamp(1, MAX_RELATIONS_LIMIT);
     let backward = q.dir != ApiDirection::Forward;
-    let viewer = Viewer::new(hs, user).await?;
     let depth = if q.recurse { MAX_RECURSION } else { 1 };
     let mut found = descendants(
         hs,
@@ -447,7 +455,7 @@ async fn relations_page(
     let mut page = Vec::new();
     let mut next_batch = None;
     for p in found {
-        if !rooms::can_see_event(hs, user, &p).await? {
+        if !viewer.sees(hs, &p).await? {
             continue;
         }
         if page.len() == limit {
@@ -565,7 +573,7 @@ async fn threads(
             else {
                 continue;
             };
-            if !rooms::can_see_event(hs, user, &root).await? {
+            if !viewer.sees(hs, &root).await? {
                 continue;
             }
             let Some(rel) = aggregate(hs, &viewer, &root, true, true).await? else {

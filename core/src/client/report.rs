@@ -131,7 +131,7 @@ async fn report_event(
         .await?
         .filter(|p| p.room_id == req.room_id)
         .ok_or_else(not_found)?;
-    if !rooms::can_see_event(hs, user, &pdu).await? {
+    if !crate::visibility::can_see(hs, user, &pdu).await? {
         return Err(not_found());
     }
     let report = Report {

@@ -13,7 +13,7 @@
 //! the text (`hear` finds "hearth"). Per room the caller is joined to, one prefix scan per
 //! query word ([`MAX_POSTINGS`] at most) gives the candidates; the newest [`MAX_EXAMINED`] of
 //! them are then checked against the stored event — still matching (redactions), the filter,
-//! and `rooms::can_see_event` — so nothing the caller may not see is returned or counted.
+//! and `visibility` — so nothing the caller may not see is returned or counted.
 //! `count` is the number of checked matches, a lower bound when more candidates exist.
 //!
 //! **Order and pagination.** `recent`: newest first; `next_batch` continues below the last
@@ -44,6 +44,7 @@ use crate::db::{key, pos_bytes, pos_from};
 use crate::error::{MatrixError, Result};
 use crate::router::Router;
 use crate::storage::{Batch, Direction, KeyRange};
+use crate::visibility::{RoomView, Views};
 use crate::{Ctx, Homeserver, Session, route};
 
 /// The index tree.
@@ -159,6 +160,8 @@ struct Query {
     order: Order,
     limit: usize,
     groupings: Vec<GroupingKey>,
+    /// History visibility of every room a hit comes from.
+    views: Views,
 }
 
 impl Query {
@@ -218,6 +221,7 @@ impl Query {
             order,
             limit,
             groupings,
+            views: Views::new(),
         })
     }
 }
@@ -315,7 +319,7 @@ async fn check(
     {
         return Ok(None);
     }
-    if !filter_matches(&c.filter, &pdu) || !rooms::can_see_event(hs, user, &pdu).await? {
+    if !filter_matches(&c.filter, &pdu) || !q.views.allows(hs, user, &pdu).await? {
         return Ok(None);
     }
     let matched: Vec<&String> = text_words
@@ -603,6 +607,7 @@ async fn context(
     let now = hs.now_ms();
 
     // Hidden or filtered events are skipped, within a bounded scan.
+    let view = RoomView::load(hs, &s.user_id, &pdu.room_id).await?;
     let budget = |n: usize| n * 4 + 20;
     let mut before = Vec::new();
     let mut cursor = pdu.pos.saturating_sub(1);
@@ -621,10 +626,7 @@ async fn context(
         cursor = last.pos.saturating_sub(1);
         scanned += page.len();
         for p in page {
-            if before.len() < before_n
-                && filter_matches(&c.filter, &p)
-                && rooms::can_see_event(hs, &s.user_id, &p).await?
-            {
+            if before.len() < before_n && filter_matches(&c.filter, &p) && view.allows(&p) {
                 before.push(p);
             }
         }
@@ -647,10 +649,7 @@ async fn context(
         cursor = last.pos;
         scanned += page.len();
         for p in page {
-            if after.len() < after_n
-                && filter_matches(&c.filter, &p)
-                && rooms::can_see_event(hs, &s.user_id, &p).await?
-            {
+            if after.len() < after_n && filter_matches(&c.filter, &p) && view.allows(&p) {
                 after.push(p);
             }
         }

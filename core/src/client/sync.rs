@@ -24,6 +24,7 @@ use crate::db::rooms::{self, MembershipRecord, Pdu};
 use crate::error::{MatrixError, Result};
 use crate::router::Router;
 use crate::storage::Direction;
+use crate::visibility::RoomView;
 use crate::{Ctx, Homeserver, Session, route};
 
 /// Timeline events per room when the filter does not say.
@@ -144,10 +145,11 @@ fn timeline_limit(f: &RoomEventFilter) -> usize {
         .clamp(1, 1000)
 }
 
-/// The timeline of a room in `(since, upto]`: the newest `limit` events that pass the filter,
-/// oldest first, and whether older ones were left out.
+/// The timeline of a room in `(since, upto]`: the newest `limit` events that pass the filter
+/// and that the user may see, oldest first, and whether older ones were left out.
 async fn timeline(
     hs: &Homeserver,
+    view: &RoomView,
     room: &RoomId,
     since: u64,
     upto: u64,
@@ -164,6 +166,11 @@ async fn timeline(
     let mut cursor = upto;
     let mut limited = false;
     'scan: loop {
+        // Skip stretches of history the user may not see without reading them.
+        match view.candidate_at_or_below(cursor) {
+            Some(c) if c > since => cursor = c,
+            _ => break,
+        }
         let page =
             rooms::timeline_events(hs, room, since, cursor, Direction::Backward, limit + 1).await?;
         if page.is_empty() {
@@ -171,7 +178,7 @@ async fn timeline(
         }
         for p in page {
             cursor = p.pos.saturating_sub(1);
-            if filter_matches(f, &p) {
+            if filter_matches(f, &p) && view.allows(&p) {
                 if out.len() == limit {
                     limited = true;
                     break 'scan;
@@ -415,7 +422,9 @@ async fn joined_room(
         || (rec.pos > since
             && rooms::membership_at(hs, room, user, since).await? != Some(MembershipState::Join));
     let room_since = if fresh { 0 } else { since };
-    let (events, limited) = timeline(hs, room, room_since, now_pos, &f.room.timeline).await?;
+    let view = RoomView::load(hs, user, room).await?;
+    let (events, limited) =
+        timeline(hs, &view, room, room_since, now_pos, &f.room.timeline).await?;
     let start = events
         .first()
         .map(|p| p.pos.saturating_sub(1))
@@ -505,21 +514,14 @@ async fn left_room(
     now_ms: u64,
     f: &FilterDefinition,
 ) -> Result<LeftRoom> {
-    // The timeline stops at the leave (or kick/ban) event.
-    let (mut events, limited) = timeline(hs, room, since, rec.pos, &f.room.timeline).await?;
+    // The timeline stops at the leave (or kick/ban) event. A rescinded knock or rejected
+    // invite leaves a room the user never saw: history visibility decides what it shows.
+    let view = RoomView::load(hs, &s.user_id, room).await?;
+    let (events, limited) = timeline(hs, &view, room, since, rec.pos, &f.room.timeline).await?;
     let start = events
         .first()
         .map(|p| p.pos.saturating_sub(1))
         .unwrap_or(rec.pos);
-    // A rescinded knock or rejected invite leaves a room the user never saw: history
-    // visibility decides what its timeline shows.
-    let mut visible = Vec::with_capacity(events.len());
-    for p in events {
-        if rooms::can_see_event(hs, &s.user_id, &p).await? {
-            visible.push(p);
-        }
-    }
-    events = visible;
     let state = if since == 0 || limited {
         state_section(
             hs,

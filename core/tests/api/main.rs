@@ -29,3 +29,4 @@ mod spec_schemas;
 mod storage_memory;
 mod storage_reads;
 mod tags;
+mod visibility;
