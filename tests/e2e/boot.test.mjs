@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { HEX64, api, launchBrowser, openPage, startRelay } from './harness.mjs';
+import { HEX64, api, launchBrowser, openPage, startRelay, until, waitForSection, within } from './harness.mjs';
 
 let relay;
 let browser;
@@ -63,9 +63,11 @@ test('the status panel shows name, version, storage, users, rooms and relay stat
   const ctx = await browser.newContext({ viewport: { width: 375, height: 740 } });
   try {
     const { page, serverName } = await openPage(ctx, relay.url);
-    await page.waitForSelector('#auth:not([hidden])');
+    await waitForSection(page, 'auth');
     await page.click('#status-toggle');
-    await page.waitForFunction((n) => document.getElementById('st-name').textContent === n, serverName);
+    await until(page, 'the server name in the status panel', (n) => document.getElementById('st-name').textContent === n, serverName, {
+      seen: () => page.textContent('#st-name'),
+    });
     const status = await page.evaluate(() => window.hearth.status());
     assert.equal(await page.textContent('#st-version'), status.version);
     assert.equal(await page.textContent('#st-users'), String(status.users));
@@ -86,7 +88,7 @@ test('hearth.fetch answers like the service worker does, without it, and honours
   const ctx = await browser.newContext();
   try {
     const { page } = await openPage(ctx, relay.url);
-    const result = await page.evaluate(async () => {
+    const checks = page.evaluate(async () => {
       const viaSw = async (path, init) => {
         const r = await fetch(path, init);
         return { status: r.status, body: await r.json() };
@@ -140,6 +142,7 @@ test('hearth.fetch answers like the service worker does, without it, and honours
         page: [page.status, page.headers.get('content-type')],
       };
     });
+    const result = await within('the hearth.fetch checks in the page', checks);
     assert.equal(result.reg, 200);
     assert.match(result.type, /^application\/json/);
     assert.equal(result.sent, 200);

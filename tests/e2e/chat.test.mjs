@@ -13,7 +13,11 @@ import {
   registerUi,
   sendUi,
   startRelay,
+  until,
+  untilSelector,
   waitForMessage,
+  waitForRoom,
+  waitForSection,
 } from './harness.mjs';
 
 let relay;
@@ -69,13 +73,13 @@ test('a wrong password is refused and the right one logs back in', () =>
     await sendUi(page, 'remember the milk');
     await waitForMessage(page, 'remember the milk');
     await page.click('#btn-logout');
-    await page.waitForSelector('#auth:not([hidden])');
+    await waitForSection(page, 'auth');
     assert.equal(await page.evaluate(() => localStorage.getItem('hearth.session')), null);
     await loginUi(page, 'carol', 'not the password');
-    await page.waitForFunction(() => document.getElementById('auth-error').textContent.includes('M_FORBIDDEN'));
+    await until(page, 'M_FORBIDDEN for a wrong password', () => document.getElementById('auth-error').textContent.includes('M_FORBIDDEN'));
     await loginUi(page, 'carol');
-    await page.waitForSelector('#chat:not([hidden])');
-    await page.waitForSelector(`#room-list li[data-room-id="${roomId}"]`);
+    await waitForSection(page, 'chat');
+    await untilSelector(page, `#room-list li[data-room-id="${roomId}"]`, { what: `room ${roomId} in the room list` });
     await openRoomUi(page, roomId);
     await waitForMessage(page, 'remember the milk');
   }));
@@ -92,13 +96,13 @@ test('two users on one server chat in two pages, with invites, unread counts and
     await a.click('#btn-invite');
     await a.fill('#invite-user', bob);
     await a.click('#form-invite button[value=ok]');
-    await a.waitForSelector('#dlg-invite', { state: 'hidden' });
+    await untilSelector(a, '#dlg-invite', { state: 'hidden', what: 'the invite dialog to close' });
 
     // Bob sees the invite live and accepts it.
-    await b.waitForSelector(`#invite-list li[data-room-id="${roomId}"]`);
+    await untilSelector(b, `#invite-list li[data-room-id="${roomId}"]`, { what: `the invite to ${roomId}` });
     assert.match(await b.textContent(`#invite-list li[data-room-id="${roomId}"]`), /Kitchen/);
     await b.click(`#invite-list li[data-room-id="${roomId}"] button.primary`);
-    await b.waitForFunction((id) => document.getElementById('room-id').title === id, roomId);
+    await waitForRoom(b, roomId);
 
     await sendUi(b, 'hi alice, bob here');
     await waitForMessage(a, 'hi alice, bob here');
@@ -111,7 +115,8 @@ test('two users on one server chat in two pages, with invites, unread counts and
 
     // Member list.
     await a.click('#btn-members');
-    await a.waitForFunction(() => document.querySelectorAll('#member-list li').length === 2);
+    const memberIds = () => a.$$eval('#member-list li', (els) => els.map((e) => e.dataset.userId));
+    await until(a, 'two members in the member list', () => document.querySelectorAll('#member-list li').length === 2, undefined, { seen: memberIds });
     const members = await a.$$eval('#member-list li', (els) => els.map((e) => e.dataset.userId).sort());
     assert.deepEqual(members, [alice, bob].sort());
     await a.click('#btn-members-close');
@@ -122,10 +127,11 @@ test('two users on one server chat in two pages, with invites, unread counts and
     await sendUi(b, 'one');
     await sendUi(b, 'two');
     const badge = `#room-list li[data-room-id="${roomId}"] .badge`;
-    await a.waitForFunction((sel) => document.querySelector(sel)?.textContent === '2', badge);
+    const roomList = () => a.$$eval('#room-list li', (els) => els.map((e) => e.textContent));
+    await until(a, 'an unread count of 2 on Kitchen', (sel) => document.querySelector(sel)?.textContent === '2', badge, { seen: roomList });
     await openRoomUi(a, roomId);
     await waitForMessage(a, 'two');
-    await a.waitForSelector(badge, { state: 'detached' });
+    await untilSelector(a, badge, { state: 'detached', what: 'the unread count to go once the room is open', seen: roomList });
     // The server agrees the room is read: the count stays at zero on the next sync.
     await sendUi(a, 'read them');
     await waitForMessage(b, 'read them');
@@ -147,25 +153,28 @@ test('join a public room by alias and set a display name', () =>
     await b.click('#btn-join');
     await b.fill('#join-target', `#nosuchroom:${serverName}`);
     await b.click('#form-join button[value=ok]');
-    await b.waitForFunction(() => document.querySelector('#form-join .error').textContent.includes('M_NOT_FOUND'));
+    await until(b, 'M_NOT_FOUND for an unknown alias', () => document.querySelector('#form-join .error').textContent.includes('M_NOT_FOUND'));
     await b.fill('#join-target', `#square:${serverName}`);
     await b.click('#form-join button[value=ok]');
-    await b.waitForSelector('#dlg-join', { state: 'hidden' });
-    await b.waitForFunction((id) => document.getElementById('room-id').title === id, roomId);
-    await b.waitForFunction(() => document.getElementById('room-name').textContent === 'Town square');
+    await untilSelector(b, '#dlg-join', { state: 'hidden', what: 'the join dialog to close' });
+    await waitForRoom(b, roomId);
+    await until(b, 'the room name Town square', () => document.getElementById('room-name').textContent === 'Town square');
 
     await b.click('#btn-name');
     await b.fill('#name-input', 'Bobby Tables');
     await b.click('#form-name button[value=ok]');
-    await b.waitForSelector('#dlg-name', { state: 'hidden' });
+    await untilSelector(b, '#dlg-name', { state: 'hidden', what: 'the display-name dialog to close' });
     assert.equal(await b.textContent('#me-name'), 'Bobby Tables');
     await sendUi(b, 'hello square');
     await waitForMessage(a, 'hello square');
     assert.equal(await a.textContent(`#events .msg[data-sender="${bob}"] .sender`), 'Bobby Tables');
     await a.click('#btn-members');
-    await a.waitForFunction(
+    await until(
+      a,
+      'Bobby Tables in the member list',
       (u) => document.querySelector(`#member-list li[data-user-id="${u}"] .member-name`)?.textContent === 'Bobby Tables',
       bob,
+      { seen: () => a.$$eval('#member-list li', (els) => els.map((e) => e.textContent)) },
     );
   }));
 
@@ -181,17 +190,38 @@ test('scroll-back loads older messages in order', () =>
     }
     // A fresh load gets only the newest page of the timeline.
     await page.reload();
-    await page.waitForFunction((id) => document.getElementById('room-id').title === id, roomId);
+    await waitForRoom(page, roomId);
     await waitForMessage(page, `line ${total - 1}`);
     const first = await messages(page);
     assert.ok(first.length < total, `initial sync returned all ${first.length} messages`);
     assert.ok(!first.includes('line 0'));
-    for (let i = 0; i < 10 && !(await messages(page)).includes('line 0'); i++) {
-      await page.click('#load-older');
-      await page.waitForFunction((n) => document.querySelectorAll('#events .msg').length > n, (await messages(page)).length);
+    const history = () =>
+      page.evaluate(() => ({
+        messages: document.querySelectorAll('#events .msg:not(.pending) .body').length,
+        button: document.getElementById('load-older').hidden ? 'hidden' : document.getElementById('load-older').textContent,
+        start: !document.getElementById('timeline-start').hidden,
+      }));
+    for (let clicks = 0; ; clicks++) {
+      // The timeline also loads older messages by itself when scrolled near its top: decide on
+      // a settled timeline, with no load in flight.
+      await until(page, 'no history load in flight', () => document.getElementById('load-older').textContent !== 'Loading…', undefined, { seen: history });
+      const shown = await messages(page);
+      if (shown.includes('line 0')) break;
+      assert.ok(clicks < 10, `line 0 not loaded after 10 clicks: ${JSON.stringify(await history())}`);
+      // Clicking scrolls the button into view first, and that scroll may start the load (and the
+      // last one hides the button before the click lands): what counts is that older messages
+      // arrive, so the click is not awaited (a click left waiting fails when the page closes).
+      page.click('#load-older').catch(() => {});
+      await until(
+        page,
+        `more than ${shown.length} messages after clicking "Load older messages"`,
+        (n) => document.querySelectorAll('#events .msg:not(.pending) .body').length > n,
+        shown.length,
+        { seen: history },
+      );
     }
     const all = await messages(page);
     assert.deepEqual(all, Array.from({ length: total }, (_, i) => `line ${i}`));
-    await page.waitForSelector('#timeline-start:not([hidden])');
+    await untilSelector(page, '#timeline-start:not([hidden])', { what: 'the start of the timeline', seen: history });
     assert.equal(await page.isVisible('#load-older'), false);
   }));

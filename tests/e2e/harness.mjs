@@ -31,6 +31,103 @@ export const CHROMIUM_ARGS = [
 ];
 export const PASSWORD = 'correct horse battery staple';
 
+/**
+ * How long any one wait may take. Every wait ends as soon as its condition holds, so a generous
+ * deadline costs nothing when things work; it only has to outlast a 2-core machine busy with
+ * other builds (where a page can take seconds to answer). HEARTH_E2E_TIMEOUT_MS overrides it.
+ */
+export const TIMEOUT_MS = Number(process.env.HEARTH_E2E_TIMEOUT_MS) || 60000;
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** What `seen` reports, as text for an error message; never throws. */
+async function describe(seen) {
+  if (!seen) return '(nothing recorded)';
+  try {
+    const v = await seen();
+    return typeof v === 'string' ? v : JSON.stringify(v);
+  } catch (e) {
+    return `(could not look: ${e.message})`;
+  }
+}
+
+/** The error for a wait that failed: what was awaited, for how long, and what was seen instead. */
+async function waitError(cause, what, seen, timeout) {
+  const why = cause?.name === 'TimeoutError' || cause === undefined ? `not within ${timeout / 1000} s` : cause.message.split('\n')[0];
+  return new Error(`waiting for ${what}: ${why}; saw ${await describe(seen)}`, { cause });
+}
+
+/**
+ * Waits until `fn(arg)`, run in the page, returns something truthy; resolves to its value.
+ * On failure the error names `what` and what `seen()` reports then (default: the page's UI state).
+ * It polls on a timer, not on animation frames: Chromium gives a page that is not the front
+ * tab one or two frames a second.
+ */
+export async function until(page, what, fn, arg, { seen = () => uiState(page), timeout = TIMEOUT_MS } = {}) {
+  try {
+    return await (await page.waitForFunction(fn, arg, { timeout, polling: 50 })).jsonValue();
+  } catch (e) {
+    throw await waitError(e, what, seen, timeout);
+  }
+}
+
+/** `page.waitForSelector` with the deadline and error message of `until`. */
+export async function untilSelector(page, selector, { state = 'visible', what, seen = () => uiState(page), timeout = TIMEOUT_MS } = {}) {
+  try {
+    await page.waitForSelector(selector, { state, timeout });
+  } catch (e) {
+    throw await waitError(e, what ?? `${selector} to be ${state}`, seen, timeout);
+  }
+}
+
+/**
+ * Polls `check()` from Node until it returns something truthy; resolves to that value. Only for
+ * conditions that stay true once reached (a counter, a recorded event): polling can miss a state
+ * that comes and goes.
+ */
+export async function eventually(what, check, { seen, timeout = TIMEOUT_MS, every = 20 } = {}) {
+  const deadline = Date.now() + timeout;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (Date.now() > deadline) throw await waitError(undefined, what, seen, timeout);
+    await sleep(every);
+  }
+}
+
+/** Awaits `promise` (a page.evaluate of an in-page promise, say) with a deadline. */
+export async function within(what, promise, { seen, timeout = TIMEOUT_MS } = {}) {
+  const EXPIRED = Symbol('expired');
+  let timer;
+  const expired = new Promise((resolve) => (timer = setTimeout(() => resolve(EXPIRED), timeout)));
+  try {
+    const v = await Promise.race([promise, expired]);
+    if (v === EXPIRED) throw await waitError(undefined, what, seen, timeout);
+    return v;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** What the page's UI shows: the error message of a UI wait that failed. */
+export function uiState(page) {
+  return page.evaluate(() => {
+    const $ = (id) => document.getElementById(id);
+    const shown = (id) => $(id) && !$(id).hidden;
+    return {
+      section: ['boot', 'auth', 'chat'].filter(shown),
+      banner: shown('banner') ? $('banner').textContent : undefined,
+      toast: shown('toast') ? $('toast').textContent : undefined,
+      authError: $('auth-error')?.textContent || undefined,
+      dialog: [...document.querySelectorAll('dialog[open]')].map((d) => `${d.id}: ${d.querySelector('.error')?.textContent ?? ''}`),
+      room: $('room-id')?.title || undefined,
+      roomName: $('room-name')?.textContent || undefined,
+      lastEvents: [...document.querySelectorAll('#events .event')].slice(-5).map((e) => e.textContent.trim().slice(0, 80)),
+      hearthError: window.hearth?.lastError ?? undefined,
+    };
+  });
+}
+
 /** Fails early, with the fix, when the page or the relay has not been built. */
 export function checkBuilt(www = WWW) {
   for (const [file, fix] of [
@@ -59,8 +156,14 @@ export async function startRelay({ www = WWW } = {}) {
   child.stderr.on('data', (d) => (stderr += d));
   const lines = createInterface({ input: child.stdout });
   const url = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`relay did not start in 15 s: ${stderr}`)), 15000);
-    child.once('exit', (code) => reject(new Error(`relay exited (${code}): ${stderr}`)));
+    const timer = setTimeout(
+      () => reject(new Error(`waiting for the relay to print its address: not within ${TIMEOUT_MS / 1000} s; stderr: ${stderr}`)),
+      TIMEOUT_MS,
+    );
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`relay exited (${code}): ${stderr}`));
+    });
     lines.on('line', (line) => {
       const m = /^hearth-relay listening on (http:\/\/\S+)$/.exec(line);
       if (m) {
@@ -72,9 +175,12 @@ export async function startRelay({ www = WWW } = {}) {
   return {
     url,
     async stop() {
-      if (child.exitCode !== null) return;
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = once(child, 'exit');
       child.kill('SIGTERM');
-      await once(child, 'exit');
+      const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
+      await exited;
+      clearTimeout(timer);
     },
   };
 }
@@ -106,6 +212,8 @@ export function watchErrors(page) {
  */
 export async function openPage(context, url, { path: p = '/', signedOut = false } = {}) {
   const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT_MS);
+  page.setDefaultNavigationTimeout(TIMEOUT_MS);
   page.errors = watchErrors(page);
   if (signedOut) {
     await page.addInitScript(() => {
@@ -116,13 +224,15 @@ export async function openPage(context, url, { path: p = '/', signedOut = false 
     });
   }
   await page.goto(url + p);
-  const { serverName } = await page.evaluate(() => window.hearth.ready);
+  const { serverName } = await within('hearth.ready', page.evaluate(() => window.hearth.ready), {
+    seen: async () => ({ pageErrors: page.errors, ui: await uiState(page) }),
+  });
   return { page, serverName };
 }
 
 /** Calls the Client-Server API from inside the page; resolves to `{ status, body }`. */
 export function api(page, method, pathAndQuery, body, token) {
-  return page.evaluate(
+  const call = page.evaluate(
     async ([method, pathAndQuery, body, token]) => {
       const headers = { 'Content-Type': 'application/json' };
       if (token) headers.Authorization = `Bearer ${token}`;
@@ -141,6 +251,7 @@ export function api(page, method, pathAndQuery, body, token) {
     },
     [method, pathAndQuery, body ?? undefined, token ?? null],
   );
+  return within(`an answer to ${method} ${pathAndQuery}`, call);
 }
 
 /** `api` that fails the test on a non-2xx answer and returns the body. */
@@ -165,19 +276,33 @@ export async function registerApi(page, username, password = PASSWORD) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Driving the page's UI
+// Driving the page's UI. Each helper first brings its page to the front, as a person switches
+// to the window they type in: Chromium gives a page behind another one or two animation frames a
+// second, and Playwright waits for an element to keep still over two frames before a click.
 
 export async function registerUi(page, username, password = PASSWORD) {
+  await page.bringToFront();
   await page.click('#tab-register');
   await page.fill('#auth-user', username);
   await page.fill('#auth-pass', password);
   await page.click('#auth-submit');
-  await page.waitForSelector('#chat:not([hidden])');
-  await page.waitForFunction((u) => document.getElementById('me-id').textContent.startsWith(`@${u}:`), username);
+  await waitForSection(page, 'chat');
+  await until(page, `the signed-in user to be @${username}`, (u) => document.getElementById('me-id').textContent.startsWith(`@${u}:`), username);
   return page.textContent('#me-id');
 }
 
+/** Waits until the page shows `section` ('boot', 'auth' or 'chat'). */
+export function waitForSection(page, section) {
+  return untilSelector(page, `#${section}:not([hidden])`, { what: `the ${section} screen` });
+}
+
+/** Waits until `roomId` is the open room. */
+export function waitForRoom(page, roomId) {
+  return until(page, `room ${roomId} to be open`, (id) => document.getElementById('room-id').title === id, roomId);
+}
+
 export async function loginUi(page, username, password = PASSWORD) {
+  await page.bringToFront();
   await page.click('#tab-login');
   await page.fill('#auth-user', username);
   await page.fill('#auth-pass', password);
@@ -185,24 +310,28 @@ export async function loginUi(page, username, password = PASSWORD) {
 }
 
 export async function createRoomUi(page, name, { alias, isPublic } = {}) {
+  await page.bringToFront();
   await page.click('#btn-create');
   await page.fill('#create-name', name);
   if (alias) await page.fill('#create-alias', alias);
   if (isPublic) await page.check('#create-public');
   await page.click('#form-create button[value=ok]');
-  await page.waitForSelector('#dlg-create', { state: 'hidden' });
-  await page.waitForFunction((n) => document.getElementById('room-name').textContent === n, name);
+  await untilSelector(page, '#dlg-create', { state: 'hidden', what: `the create-room dialog to close (room ${name})` });
+  await until(page, `the open room to be named ${name}`, (n) => document.getElementById('room-name').textContent === n, name);
   return page.evaluate(() => document.querySelector('#room-list .room-item.active')?.dataset.roomId);
 }
 
 export async function sendUi(page, text) {
+  await page.bringToFront();
   await page.fill('#composer-input', text);
   await page.press('#composer-input', 'Enter');
 }
 
 /** Waits until the open room shows `text` as a delivered (not pending) message. */
-export function waitForMessage(page, text, timeout = 15000) {
-  return page.waitForFunction(
+export function waitForMessage(page, text, timeout = TIMEOUT_MS) {
+  return until(
+    page,
+    `the message "${text}" delivered in the open room`,
     (t) => [...document.querySelectorAll('#events .msg:not(.pending) .body')].some((b) => b.textContent === t),
     text,
     { timeout },
@@ -215,8 +344,9 @@ export function messages(page) {
 }
 
 export async function openRoomUi(page, roomId) {
+  await page.bringToFront();
   await page.click(`#room-list li[data-room-id="${roomId}"] button`);
-  await page.waitForFunction((id) => document.getElementById('room-id').title === id, roomId);
+  await waitForRoom(page, roomId);
 }
 
 /** A unique, valid Matrix localpart for this run. */

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
-import { PASSWORD, launchBrowser, openPage, startRelay } from './harness.mjs';
+import { PASSWORD, launchBrowser, openPage, startRelay, until, within } from './harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 let relay;
@@ -64,8 +64,18 @@ async function sdkPage(ctx) {
       async login(username) {
         const anon = sdk.createClient({ baseUrl: location.origin });
         const r = await anon.loginRequest({ type: 'm.login.password', identifier: { type: 'm.id.user', user: username }, password });
+        // The page's own fetch, counting the /sync long-polls in flight, so the test can tell
+        // when the client waits in one.
+        window.sdkPolls = 0;
+        const fetchFn = (input, init) => {
+          const url = typeof input === 'string' ? input : (input.url ?? String(input));
+          if (!/\/sync\?/.test(url) || !/[?&]since=/.test(url) || /[?&]timeout=0(&|$)/.test(url)) return fetch(input, init);
+          window.sdkPolls++;
+          return fetch(input, init).finally(() => window.sdkPolls--);
+        };
         const client = sdk.createClient({
           baseUrl: location.origin,
+          fetchFn,
           userId: r.user_id,
           deviceId: r.device_id,
           accessToken: r.access_token,
@@ -114,13 +124,14 @@ test('matrix-js-sdk in the page: login, create room, send, sync wake-up, second 
   try {
     const { page: a, serverName } = await sdkPage(ctx);
     const { page: b } = await sdkPage(ctx);
-    const reg = await a.evaluate(() => window.sdkHelpers.register('alice'));
+    const inPage = (page, what, fn, arg) => within(what, page.evaluate(fn, arg));
+    const reg = await inPage(a, 'alice to register', () => window.sdkHelpers.register('alice'));
     assert.equal(reg.user_id, `@alice:${serverName}`);
-    await b.evaluate(() => window.sdkHelpers.register('bob'));
-    const alice = await a.evaluate(() => window.sdkHelpers.login('alice'));
-    const bob = await b.evaluate(() => window.sdkHelpers.login('bob'));
+    await inPage(b, 'bob to register', () => window.sdkHelpers.register('bob'));
+    const alice = await inPage(a, "alice's client to log in and sync", () => window.sdkHelpers.login('alice'));
+    const bob = await inPage(b, "bob's client to log in and sync", () => window.sdkHelpers.login('bob'));
 
-    const roomId = await a.evaluate(async () => {
+    const roomId = await inPage(a, 'alice to create a room and write in it', async () => {
       const { room_id } = await window.client.createRoom({ name: 'sdk room', preset: 'private_chat' });
       await window.client.sendTextMessage(room_id, 'first from alice');
       return room_id;
@@ -128,22 +139,31 @@ test('matrix-js-sdk in the page: login, create room, send, sync wake-up, second 
     assert.match(roomId, /^!/);
 
     // Bob is invited and joins; his client sees alice's earlier message.
-    await a.evaluate(([r, u]) => window.client.invite(r, u), [roomId, bob]);
-    await b.waitForFunction((r) => window.client.getRoom(r)?.getMyMembership() === 'invite', roomId, { timeout: 15000 });
-    await b.evaluate((r) => window.client.joinRoom(r), roomId);
-    await b.waitForFunction((r) => window.sdkHelpers.bodies(r).includes('first from alice'), roomId, { timeout: 15000 });
+    await inPage(a, 'alice to invite bob', ([r, u]) => window.client.invite(r, u), [roomId, bob]);
+    await until(b, "the invite in bob's client", (r) => window.client.getRoom(r)?.getMyMembership() === 'invite', roomId, {
+      seen: () => b.evaluate((r) => window.client.getRoom(r)?.getMyMembership() ?? 'no such room', roomId),
+    });
+    await inPage(b, 'bob to join', (r) => window.client.joinRoom(r), roomId);
+    await until(b, "alice's first message in bob's client", (r) => window.sdkHelpers.bodies(r).includes('first from alice'), roomId, {
+      seen: () => b.evaluate((r) => window.sdkHelpers.bodies(r), roomId),
+    });
 
     // Sync wake-up: alice's long-poll (30 s timeout) returns as soon as bob replies.
+    const aliceSync = () => a.evaluate((r) => ({ polls: window.sdkPolls, state: window.client.getSyncState(), bodies: window.sdkHelpers.bodies(r) }), roomId);
     for (let i = 0; i < 3; i++) {
       const body = `reply ${i} from bob`;
-      const arrival = a.evaluate(([r, t]) => window.sdkHelpers.nextMessage(r, t), [roomId, body]);
-      await new Promise((r) => setTimeout(r, 300)); // let alice's /sync settle into its long-poll
-      const sentAt = await b.evaluate(async ([r, t]) => {
+      await a.evaluate(([r, t]) => {
+        window.arrival = window.sdkHelpers.nextMessage(r, t);
+      }, [roomId, body]);
+      // Bob sends once alice's client waits in its long-poll (it starts the next one when it
+      // has handled the last answer).
+      await until(a, "alice's client to wait in a /sync long-poll", () => window.sdkPolls > 0, undefined, { seen: aliceSync });
+      const sentAt = await inPage(b, `bob to send "${body}"`, async ([r, t]) => {
         const at = performance.timeOrigin + performance.now();
         await window.client.sendTextMessage(r, t);
         return at;
       }, [roomId, body]);
-      const got = await arrival;
+      const got = await within(`"${body}" in alice's client`, a.evaluate(() => window.arrival), { seen: aliceSync });
       assert.equal(got.sender, bob);
       const latency = got.at - sentAt;
       assert.ok(latency < 2000, `alice's sync woke ${Math.round(latency)} ms after bob's send (poll timeout 30 s)`);

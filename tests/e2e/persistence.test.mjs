@@ -17,7 +17,11 @@ import {
   registerUi,
   sendUi,
   startRelay,
+  untilSelector,
   waitForMessage,
+  waitForRoom,
+  waitForSection,
+  within,
 } from './harness.mjs';
 
 let relay;
@@ -42,11 +46,11 @@ test('a reload keeps the server name, the session, rooms and messages', async ()
       await waitForMessage(page, text);
     }
     await page.reload();
-    const again = await page.evaluate(() => window.hearth.ready);
+    const again = await within('hearth.ready after the reload', page.evaluate(() => window.hearth.ready));
     assert.equal(again.serverName, serverName);
     // Still logged in, and the last room reopens with its messages.
-    await page.waitForSelector('#chat:not([hidden])');
-    await page.waitForFunction((id) => document.getElementById('room-id').title === id, roomId);
+    await waitForSection(page, 'chat');
+    await waitForRoom(page, roomId);
     await waitForMessage(page, 'wednesday');
     assert.deepEqual(await messages(page), ['monday', 'tuesday', 'wednesday']);
     // New writes continue after the old ones.
@@ -79,17 +83,17 @@ test('a browser restarted on the same profile keeps everything', async () => {
       try {
         const { page, serverName: after } = await openPage(ctx, relay.url);
         assert.equal(after, serverName, 'the server keeps its key and name');
-        await page.waitForFunction((id) => document.getElementById('room-id').title === id, roomId);
+        await waitForRoom(page, roomId);
         await waitForMessage(page, 'before the restart');
         await sendUi(page, 'after the restart');
         await waitForMessage(page, 'after the restart');
         assert.deepEqual(await messages(page), ['before the restart', 'after the restart']);
         // The account (password hash included) is in IndexedDB, not only the page's token.
         await page.click('#btn-logout');
-        await page.waitForSelector('#auth:not([hidden])');
+        await waitForSection(page, 'auth');
         await loginUi(page, 'frank');
-        await page.waitForSelector('#chat:not([hidden])');
-        await page.waitForSelector(`#room-list li[data-room-id="${roomId}"]`);
+        await waitForSection(page, 'chat');
+        await untilSelector(page, `#room-list li[data-room-id="${roomId}"]`, { what: `room ${roomId} in the room list` });
         await openRoomUi(page, roomId);
         await waitForMessage(page, 'after the restart');
         const status = await page.evaluate(() => window.hearth.status());

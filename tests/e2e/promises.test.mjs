@@ -9,10 +9,12 @@ import { appendFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import {
+  TIMEOUT_MS,
   api,
   apiOk,
   copyWww,
   createRoomUi,
+  eventually,
   launchBrowser,
   loginUi,
   openPage,
@@ -21,7 +23,10 @@ import {
   registerUi,
   sendUi,
   startRelay,
+  until,
+  untilSelector,
   waitForMessage,
+  within,
 } from './harness.mjs';
 
 let relay;
@@ -61,30 +66,46 @@ async function bodies(page, token, roomId) {
   return res.chunk.filter((e) => e.type === 'm.room.message').map((e) => e.content.body).reverse();
 }
 
-/** A CDP handle on the context's service workers: how often they stopped, and a stop button. */
+/**
+ * A CDP handle on the context's service workers: their running states as the browser reports
+ * them, and a stop button.
+ */
 async function serviceWorkers(ctx, page) {
   const cdp = await ctx.newCDPSession(page);
-  const running = new Map(); // versionId -> runningStatus
-  let stops = 0;
+  const state = new Map(); // versionId -> runningStatus, as last reported
+  const log = []; // every reported change, in order: [versionId, runningStatus]
+  let stops = 0; // reported transitions into 'stopped'
+  let starts = 0; // reported transitions into 'running'
   cdp.on('ServiceWorker.workerVersionUpdated', ({ versions }) => {
     for (const v of versions) {
-      if (v.runningStatus === 'stopped' && running.get(v.versionId) !== 'stopped') stops++;
-      running.set(v.versionId, v.runningStatus);
+      const was = state.get(v.versionId);
+      if (was === v.runningStatus) continue;
+      if (v.runningStatus === 'stopped' && was !== undefined) stops++;
+      if (v.runningStatus === 'running' && was !== undefined) starts++;
+      state.set(v.versionId, v.runningStatus);
+      log.push([v.versionId, v.runningStatus]);
     }
   });
+  const seen = () => ({ state: [...state], recent: log.slice(-12), stops, starts });
+  // Enabling the domain reports every version's current state, but after the command's answer.
   await cdp.send('ServiceWorker.enable');
+  await eventually('the browser to report the page\'s service worker', () => state.size > 0, { seen });
+  const allStopped = () => [...state.values()].every((s) => s === 'stopped');
   return {
-    anyRunning: () => [...running.values()].some((s) => s === 'running'),
-    /** Stops every service worker and waits until the browser reports it stopped (a request
-     * may restart it right after, which is the point). */
+    /** Resolves once the browser has reported more than `since` restarts. */
+    restarted: (since) => eventually('the service worker to restart', () => starts > since, { seen }),
+    /**
+     * Stops every service worker. Chromium answers the command once every running worker has
+     * stopped, or at once when none was running (an earlier stop still holds). The browser's
+     * reports must then agree, whichever it was: a stop reported since the request, or every
+     * version reported stopped. A request may restart the worker right after, which is the
+     * point. Resolves to the number of restarts reported so far, for `restarted`.
+     */
     async stopAll() {
       const before = stops;
       await cdp.send('ServiceWorker.stopAllWorkers');
-      const deadline = Date.now() + 10000;
-      while (stops === before) {
-        if (Date.now() > deadline) throw new Error(`service worker did not stop: ${JSON.stringify([...running])}`);
-        await new Promise((r) => setTimeout(r, 10));
-      }
+      await eventually('the browser to report the service worker stopped', () => stops > before || allStopped(), { seen });
+      return starts;
     },
   };
 }
@@ -110,12 +131,13 @@ test('promise 2: stopping the service worker mid-session loses nothing and the n
         // A request caught by the stop may fail, but only with a clear, retryable Matrix error.
         else assert.ok(r.status === 503 && r.body?.errcode, `round ${round} send ${i}: ${r.status} ${JSON.stringify(r.body)}`);
       });
-      // The worker is stopped; the very next request restarts it and is answered.
-      await sw.stopAll();
+      // The worker is stopped (the burst may have restarted it: stop it again); the very next
+      // request restarts it and is answered.
+      const startsAtStop = await sw.stopAll();
       const next = await send(page, token, roomId, `after stop ${round}`, `after${round}`);
       assert.equal(next.status, 200, JSON.stringify(next.body));
       acknowledged.push(`after stop ${round}`);
-      assert.ok(sw.anyRunning(), 'the service worker restarted for the request');
+      await sw.restarted(startsAtStop);
     }
     const stored = await bodies(page, token, roomId);
     for (const body of acknowledged) assert.ok(stored.includes(body), `acknowledged "${body}" was lost`);
@@ -147,17 +169,29 @@ test('promise 3: one server instance across tabs, reloads and a service-worker u
 
     // Reloading a tab while others are open keeps the same server.
     await tabs[1].reload();
-    await tabs[1].evaluate(() => window.hearth.ready);
+    await within('hearth.ready after the reload', tabs[1].evaluate(() => window.hearth.ready));
     assert.equal(await instanceId(tabs[1]), first);
     assert.deepEqual(await serverLock(tabs[2]), { held: 1, pending: 0 });
 
-    // A service-worker update: a new sw.js replaces the old one in every tab.
-    const changed = tabs.map((t) =>
-      t.evaluate(() => new Promise((resolve) => navigator.serviceWorker.addEventListener('controllerchange', () => resolve(true), { once: true }))),
-    );
+    // A service-worker update: a new sw.js replaces the old one in every tab. Every tab listens
+    // before the update starts, so none can miss its controllerchange.
+    for (const t of tabs) {
+      await t.evaluate(() => {
+        window.e2eControllerChanged = false;
+        navigator.serviceWorker.addEventListener('controllerchange', () => (window.e2eControllerChanged = true), { once: true });
+      });
+    }
     appendFileSync(path.join(www.dir, 'sw.js'), `\n// e2e update ${Date.now()}\n`);
     await tabs[0].evaluate(async () => (await navigator.serviceWorker.getRegistration()).update());
-    assert.deepEqual(await Promise.all(changed), [true, true, true]);
+    for (const [i, t] of tabs.entries()) {
+      await until(t, `the updated service worker to take over tab ${i} (controllerchange)`, () => window.e2eControllerChanged, undefined, {
+        seen: () =>
+          t.evaluate(async () => {
+            const r = await navigator.serviceWorker.getRegistration();
+            return { active: r?.active?.state, waiting: r?.waiting?.state, installing: r?.installing?.state };
+          }),
+      });
+    }
     for (const [i, t] of tabs.entries()) {
       const r = await send(t, reg.access_token, roomId, `after update ${i}`, `u${i}`);
       assert.equal(r.status, 200, JSON.stringify(r.body));
@@ -191,7 +225,7 @@ test('promise 4: the server keeps running while any tab is open', async () => {
     // b's page UI logs in and chats live on the same server. (No reload here: reloading the
     // only open tab restarts the server, which the last part of this test covers.)
     await loginUi(b, 'alice');
-    await b.waitForSelector(`#room-list li[data-room-id="${roomId}"]`);
+    await untilSelector(b, `#room-list li[data-room-id="${roomId}"]`, { what: `room ${roomId} in the room list` });
     await openRoomUi(b, roomId);
     await sendUi(b, 'live in the second tab');
     await waitForMessage(b, 'live in the second tab');
@@ -221,14 +255,31 @@ test('promise 4: the server does not depend on any page running scripts (a backg
     const server = await instanceId(a);
     const { page: b } = await openPage(ctx, relay.url);
 
-    const STALL_MS = 6000;
-    const stalled = a.evaluate((ms) => {
-      const end = Date.now() + ms;
-      while (Date.now() < end) {
-        // The tab that started the server runs nothing else meanwhile.
-      }
-    }, STALL_MS);
-    const t0 = Date.now();
+    // The stalled tab announces its stall on a channel the other tab listens to (a message
+    // posted before the loop is delivered while the loop runs); the stall lasts until the
+    // checks are done, when the test ends it from outside (Runtime.terminateExecution), so
+    // however slow the machine, every check runs while the first tab runs nothing.
+    await b.evaluate(() => {
+      window.e2eStall = new Promise((resolve) => {
+        new BroadcastChannel('e2e-stall').onmessage = (e) => resolve(e.data);
+      });
+    });
+    const cdpA = await ctx.newCDPSession(a);
+    let stallOver = false;
+    const stalled = a
+      .evaluate((ms) => {
+        new BroadcastChannel('e2e-stall').postMessage('stalling');
+        const end = Date.now() + ms;
+        while (Date.now() < end) {
+          // The tab that started the server runs nothing else meanwhile.
+        }
+      }, TIMEOUT_MS)
+      .then(
+        () => 'ran its course',
+        (e) => `ended: ${e.message}`,
+      )
+      .finally(() => (stallOver = true));
+    await within('the first tab to start stalling', b.evaluate(() => window.e2eStall));
 
     // The other tab is served by the same instance, timers included (a long-poll times out).
     assert.equal(await instanceId(b), server);
@@ -248,14 +299,15 @@ test('promise 4: the server does not depend on any page running scripts (a backg
     const browserCdp = await browser.newBrowserCDPSession();
     const { targetInfos } = await browserCdp.send('Target.getTargets');
     await browserCdp.detach();
-    assert.ok(Date.now() - t0 < STALL_MS, 'the checks outlasted the stall; make it longer');
+    if (stallOver) assert.fail(`the first tab stopped stalling before the checks were done (${await stalled})`);
     assert.ok(
       targetInfos.some((t) => t.type === 'shared_worker' && t.url.endsWith('/server-worker.js')),
       `no server worker among ${JSON.stringify(targetInfos.map((t) => [t.type, t.url]))}`,
     );
+    await cdpA.send('Runtime.terminateExecution');
+    assert.notEqual(await within('the stalled tab to stop stalling', stalled), 'ran its course');
 
     // Responsive again: the same instance, with what was written meanwhile.
-    await stalled;
     assert.equal(await instanceId(a), server);
     assert.deepEqual(await bodies(a, alice.access_token, roomId), ['while the first tab is stalled']);
     assert.deepEqual(await serverLock(a), { held: 1, pending: 0 });
