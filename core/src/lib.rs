@@ -8,6 +8,7 @@ pub mod client;
 pub mod db;
 pub mod error;
 pub mod keys;
+pub mod limits;
 pub mod notifier;
 pub mod router;
 pub mod storage;

@@ -16,9 +16,6 @@ use crate::router::Router;
 use crate::storage::Batch;
 use crate::{Ctx, Homeserver, route};
 
-/// The spec's limit on a whole profile.
-pub const MAX_PROFILE_BYTES: usize = 64 * 1024;
-
 pub fn routes(r: &mut Router) {
     route!(r, get_profile::v3::Request, profile);
     route!(r, get_display_name::v3::Request, display_name);
@@ -137,9 +134,7 @@ pub(crate) async fn update(
             .ok_or_else(|| MatrixError::not_found("Profile not found"))?;
         change(&mut record);
         let custom = profile_fields::custom_fields(hs, user).await?;
-        if profile_fields::profile_size(&record, &custom)? > MAX_PROFILE_BYTES {
-            return Err(profile_fields::too_large());
-        }
+        crate::limits::profile(profile_fields::profile_size(&record, &custom)?)?;
         let mut batch = Batch::new();
         users::put_user(&mut batch, user, &record)?;
         hs.commit(batch).await?;
