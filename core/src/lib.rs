@@ -268,7 +268,7 @@ impl Homeserver {
         let path = req.uri().path().to_owned();
         match self.router.lookup(req.method(), &path) {
             Lookup::Found(handler, args, body) => {
-                if let Err(e) = request_body::check(req.method(), body, req.body()) {
+                if let Err(e) = body.check(req.method(), req.body()) {
                     return e.into_response();
                 }
                 let handler = handler.clone();

@@ -3,16 +3,20 @@
 //! Every request body of the Client-Server API is a JSON object, media uploads aside (the spec's
 //! OpenAPI gives each `requestBody` a `type: object` schema, and the uploads `bytes`). A body is
 //! JSON only if all of it is: an invalid UTF-8 sequence or a lone surrogate escape makes it not
-//! JSON even inside a field the endpoint ignores. ruma skips the fields it does not know without
-//! decoding them (and serde reads a struct from an array too), so both are checked here, once,
-//! for every route, before the endpoint's own parsing.
+//! JSON even inside a field the endpoint ignores. And where the spec says object below the top
+//! level, an array is no object either. ruma skips the fields it does not know without decoding
+//! them, and serde reads a struct from an array as readily as from an object, so all three are
+//! checked here, once, for every route, before the endpoint's own parsing.
 
 use std::fmt;
 
 use http::Method;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 use crate::error::{MatrixError, Result};
+
+mod objects;
 
 /// What a route takes as its request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,26 +27,119 @@ pub enum BodyKind {
     Bytes,
 }
 
-/// Refuses a body that is not JSON (`M_NOT_JSON`) or is JSON but not an object (`M_BAD_JSON`).
-/// An empty body is left to the endpoint, which reads it as `{}` where every field is optional;
-/// `GET` and `HEAD` take no body, so theirs is not read.
-pub fn check(method: &Method, kind: BodyKind, body: &[u8]) -> Result<()> {
-    if kind == BodyKind::Bytes
-        || body.is_empty()
-        || *method == Method::GET
-        || *method == Method::HEAD
-    {
-        return Ok(());
+/// The rule one route's bodies are held to.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyRule {
+    kind: BodyKind,
+    /// Where the spec's schema has an object below the top level, as JSON pointers in which `*`
+    /// stands for any key of a map or any element of an array.
+    objects: &'static [&'static str],
+}
+
+impl BodyRule {
+    /// The rule for the route `method path` (a template: `{name}` or `:name` for variables).
+    pub fn new(kind: BodyKind, method: &Method, path: &str) -> Self {
+        let template = spec_template(path);
+        let objects = match kind {
+            BodyKind::JsonObject => objects::OBJECTS
+                .iter()
+                .find(|(m, p, _)| *m == method.as_str() && *p == template)
+                .map(|(_, _, o)| *o)
+                .unwrap_or_default(),
+            BodyKind::Bytes => &[],
+        };
+        Self { kind, objects }
     }
-    match serde_json::from_slice::<Top>(body) {
-        Ok(Top::Object) => Ok(()),
-        Ok(Top::Other(what)) => Err(MatrixError::bad_json(format!(
-            "the request body must be a JSON object, not {what}"
-        ))),
-        Err(e) => Err(MatrixError::not_json(format!(
-            "the request body is not valid JSON: {e}"
-        ))),
+
+    /// Refuses a body that is not JSON (`M_NOT_JSON`), or is JSON but not an object, or holds
+    /// something else where the spec says object (`M_BAD_JSON`). An empty body is left to the
+    /// endpoint, which reads it as `{}` where every field is optional; `GET` and `HEAD` take no
+    /// body, so theirs is not read.
+    pub fn check(&self, method: &Method, body: &[u8]) -> Result<()> {
+        if self.kind == BodyKind::Bytes
+            || body.is_empty()
+            || *method == Method::GET
+            || *method == Method::HEAD
+        {
+            return Ok(());
+        }
+        match serde_json::from_slice::<Top>(body) {
+            Ok(Top::Object) => {}
+            Ok(Top::Other(what)) => {
+                return Err(MatrixError::bad_json(format!(
+                    "the request body must be a JSON object, not {what}"
+                )));
+            }
+            Err(e) => {
+                return Err(MatrixError::not_json(format!(
+                    "the request body is not valid JSON: {e}"
+                )));
+            }
+        }
+        if self.objects.is_empty() {
+            return Ok(());
+        }
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            MatrixError::not_json(format!("the request body is not valid JSON: {e}"))
+        })?;
+        for pattern in self.objects {
+            let segments: Vec<&str> = pattern.split('/').skip(1).collect();
+            not_objects(&value, &segments, String::new())?;
+        }
+        Ok(())
     }
+}
+
+/// Refuses a value at `segments` below `v` (where `ptr` is) that is neither an object nor
+/// `null`; a missing one is not this check's business.
+fn not_objects(v: &Value, segments: &[&str], ptr: String) -> Result<()> {
+    let Some((first, rest)) = segments.split_first() else {
+        return match v {
+            Value::Object(_) | Value::Null => Ok(()),
+            _ => Err(MatrixError::bad_json(format!(
+                "`{ptr}` in the request body must be a JSON object"
+            ))),
+        };
+    };
+    match (*first, v) {
+        ("*", Value::Object(map)) => map
+            .iter()
+            .try_for_each(|(k, child)| not_objects(child, rest, format!("{ptr}/{}", escape(k)))),
+        ("*", Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, child)| not_objects(child, rest, format!("{ptr}/{i}"))),
+        (key, Value::Object(map)) => {
+            let key = key.replace("~1", "/").replace("~0", "~");
+            match map.get(&key) {
+                Some(child) => not_objects(child, rest, format!("{ptr}/{}", escape(&key))),
+                None => Ok(()),
+            }
+        }
+        _ => Ok(()),
+    }
+}
+
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+/// A route's path as the spec's table names it: variables as `{}`, and the `r0` twins under
+/// the `v3` path the spec lists.
+fn spec_template(path: &str) -> String {
+    let path = path
+        .replacen("/_matrix/client/r0/", "/_matrix/client/v3/", 1)
+        .replacen("/_matrix/media/r0/", "/_matrix/media/v3/", 1);
+    path.split('/')
+        .map(|s| {
+            if s.starts_with('{') || s.starts_with(':') {
+                "{}"
+            } else {
+                s
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The shape of a whole document, every part of it decoded.
@@ -121,22 +218,27 @@ impl<'de> Visitor<'de> for Decode {
 mod tests {
     use super::*;
 
-    fn errcode(body: &[u8]) -> Option<&'static str> {
-        check(&Method::POST, BodyKind::JsonObject, body)
-            .err()
-            .map(|e| e.errcode)
+    fn errcode(rule: BodyRule, body: &[u8]) -> Option<&'static str> {
+        rule.check(&Method::POST, body).err().map(|e| e.errcode)
+    }
+
+    fn object() -> BodyRule {
+        BodyRule::new(BodyKind::JsonObject, &Method::POST, "/not/in/the/spec")
     }
 
     #[test]
     fn only_whole_json_objects_pass() {
-        assert_eq!(errcode(b"{}"), None);
+        assert_eq!(errcode(object(), b"{}"), None);
         assert_eq!(
-            errcode(b" {\"a\": [1, {\"b\": null}], \"c\": \"\\u00e9\"} "),
+            errcode(
+                object(),
+                b" {\"a\": [1, {\"b\": null}], \"c\": \"\\u00e9\"} "
+            ),
             None
         );
-        assert_eq!(errcode(b""), None);
+        assert_eq!(errcode(object(), b""), None);
         for not_object in [&b"[]"[..], b"\"x\"", b"1", b"null", b"true"] {
-            assert_eq!(errcode(not_object), Some("M_BAD_JSON"));
+            assert_eq!(errcode(object(), not_object), Some("M_BAD_JSON"));
         }
         for not_json in [
             &b"{\"ignored\": \"\xff\"}"[..],
@@ -146,13 +248,45 @@ mod tests {
             b"{\"a\": 1} x",
             b"{",
         ] {
-            assert_eq!(errcode(not_json), Some("M_NOT_JSON"), "{not_json:?}");
+            assert_eq!(
+                errcode(object(), not_json),
+                Some("M_NOT_JSON"),
+                "{not_json:?}"
+            );
         }
     }
 
     #[test]
+    fn nested_objects_of_the_spec_must_be_objects() {
+        let rule = BodyRule {
+            kind: BodyKind::JsonObject,
+            objects: &["/a", "/m/*", "/m/*/b~1c"],
+        };
+        assert_eq!(errcode(rule, b"{}"), None);
+        assert_eq!(
+            errcode(rule, b"{\"a\": {}, \"m\": {\"x\": {\"b/c\": null}}}"),
+            None
+        );
+        assert_eq!(errcode(rule, b"{\"a\": []}"), Some("M_BAD_JSON"));
+        assert_eq!(errcode(rule, b"{\"m\": {\"x\": [1]}}"), Some("M_BAD_JSON"));
+        assert_eq!(
+            errcode(rule, b"{\"m\": [{\"b/c\": 2}]}"),
+            Some("M_BAD_JSON")
+        );
+    }
+
+    #[test]
+    fn twins_and_variables_find_the_spec_entry() {
+        assert_eq!(
+            spec_template("/_matrix/client/r0/rooms/{room_id}/send/:event_type/{txn_id}"),
+            "/_matrix/client/v3/rooms/{}/send/{}/{}"
+        );
+    }
+
+    #[test]
     fn uploads_and_reads_are_not_checked() {
-        assert!(check(&Method::POST, BodyKind::Bytes, b"\xff\xfe").is_ok());
-        assert!(check(&Method::GET, BodyKind::JsonObject, b"\xff").is_ok());
+        let upload = BodyRule::new(BodyKind::Bytes, &Method::POST, "/_matrix/media/v3/upload");
+        assert!(upload.check(&Method::POST, b"\xff\xfe").is_ok());
+        assert!(object().check(&Method::GET, b"\xff").is_ok());
     }
 }

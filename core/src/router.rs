@@ -12,7 +12,7 @@ use ruma::api::path_builder::PathBuilder;
 use ruma::api::{IncomingRequest, IncomingRequestExt, OutgoingResponseExt};
 
 use crate::error::{MatrixError, Result};
-pub use crate::request_body::BodyKind;
+pub use crate::request_body::{BodyKind, BodyRule};
 use crate::world::LocalBoxFuture;
 use crate::{Ctx, Homeserver};
 
@@ -42,7 +42,7 @@ struct Route {
     method: Method,
     segs: Vec<Seg>,
     handler: Handler,
-    body: BodyKind,
+    body: BodyRule,
 }
 
 #[derive(Default)]
@@ -52,8 +52,8 @@ pub struct Router {
 }
 
 pub enum Lookup<'a> {
-    /// The handler, the path's arguments, and what the route takes as its body.
-    Found(&'a Handler, Vec<String>, BodyKind),
+    /// The handler, the path's arguments, and the rule for the route's body.
+    Found(&'a Handler, Vec<String>, BodyRule),
     WrongMethod,
     NotFound,
 }
@@ -104,10 +104,10 @@ impl Router {
                 continue;
             }
             routes.push(Route {
+                body: BodyRule::new(body, &method, &p),
                 method: method.clone(),
                 segs,
                 handler: handler.clone(),
-                body,
             });
         }
     }

@@ -13,7 +13,7 @@
 
 use crate::spec;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use hearth_core::Homeserver;
@@ -371,6 +371,8 @@ enum BodyShape {
         example: Option<Value>,
         /// In `example`, at any depth: (pointer to an object, a field it must have).
         nested: Vec<(String, String)>,
+        /// Below the top level, where the schema says object (`*`: any key or element).
+        objects: BTreeSet<String>,
     },
     /// Something else as JSON (none in the current spec; listed so the test notices one).
     OtherJson(String),
@@ -513,6 +515,61 @@ impl Yaml {
         (!obj.is_empty()).then_some(Value::Object(obj))
     }
 
+    /// Whether `schema` (or a part of its `allOf`) says `type: object`.
+    fn is_object(&mut self, file: &Path, schema: &Value) -> bool {
+        let (file, schema) = self.deref(file, schema);
+        schema["type"] == "object"
+            || schema["allOf"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .any(|part| self.is_object(&file, part))
+    }
+
+    /// Every place below the top level of a body with `schema` where the schema says object, as
+    /// JSON pointers in which `*` stands for any key of a map or any element of an array.
+    /// `oneOf`/`anyOf` alternatives are not followed: an object there is not certain.
+    fn objects_in(
+        &mut self,
+        file: &Path,
+        schema: &Value,
+        ptr: &str,
+        depth: usize,
+        out: &mut BTreeSet<String>,
+    ) {
+        if depth > 24 {
+            return;
+        }
+        let (file, schema) = self.deref(file, schema);
+        if !ptr.is_empty() && self.is_object(&file, &schema) {
+            out.insert(ptr.to_owned());
+        }
+        for part in schema["allOf"].as_array().cloned().unwrap_or_default() {
+            self.objects_in(&file, &part, ptr, depth + 1, out);
+        }
+        for (key, sub) in schema["properties"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+        {
+            let child = format!("{ptr}/{}", key.replace('~', "~0").replace('/', "~1"));
+            self.objects_in(&file, &sub, &child, depth + 1, out);
+        }
+        let mut any_child: Vec<Value> = schema["patternProperties"]
+            .as_object()
+            .map(|o| o.values().cloned().collect())
+            .unwrap_or_default();
+        for key in ["additionalProperties", "items"] {
+            if let Some(sub) = schema.get(key).filter(|s| s.is_object()) {
+                any_child.push(sub.clone());
+            }
+        }
+        for sub in any_child {
+            self.objects_in(&file, &sub, &format!("{ptr}/*"), depth + 1, out);
+        }
+    }
+
     /// The request body of `op`, if it has one.
     fn body(&mut self, spec_dir: &Path, op: &Operation) -> Option<BodyShape> {
         let file = spec_dir.join("api/client-server").join(&op.file);
@@ -546,10 +603,13 @@ impl Yaml {
         if let Some(ex) = &example {
             self.required_in(&file, &json["schema"], ex, "", &mut nested);
         }
+        let mut objects = BTreeSet::new();
+        self.objects_in(&file, &json["schema"], "", 0, &mut objects);
         Some(BodyShape::Object {
             required: self.required(&file, &json["schema"]),
             example,
             nested,
+            objects,
         })
     }
 }
@@ -768,6 +828,7 @@ async fn a_body_without_a_field_the_spec_requires_is_refused() {
             required,
             example,
             nested,
+            ..
         } = shape
         else {
             continue;
@@ -901,4 +962,141 @@ async fn an_empty_body_reads_as_an_empty_object_only_where_nothing_is_required()
         )
         .await
         .assert_error(400, "M_NOT_JSON");
+}
+
+/// The table `core/src/request_body/objects.rs` as the spec's OpenAPI gives it.
+fn object_table() -> String {
+    let spec = Spec::load();
+    let mut yaml = Yaml::default();
+    let mut table: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for op in &spec.operations {
+        if let Some(BodyShape::Object { objects, .. }) = yaml.body(&spec.dir, op)
+            && !objects.is_empty()
+        {
+            table
+                .entry((template(op), op.method.to_string()))
+                .or_default()
+                .extend(objects);
+        }
+    }
+    let mut out = String::from(
+        "//! Generated from the Matrix spec's OpenAPI by `core/tests/api/strict.rs`; do not edit.\n\
+         //! After the spec moves: `HEARTH_REGENERATE=1 cargo test -p hearth-core --test api \
+         strict::the_object_table`.\n\
+         //!\n\
+         //! For each operation with a JSON body: the places below the top level where its schema \
+         says\n\
+         //! object, as JSON pointers in which `*` stands for any key of a map or any element of \
+         an array.\n\n\
+         #[rustfmt::skip]\n\
+         pub(super) const OBJECTS: &[(&str, &str, &[&str])] = &[\n",
+    );
+    for ((path, method), objects) in &table {
+        out.push_str(&format!("    (\"{method}\", \"{path}\", &[\n"));
+        for o in objects {
+            out.push_str(&format!("        {o:?},\n"));
+        }
+        out.push_str("    ]),\n");
+    }
+    out.push_str("];\n");
+    out
+}
+
+#[test]
+fn the_object_table_is_the_specs() {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/request_body/objects.rs");
+    let want = object_table();
+    if std::env::var_os("HEARTH_REGENERATE").is_some() {
+        std::fs::write(&file, &want).expect("writes the table");
+        println!("wrote {}", file.display());
+        return;
+    }
+    let have = std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(
+        have == want,
+        "{} is not what the spec gives; regenerate it with HEARTH_REGENERATE=1",
+        file.display()
+    );
+}
+
+/// The concrete pointers in `v` that `segments` (a pattern of the table) names.
+fn pattern_matches(v: &Value, segments: &[&str], ptr: String, out: &mut Vec<String>) {
+    let Some((first, rest)) = segments.split_first() else {
+        out.push(ptr);
+        return;
+    };
+    let esc = |k: &str| k.replace('~', "~0").replace('/', "~1");
+    match (*first, v) {
+        ("*", Value::Object(map)) => {
+            for (k, child) in map {
+                pattern_matches(child, rest, format!("{ptr}/{}", esc(k)), out);
+            }
+        }
+        ("*", Value::Array(items)) => {
+            for (i, child) in items.iter().enumerate() {
+                pattern_matches(child, rest, format!("{ptr}/{i}"), out);
+            }
+        }
+        (key, Value::Object(map)) => {
+            if let Some(child) = map.get(&key.replace("~1", "/").replace("~0", "~")) {
+                pattern_matches(child, rest, format!("{ptr}/{key}"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test]
+async fn an_array_where_the_spec_says_object_is_refused_at_any_depth() {
+    let fx = Fixture::new(320).await;
+    let bodies = served_bodies(&fx).await;
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for (n, (op, shape)) in bodies.iter().enumerate() {
+        let BodyShape::Object {
+            example: Some(example),
+            objects,
+            ..
+        } = shape
+        else {
+            continue;
+        };
+        let mut places = Vec::new();
+        for pattern in objects {
+            let segments: Vec<&str> = pattern.split('/').skip(1).collect();
+            pattern_matches(example, &segments, String::new(), &mut places);
+        }
+        for (i, place) in places.iter().enumerate() {
+            let mut body = example.clone();
+            if let Some(slot) = body.pointer_mut(place) {
+                // serde reads a struct from the array of its fields' values, so that is the
+                // array most likely to slip through.
+                let values = slot
+                    .as_object()
+                    .map(|o| o.values().cloned().collect())
+                    .unwrap_or_default();
+                *slot = Value::Array(values);
+            }
+            checked += 1;
+            let path = fx.path(op, n * 100 + i);
+            let r = fx
+                .alice
+                .request(op.method.clone(), &path, Some(body.clone()))
+                .await;
+            if r.status.as_u16() != 400 || r.body["errcode"] != "M_BAD_JSON" {
+                failures.push(format!(
+                    "{place} an array: {}",
+                    describe(op, body.to_string().as_bytes(), &r)
+                ));
+            }
+        }
+    }
+    println!("{checked} nested objects replaced by arrays");
+    assert!(checked >= 50, "only {checked} cases found in the spec");
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
