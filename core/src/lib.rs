@@ -8,7 +8,9 @@ pub mod client;
 pub mod db;
 pub mod error;
 pub mod keys;
+pub mod limits;
 pub mod notifier;
+pub mod request_body;
 pub mod router;
 pub mod storage;
 pub mod testing;
@@ -266,7 +268,10 @@ impl Homeserver {
         }
         let path = req.uri().path().to_owned();
         match self.router.lookup(req.method(), &path) {
-            Lookup::Found(handler, args) => {
+            Lookup::Found(handler, args, body) => {
+                if let Err(e) = body.check(req.method(), req.body()) {
+                    return e.into_response();
+                }
                 let handler = handler.clone();
                 // A panic (ruma's deserializers have a few on malformed bodies) must not take
                 // the server down natively; the bad-input test sweeps every route so that none

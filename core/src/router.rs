@@ -12,6 +12,7 @@ use ruma::api::path_builder::PathBuilder;
 use ruma::api::{IncomingRequest, IncomingRequestExt, OutgoingResponseExt};
 
 use crate::error::{MatrixError, Result};
+pub use crate::request_body::{BodyKind, BodyRule};
 use crate::world::LocalBoxFuture;
 use crate::{Ctx, Homeserver};
 
@@ -41,6 +42,7 @@ struct Route {
     method: Method,
     segs: Vec<Seg>,
     handler: Handler,
+    body: BodyRule,
 }
 
 #[derive(Default)]
@@ -50,7 +52,8 @@ pub struct Router {
 }
 
 pub enum Lookup<'a> {
-    Found(&'a Handler, Vec<String>),
+    /// The handler, the path's arguments, and the rule for the route's body.
+    Found(&'a Handler, Vec<String>, BodyRule),
     WrongMethod,
     NotFound,
 }
@@ -87,7 +90,13 @@ fn with_twins(path: &str) -> Vec<String> {
 }
 
 impl Router {
+    /// Registers a handler for an endpoint whose body is a JSON object (or nothing).
     pub fn add_raw(&mut self, method: Method, path: &str, handler: Handler) {
+        self.add_raw_with(method, path, BodyKind::JsonObject, handler);
+    }
+
+    /// Registers a handler for an endpoint that takes `body`.
+    pub fn add_raw_with(&mut self, method: Method, path: &str, body: BodyKind, handler: Handler) {
         for p in with_twins(path) {
             let segs = parse_template(&p);
             let routes = self.by_len.entry(segs.len()).or_default();
@@ -95,6 +104,7 @@ impl Router {
                 continue;
             }
             routes.push(Route {
+                body: BodyRule::new(body, &method, &p),
                 method: method.clone(),
                 segs,
                 handler: handler.clone(),
@@ -218,7 +228,7 @@ impl Router {
                         .into_owned()
                 })
                 .collect();
-            return Lookup::Found(&route.handler, args);
+            return Lookup::Found(&route.handler, args, route.body);
         }
         if wrong_method {
             Lookup::WrongMethod

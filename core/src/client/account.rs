@@ -31,7 +31,7 @@ pub fn routes(r: &mut Router) {
 
 /// The user id for a requested username. Rejected rather than mapped: the localpart grammar
 /// (spec appendix "User Identifiers") allows lowercase letters, digits and `._=-/+`, and the
-/// whole id must fit in 255 bytes.
+/// whole id must fit the spec's identifier limit.
 pub fn user_id_for_username(hs: &Homeserver, username: &str) -> Result<OwnedUserId> {
     if username.is_empty() {
         return Err(MatrixError::invalid_username(
@@ -46,13 +46,7 @@ pub fn user_id_for_username(hs: &Homeserver, username: &str) -> Result<OwnedUser
             "usernames may contain only lowercase letters, digits and ._=-/+, not {c:?}"
         )));
     }
-    let id = format!("@{username}:{}", hs.server_name());
-    if id.len() > 255 {
-        return Err(MatrixError::invalid_username(
-            "the user id would be longer than 255 bytes",
-        ));
-    }
-    UserId::parse(id).map_err(|e| MatrixError::invalid_username(format!("invalid username: {e}")))
+    crate::limits::new_user_id(username, hs.server_name())
 }
 
 pub fn check_new_password(password: &str) -> Result<()> {
@@ -108,7 +102,7 @@ async fn register(
         check_new_password(p)?;
     }
     if let Some(d) = &req.device_id {
-        users::check_device_id(d)?;
+        crate::limits::device_id(d.as_str())?;
     }
     // The spec wants username errors before authentication, so clients learn them first.
     let wanted = req

@@ -271,6 +271,14 @@ async fn upload_signing_keys(
             "user_signing_key",
         ),
     ];
+    // A key without a field the spec requires makes the whole body malformed (`M_BAD_JSON`),
+    // whatever else is wrong with the other keys.
+    for (_, raw, field) in &offered {
+        if let Some(raw) = raw {
+            raw.deserialize()
+                .map_err(|e| MatrixError::bad_json(format!("{field} is malformed: {e}")))?;
+        }
+    }
 
     // Held from the "is there a master key yet?" check to the write, so two first uploads cannot
     // both skip UIA.

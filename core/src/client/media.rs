@@ -18,7 +18,7 @@ use ruma::{MilliSecondsSinceUnixEpoch, OwnedMxcUri, ServerName, UInt, UserId};
 
 use crate::db::media::{self as store, MediaRecord, Thumbnail};
 use crate::error::{MatrixError, Result};
-use crate::router::{Handler, Lookup, Router, auth_of, json_response, request_error};
+use crate::router::{BodyKind, Handler, Lookup, Router, auth_of, json_response, request_error};
 use crate::storage::Batch;
 use crate::thumbnail;
 use crate::{Ctx, Homeserver};
@@ -44,22 +44,29 @@ const CONTENT_SECURITY_POLICY: &str = concat!(
 /// Registers a media endpoint like `route!` does, and adds the media security headers to every
 /// response it gives (errors included).
 macro_rules! media_route {
-    ($router:expr, $req:ty, $handler:path) => {{
+    ($router:expr, $req:ty, $handler:path) => {
+        media_route!($router, $req, $handler, BodyKind::JsonObject)
+    };
+    ($router:expr, $req:ty, $handler:path, $body:expr) => {{
         let mut staging = Router::default();
         $crate::route!(staging, $req, $handler);
-        add_with_media_headers::<$req>($router, &staging);
+        add_with_media_headers::<$req>($router, &staging, $body);
     }};
 }
 
 /// Moves the endpoint `R` from `staging` (where `route!` built its parsing, authentication and
 /// serialisation) into `r`, wrapped so its responses carry the media headers.
-fn add_with_media_headers<R: IncomingRequest + 'static>(r: &mut Router, staging: &Router) {
+fn add_with_media_headers<R: IncomingRequest + 'static>(
+    r: &mut Router,
+    staging: &Router,
+    body: BodyKind,
+) {
     for path in R::PATH_BUILDER.all_paths() {
-        let Lookup::Found(inner, _) = staging.lookup(&R::METHOD, path) else {
+        let Lookup::Found(inner, _, _) = staging.lookup(&R::METHOD, path) else {
             tracing::error!(path, "media route missing from its staging router");
             continue;
         };
-        r.add_raw(R::METHOD, path, with_media_headers(inner.clone()));
+        r.add_raw_with(R::METHOD, path, body, with_media_headers(inner.clone()));
     }
 }
 
@@ -88,12 +95,14 @@ fn with_media_headers(inner: Handler) -> Handler {
 
 #[allow(deprecated)]
 pub fn routes(r: &mut Router) {
-    media_route!(r, create_content::v3::Request, upload);
+    // The spec's only request bodies that are not JSON: uploads are the file's bytes.
+    media_route!(r, create_content::v3::Request, upload, BodyKind::Bytes);
     media_route!(r, create_mxc_uri::v1::Request, create);
     for path in create_content_async::v3::Request::PATH_BUILDER.all_paths() {
-        r.add_raw(
+        r.add_raw_with(
             http::Method::PUT,
             path,
+            BodyKind::Bytes,
             with_media_headers(upload_to_reserved_route()),
         );
     }

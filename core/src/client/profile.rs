@@ -1,9 +1,7 @@
 //! Profiles: display name and avatar, and their propagation into the user's room memberships.
 //! The other profile fields are in `profile_fields.rs`; `GET /profile/{userId}` serves both.
 
-use ruma::api::client::profile::{
-    get_avatar_url, get_display_name, get_profile, set_avatar_url, set_display_name,
-};
+use ruma::api::client::profile::{get_avatar_url, get_display_name, get_profile};
 use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
 use ruma::{OwnedMxcUri, UserId};
 use serde_json::json;
@@ -16,16 +14,14 @@ use crate::router::Router;
 use crate::storage::Batch;
 use crate::{Ctx, Homeserver, route};
 
-/// The spec's limit on a whole profile.
-pub const MAX_PROFILE_BYTES: usize = 64 * 1024;
-
 pub fn routes(r: &mut Router) {
     route!(r, get_profile::v3::Request, profile);
     route!(r, get_display_name::v3::Request, display_name);
-    route!(r, set_display_name::v3::Request, set_display_name);
     route!(r, get_avatar_url::v3::Request, avatar_url);
-    route!(r, set_avatar_url::v3::Request, set_avatar_url);
-    // After the routes above, so that their literal `displayname`/`avatar_url` paths win.
+    // After the routes above, so that their literal `displayname`/`avatar_url` paths win for
+    // `GET`. `PUT` goes to the generic field endpoint for these two as well: the current spec
+    // (v1.16's `PUT /profile/{userId}/{keyName}`) requires the field in the body, where ruma's
+    // `set_display_name`/`set_avatar_url` read a missing one as "clear it".
     profile_fields::routes(r);
 }
 
@@ -86,36 +82,6 @@ async fn avatar_url(
     Ok(resp)
 }
 
-async fn set_display_name(
-    hs: &Homeserver,
-    ctx: Ctx,
-    req: set_display_name::v3::Request,
-) -> Result<set_display_name::v3::Response> {
-    // An empty name is how several clients clear it.
-    let name = req.displayname.filter(|n| !n.is_empty());
-    update(hs, &ctx, &req.user_id, |p| p.displayname = name).await?;
-    Ok(set_display_name::v3::Response::new())
-}
-
-async fn set_avatar_url(
-    hs: &Homeserver,
-    ctx: Ctx,
-    req: set_avatar_url::v3::Request,
-) -> Result<set_avatar_url::v3::Response> {
-    // Element clears the avatar with an empty string.
-    let url = req.avatar_url.filter(|u| !u.as_str().is_empty());
-    if let Some(u) = &url {
-        u.validate().map_err(|e| {
-            MatrixError::invalid_param(format!("avatar_url must be an mxc:// URI: {e}"))
-        })?;
-    }
-    update(hs, &ctx, &req.user_id, |p| {
-        p.avatar_url = url.map(String::from)
-    })
-    .await?;
-    Ok(set_avatar_url::v3::Response::new())
-}
-
 /// Applies `change` to the caller's own profile, then carries the new profile into every room
 /// the caller has joined.
 pub(crate) async fn update(
@@ -137,9 +103,7 @@ pub(crate) async fn update(
             .ok_or_else(|| MatrixError::not_found("Profile not found"))?;
         change(&mut record);
         let custom = profile_fields::custom_fields(hs, user).await?;
-        if profile_fields::profile_size(&record, &custom)? > MAX_PROFILE_BYTES {
-            return Err(profile_fields::too_large());
-        }
+        crate::limits::profile(profile_fields::profile_size(&record, &custom)?)?;
         let mut batch = Batch::new();
         users::put_user(&mut batch, user, &record)?;
         hs.commit(batch).await?;

@@ -14,7 +14,7 @@ use http::{Method, Request, StatusCode};
 use ruma::{OwnedMxcUri, UserId};
 use serde_json::{Map, Value, json};
 
-use crate::client::profile::{self, MAX_PROFILE_BYTES};
+use crate::client::profile;
 use crate::db::users::UserRecord;
 use crate::db::{from_json, key, prefix, to_json};
 use crate::error::{MatrixError, Result};
@@ -23,9 +23,6 @@ use crate::storage::Batch;
 use crate::{Ctx, Homeserver};
 
 const TREE: &str = "profile_fields";
-
-/// The spec's limit on a profile key.
-pub const MAX_KEY_BYTES: usize = 255;
 
 const PATH: &str = "/_matrix/client/v3/profile/{userId}/{keyName}";
 
@@ -76,13 +73,7 @@ where
 /// Checks a key against the spec's grammar: `avatar_url`, `displayname`, `m.tz`, or a
 /// namespaced identifier (`[a-z][a-z0-9_]*` parts joined by dots, at least two parts).
 pub fn check_key(field: &str) -> Result<()> {
-    if field.len() > MAX_KEY_BYTES {
-        return Err(MatrixError::new(
-            StatusCode::BAD_REQUEST,
-            "M_KEY_TOO_LARGE",
-            format!("profile keys are limited to {MAX_KEY_BYTES} bytes"),
-        ));
-    }
+    crate::limits::profile_key(field)?;
     let part_ok = |p: &str| {
         let mut chars = p.chars();
         chars.next().is_some_and(|c| c.is_ascii_lowercase())
@@ -124,14 +115,6 @@ pub fn profile_size(record: &UserRecord, custom: &BTreeMap<String, Value>) -> Re
         all.insert("avatar_url".into(), json!(a));
     }
     Ok(serde_json::to_vec(&all)?.len())
-}
-
-pub fn too_large() -> MatrixError {
-    MatrixError::new(
-        StatusCode::BAD_REQUEST,
-        "M_PROFILE_TOO_LARGE",
-        format!("a profile is limited to {MAX_PROFILE_BYTES} bytes"),
-    )
 }
 
 async fn get(hs: &Homeserver, user: &str, field: &str) -> Result<Value> {
@@ -215,9 +198,7 @@ async fn set(hs: &Homeserver, ctx: &Ctx, user: &str, field: &str, body: &[u8]) -
             let record = profile::local_profile(hs, user).await?;
             let mut custom = custom_fields(hs, user).await?;
             custom.insert(field.to_owned(), value.clone());
-            if profile_size(&record, &custom)? > MAX_PROFILE_BYTES {
-                return Err(too_large());
-            }
+            crate::limits::profile(profile_size(&record, &custom)?)?;
             let mut batch = Batch::new();
             batch.put(
                 TREE,

@@ -3,7 +3,7 @@
 use ruma::api::client::room::Visibility;
 use ruma::api::client::room::create_room::v3::RoomPreset;
 use ruma::api::client::room::{create_room, upgrade_room};
-use ruma::{OwnedRoomAliasId, OwnedRoomId, RoomVersionId, UserId};
+use ruma::{OwnedRoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
 use crate::db::append::{NewEvent, RoomTxn, supported_version};
@@ -77,8 +77,7 @@ async fn create(
                     "room_alias_name must be a bare localpart",
                 ));
             }
-            let alias = OwnedRoomAliasId::try_from(format!("#{local}:{}", hs.server_name()))
-                .map_err(|e| MatrixError::invalid_param(format!("invalid alias: {e}")))?;
+            let alias = crate::limits::new_room_alias(local, hs.server_name())?;
             if directory::resolve_local_alias(hs, &alias).await?.is_some() {
                 return Err(MatrixError::room_in_use("that room alias is already taken"));
             }

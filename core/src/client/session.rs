@@ -104,7 +104,7 @@ async fn login(hs: &Homeserver, _ctx: Ctx, req: login::v3::Request) -> Result<lo
         ));
     };
     if let Some(d) = &req.device_id {
-        users::check_device_id(d)?;
+        crate::limits::device_id(d.as_str())?;
     }
     // Unknown user and wrong password look the same, so logins cannot probe for accounts.
     let invalid = || MatrixError::forbidden("invalid username or password");

@@ -16,9 +16,6 @@ use crate::{Ctx, Homeserver, route};
 
 pub const TAG_EVENT: &str = "m.tag";
 
-/// The spec's limit on a tag name.
-const MAX_TAG_BYTES: usize = 255;
-
 pub fn routes(r: &mut Router) {
     route!(r, get_tags::v3::Request, get);
     route!(r, create_tag::v3::Request, put);
@@ -36,12 +33,7 @@ fn check_owner(ctx: &Ctx, user: &UserId) -> Result<()> {
 }
 
 fn check_tag_name(tag: &str) -> Result<()> {
-    if tag.is_empty() || tag.len() > MAX_TAG_BYTES {
-        return Err(MatrixError::invalid_param(format!(
-            "a tag name must be 1 to {MAX_TAG_BYTES} bytes long"
-        )));
-    }
-    Ok(())
+    crate::limits::tag(tag)
 }
 
 fn check_order(info: &TagInfo) -> Result<()> {

@@ -23,9 +23,6 @@ use crate::Homeserver;
 use crate::error::{MatrixError, Result};
 use crate::storage::Batch;
 
-/// The spec's limit on the size of a whole event.
-pub const MAX_EVENT_BYTES: usize = 65_536;
-
 /// An event a local user wants to send.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -200,6 +197,10 @@ impl<'a> RoomTxn<'a> {
     /// Builds, signs and auth-checks an event, then adds it to the batch and the working state.
     pub async fn append(&mut self, ev: NewEvent) -> Result<Rc<Pdu>> {
         let hs = self.hs;
+        crate::limits::event_type(&ev.event_type)?;
+        if let Some(sk) = &ev.state_key {
+            crate::limits::state_key(sk)?;
+        }
         if ev.sender.server_name() == hs.server_name()
             && crate::client::moderation::flags(hs, &ev.sender).await?.1
         {
@@ -280,17 +281,13 @@ impl<'a> RoomTxn<'a> {
             &self.rules.redaction,
         )
         .map_err(|e| match e {
-            ruma::signatures::JsonError::PduTooLarge => {
-                MatrixError::too_large(format!("event exceeds the {MAX_EVENT_BYTES}-byte limit"))
-            }
+            ruma::signatures::JsonError::PduTooLarge => MatrixError::too_large(format!(
+                "the event exceeds the {}-byte limit",
+                crate::limits::MAX_PDU_BYTES
+            )),
             other => MatrixError::unknown(format!("signing failed: {other}")),
         })?;
-        let size = serde_json::to_vec(&object)?.len();
-        if size > MAX_EVENT_BYTES {
-            return Err(MatrixError::too_large(format!(
-                "event is {size} bytes; the limit is {MAX_EVENT_BYTES}"
-            )));
-        }
+        crate::limits::pdu(&object)?;
         let hash = reference_hash(&object, &self.rules)
             .map_err(|e| MatrixError::unknown(format!("hashing: {e}")))?;
         let event_id = OwnedEventId::try_from(format!("${hash}"))

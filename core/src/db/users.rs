@@ -3,7 +3,7 @@
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
 use ruma::thirdparty::ThirdPartyIdentifier;
-use ruma::{DeviceId, OwnedDeviceId, OwnedUserId, UserId};
+use ruma::{OwnedDeviceId, OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 
 use super::{from_json, key, prefix, to_json};
@@ -389,17 +389,6 @@ pub async fn fresh_device_id(hs: &Homeserver, user_id: &UserId) -> Result<OwnedD
         }
     }
     Err(MatrixError::unknown("could not find a free device id"))
-}
-
-/// Client-chosen device ids become parts of storage keys and of other users' key queries.
-pub fn check_device_id(id: &DeviceId) -> Result<()> {
-    let s = id.as_str();
-    if s.is_empty() || s.len() > 255 || s.chars().any(char::is_control) {
-        return Err(MatrixError::invalid_param(
-            "device_id must be 1 to 255 bytes without control characters",
-        ));
-    }
-    Ok(())
 }
 
 /// A fresh device with fresh credentials, written into `batch`.

@@ -28,5 +28,6 @@ mod spec_coverage;
 mod spec_schemas;
 mod storage_memory;
 mod storage_reads;
+mod strict;
 mod tags;
 mod visibility;

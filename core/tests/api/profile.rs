@@ -72,8 +72,16 @@ async fn display_name_and_avatar_can_be_set_read_and_cleared() {
         .get(&profile_path(&alice.user_id, "avatar_url"))
         .await
         .assert_error(404, "M_NOT_FOUND");
+    // A body without the field is malformed (issue #9, item 3); `null` clears the name.
     alice
         .put(&profile_path(&alice.user_id, "displayname"), json!({}))
+        .await
+        .assert_error(400, "M_MISSING_PARAM");
+    alice
+        .put(
+            &profile_path(&alice.user_id, "displayname"),
+            json!({ "displayname": null }),
+        )
         .await
         .assert_ok();
     alice
