@@ -8,9 +8,9 @@
 //! identifier parsers.
 //!
 //! The spec lives outside the repository (`<repo>/../shared/matrix-spec`, or `HEARTH_SPEC_DIR`);
-//! it is never copied in. Shared by `spec_schemas.rs` and `spec_coverage.rs`, each of which uses
-//! only part of it.
-#![allow(dead_code)]
+//! it is never copied in. Used by hearth-core's conformance tests (`spec_schemas.rs`,
+//! `spec_coverage.rs`) and by the fuzzer (`hearth-fuzz`); a crate of its own so that its YAML
+//! and JSON-schema dependencies stay out of hearth-core's.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
