@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::fmt;
 
-use hearth_spec::{Spec, Violation};
+use hearth_spec::{Operation, Spec, Violation};
 use http::Method;
 
 /// Which invariant a finding breaks.
@@ -130,27 +130,28 @@ fn spec_path(spec: &Spec, method: &Method, path: &str) -> String {
     path.to_owned()
 }
 
-/// Checks an answer against the spec. Requests the spec does not describe (unstable
-/// endpoints), `HEAD` (no body) and answers with a body that is not JSON where the spec lists
-/// none are not checked.
+/// The spec's operations for a request path: the most specific templates that match it.
+pub fn spec_ops<'s>(spec: &'s Spec, method: &Method, path: &str) -> Vec<&'s Operation> {
+    spec.find(method, &spec_path(spec, method, path))
+}
+
+/// Checks an answer against the spec's `ops` for its endpoint. Requests the spec does not
+/// describe (no `ops`: unstable endpoints), `HEAD` (no body) and answers without a JSON body
+/// where the spec lists none are not checked.
 pub fn schema(
     spec: &Spec,
+    ops: &[&Operation],
     method: &Method,
-    path: &str,
     status: u16,
     body: &[u8],
 ) -> Option<String> {
-    if *method == Method::HEAD {
-        return None;
-    }
-    let path = spec_path(spec, method, path);
-    if spec.find(method, &path).is_empty() {
+    if *method == Method::HEAD || ops.is_empty() {
         return None;
     }
     if status == 401 && is_token_error(body) {
         return None;
     }
-    let violations: Vec<Violation> = match spec.validate(method, &path, status, body) {
+    let violations: Vec<Violation> = match spec.validate_ops(ops, status, body) {
         Ok(()) => return None,
         Err(v) => v,
     };
@@ -175,11 +176,9 @@ pub fn schema(
 /// Whether the spec lists `status` for this request's endpoint: a `5xx` the spec documents
 /// (`504 M_NOT_YET_UPLOADED` for media created but not yet uploaded) is an answer, not a
 /// server error.
-pub fn documented(spec: &Spec, method: &Method, path: &str, status: u16) -> bool {
+pub fn documented(ops: &[&Operation], status: u16) -> bool {
     let key = status.to_string();
-    spec.find(method, &spec_path(spec, method, path))
-        .iter()
-        .any(|op| op.responses.contains_key(&key))
+    ops.iter().any(|op| op.responses.contains_key(&key))
 }
 
 thread_local! {

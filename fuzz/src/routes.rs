@@ -1,6 +1,8 @@
 //! The router's table as the fuzzer sees it: which route a number names, what each path
 //! variable holds, and a few valid example requests per route to mutate from.
 
+use std::collections::HashMap;
+
 use http::Method;
 use serde_json::{Value, json};
 
@@ -25,6 +27,12 @@ impl Route {
 /// and saved inputs keep naming the routes they named.
 pub struct Routes {
     ring: Vec<Route>,
+    /// Indices into `ring` by number of path segments, for [`Routes::lookup`].
+    by_len: HashMap<usize, Vec<usize>>,
+}
+
+fn segments(path: &str) -> std::str::Split<'_, char> {
+    path.trim_start_matches('/').split('/')
 }
 
 fn fnv1a(s: &str) -> u32 {
@@ -50,7 +58,29 @@ impl Routes {
             })
             .collect();
         ring.sort_by(|a, b| (a.point, &a.template).cmp(&(b.point, &b.template)));
-        Self { ring }
+        let mut by_len: HashMap<usize, Vec<usize>> = HashMap::new();
+        for (i, r) in ring.iter().enumerate() {
+            by_len
+                .entry(segments(&r.template).count())
+                .or_default()
+                .push(i);
+        }
+        Self { ring, by_len }
+    }
+
+    /// The route whose template matches a request path (`{}` matches any segment).
+    pub fn lookup(&self, method: &Method, path: &str) -> Option<&Route> {
+        let segs: Vec<&str> = segments(path).collect();
+        self.by_len
+            .get(&segs.len())?
+            .iter()
+            .map(|&i| &self.ring[i])
+            .find(|r| {
+                r.method == *method
+                    && segments(&r.template)
+                        .zip(&segs)
+                        .all(|(t, s)| t == "{}" || t == *s)
+            })
     }
 
     pub fn len(&self) -> usize {

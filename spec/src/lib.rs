@@ -235,8 +235,20 @@ impl Spec {
                 reason: "no operation in the spec matches this request".into(),
             }]);
         }
+        self.validate_ops(&ops, status, body)
+    }
+
+    /// [`Spec::validate`] against operations already found with [`Spec::find`], for callers
+    /// that check many requests to one endpoint (the fuzzer). Passes if any of them accepts
+    /// the answer; `ops` must not be empty.
+    pub fn validate_ops(
+        &self,
+        ops: &[&Operation],
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), Vec<Violation>> {
         let mut problems = Vec::new();
-        for op in &ops {
+        for op in ops {
             match self.validate_op(op, status, body) {
                 Ok(()) => return Ok(()),
                 Err(mut p) => problems.append(&mut p),
