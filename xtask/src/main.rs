@@ -4,8 +4,11 @@
 //! - `test [STAGE...]`: install what is missing, then every test stage in order, stopping at the
 //!   first failure, with a summary whose last line is `N passed, M failed`.
 //! - `www`: only build the wasm into `www/pkg/`.
+//! - `fuzz [--minutes N]`: a long run of the coverage-guided fuzzer, keeping its corpus and
+//!   every failure it finds (`fuzz/regressions/`).
 
 mod cmd;
+mod fuzz;
 mod run;
 mod test;
 mod tools;
@@ -21,9 +24,10 @@ commands:
   run [--listen ADDR]   build the page and serve it (default 127.0.0.1:8008)
   test [STAGE...]       install what is missing and run every test stage (or only the named ones)
   www                   build the wasm into www/pkg/ only
+  fuzz [--minutes N]    run the fuzzer N minutes (default 10); keeps its corpus and failures
   help                  show this help
 
-test stages: fmt, clippy, native, core-wasm, web-wasm, interop, e2e";
+test stages: fmt, clippy, native, core-wasm, web-wasm, interop, e2e, fuzz";
 
 /// Failures of xtask itself (a missing tool, a failed command).
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
     let result = match command.as_deref() {
         Some("run") => run::run(&rest),
         Some("test") => test::test(&rest),
+        Some("fuzz") => fuzz::fuzz(&rest),
         Some("www") => tools::ensure_wasm_toolchain().and_then(|()| www::build_release()),
         None | Some("help" | "-h" | "--help") => {
             println!("{USAGE}");

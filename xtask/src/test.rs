@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::{Error, Result, cmd, root, tools, www};
+use crate::{Error, Result, cmd, fuzz, root, tools, www};
 
 enum Outcome {
     Passed,
@@ -61,7 +61,15 @@ const STAGES: &[Stage] = &[
         what: "node --test tests/e2e/ (Playwright, relay, fresh www/)",
         run: e2e,
     },
+    Stage {
+        name: "fuzz",
+        what: "cargo +nightly fuzz run requests for 45 s (fuzz/); fails on any crash",
+        run: fuzz_stage,
+    },
 ];
+
+/// How long the CI stage fuzzes: under a minute, after the build.
+const FUZZ_SECONDS: u64 = 45;
 
 /// Which stages to run: all, or the named ones (install always comes first).
 fn select(args: &[String]) -> Result<Vec<&'static Stage>> {
@@ -268,6 +276,13 @@ fn e2e() -> Outcome {
         .env("CHROMIUM", tools::CHROMIUM);
         cmd::run(&mut node)
     })())
+}
+
+fn fuzz_stage() -> Outcome {
+    if !root().join("fuzz/libfuzzer/Cargo.toml").is_file() {
+        return Outcome::Skipped("fuzz/libfuzzer/ does not exist yet".into());
+    }
+    outcome(fuzz::ensure_toolchain().and_then(|()| fuzz::short_run(FUZZ_SECONDS)))
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! per file cost a link and ~300 MB of disk each.
 
 #[cfg(not(target_arch = "wasm32"))]
-mod spec;
+use hearth_spec as spec;
 
 mod account_data;
 mod accounts;

@@ -8,9 +8,9 @@
 //! identifier parsers.
 //!
 //! The spec lives outside the repository (`<repo>/../shared/matrix-spec`, or `HEARTH_SPEC_DIR`);
-//! it is never copied in. Shared by `spec_schemas.rs` and `spec_coverage.rs`, each of which uses
-//! only part of it.
-#![allow(dead_code)]
+//! it is never copied in. Used by hearth-core's conformance tests (`spec_schemas.rs`,
+//! `spec_coverage.rs`) and by the fuzzer (`hearth-fuzz`); a crate of its own so that its YAML
+//! and JSON-schema dependencies stay out of hearth-core's.
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -235,8 +235,20 @@ impl Spec {
                 reason: "no operation in the spec matches this request".into(),
             }]);
         }
+        self.validate_ops(&ops, status, body)
+    }
+
+    /// [`Spec::validate`] against operations already found with [`Spec::find`], for callers
+    /// that check many requests to one endpoint (the fuzzer). Passes if any of them accepts
+    /// the answer; `ops` must not be empty.
+    pub fn validate_ops(
+        &self,
+        ops: &[&Operation],
+        status: u16,
+        body: &[u8],
+    ) -> Result<(), Vec<Violation>> {
         let mut problems = Vec::new();
-        for op in &ops {
+        for op in ops {
             match self.validate_op(op, status, body) {
                 Ok(()) => return Ok(()),
                 Err(mut p) => problems.append(&mut p),
