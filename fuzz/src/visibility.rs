@@ -22,7 +22,7 @@ pub async fn may_see(
     user: &UserId,
     pdu: &Pdu,
 ) -> hearth_core::error::Result<bool> {
-    rooms::can_see_event(hs, user, pdu).await
+    hearth_core::visibility::can_see(hs, user, pdu).await
 }
 
 /// Where in a response an event was found.
