@@ -5,9 +5,12 @@
 
 mod auth;
 mod endpoints;
+mod identity;
 mod network;
 mod outbound;
 mod server_keys;
+#[cfg(not(target_arch = "wasm32"))]
+mod spec_schemas;
 
 use hearth_core::Homeserver;
 use hearth_core::federation::auth::sign_request;
