@@ -1,4 +1,7 @@
-//! The server's ed25519 signing key and the server name derived from it.
+//! The server's ed25519 signing key, and its server name: the lowercase hex of the public key
+//! (a *key-named* server, which peers verify from the name alone), or a DNS name or IP literal
+//! given in the configuration (a *named* server, whose key peers fetch from
+//! `/_matrix/key/v2/server`).
 
 use ruma::signatures::Ed25519KeyPair;
 use ruma::{OwnedServerName, ServerName};
@@ -14,6 +17,33 @@ pub enum KeyError {
     SeedLength(usize),
     #[error("invalid signing key: {0}")]
     Invalid(String),
+    #[error(
+        "{0} cannot be a configured server name: 64 hex digits name a key-named server, \
+         whose name is its own public key"
+    )]
+    KeyNamedLookalike(String),
+}
+
+/// The ed25519 public key a key-named server's name stands for: the name is exactly the 64
+/// lowercase hex digits of the key. Any other name (no DNS name has a 64-character label) is a
+/// named server.
+pub fn key_from_name(name: &ServerName) -> Option<[u8; 32]> {
+    let s = name.as_str();
+    if s.len() != 64
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        return None;
+    }
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(s, &mut key).ok()?;
+    Some(key)
+}
+
+/// The key id of a key-named server's key: `ed25519:` and the first 8 hex digits of the name.
+pub fn key_id_for_name(name: &ServerName) -> Option<String> {
+    key_from_name(name).map(|_| format!("ed25519:{}", &name.as_str()[..8]))
 }
 
 pub struct ServerKey {
@@ -34,7 +64,16 @@ impl std::fmt::Debug for ServerKey {
 }
 
 impl ServerKey {
+    /// A key-named server's key: its name is the hex of the public key.
     pub fn from_seed(seed: &[u8]) -> Result<Self, KeyError> {
+        Self::from_seed_named(seed, None)
+    }
+
+    /// The key of a server called `name`, or key-named when `name` is `None`. The key id is
+    /// derived from the public key either way, so a named server whose key changes also
+    /// changes its key id: peers (Synapse) cache keys by id and would otherwise keep checking
+    /// against the old key.
+    pub fn from_seed_named(seed: &[u8], name: Option<&ServerName>) -> Result<Self, KeyError> {
         let seed: [u8; 32] = seed
             .try_into()
             .map_err(|_| KeyError::SeedLength(seed.len()))?;
@@ -47,8 +86,13 @@ impl ServerKey {
         let version = hex_name[..8].to_owned();
         let pair = Ed25519KeyPair::from_der(&doc, version.clone())
             .map_err(|e| KeyError::Invalid(e.to_string()))?;
-        let server_name =
-            ServerName::parse(&hex_name).map_err(|e| KeyError::Invalid(e.to_string()))?;
+        let server_name = match name {
+            Some(name) if key_from_name(name).is_some() => {
+                return Err(KeyError::KeyNamedLookalike(name.to_string()));
+            }
+            Some(name) => name.to_owned(),
+            None => ServerName::parse(&hex_name).map_err(|e| KeyError::Invalid(e.to_string()))?,
+        };
         Ok(Self {
             seed,
             pair,

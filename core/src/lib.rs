@@ -7,6 +7,7 @@
 pub mod client;
 pub mod db;
 pub mod error;
+pub mod federation;
 pub mod keys;
 pub mod limits;
 pub mod notifier;
@@ -28,6 +29,7 @@ use http::{Method, Request, Response, StatusCode};
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName};
 
 use crate::error::{MatrixError, Result};
+use crate::federation::transport::{Offline, Transport};
 use crate::keys::ServerKey;
 use crate::notifier::Notifier;
 use crate::router::{Auth, Lookup, Router};
@@ -44,6 +46,11 @@ pub const DEFAULT_MAX_BODY: usize = 50 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// A *named* server's name (a DNS name or IP literal with an optional port, such as
+    /// `127.0.0.1:8448`), whose keys peers fetch from `/_matrix/key/v2/server`. `None` makes a
+    /// *key-named* server: its name is the hex of its public key. A store remembers the name it
+    /// was first booted with and refuses another (user ids contain it).
+    pub server_name: Option<OwnedServerName>,
     /// Whether anyone may register (with `m.login.dummy` or a password).
     pub registration_open: bool,
     /// Largest accepted request body; larger requests get `413 M_TOO_LARGE`.
@@ -60,6 +67,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
+            server_name: None,
             registration_open: true,
             max_body_bytes: DEFAULT_MAX_BODY,
             access_token_lifetime_ms: Some(5 * 60 * 1000),
@@ -81,6 +89,8 @@ pub struct Session {
 #[derive(Debug, Clone, Default)]
 pub struct Ctx {
     pub session: Option<Session>,
+    /// The server whose X-Matrix signature authenticated a federation request.
+    pub origin: Option<OwnedServerName>,
 }
 
 impl Ctx {
@@ -94,11 +104,20 @@ impl Ctx {
     pub fn user_id(&self) -> Result<&OwnedUserId> {
         Ok(&self.session()?.user_id)
     }
+
+    /// The requesting server, for federation endpoints (the router guarantees it).
+    pub fn origin(&self) -> Result<&ServerName> {
+        self.origin
+            .as_deref()
+            .ok_or_else(|| MatrixError::unauthorized("missing X-Matrix authorization"))
+    }
 }
 
 pub struct Inner {
     pub store: Rc<dyn Storage>,
     pub world: Rc<dyn World>,
+    /// How requests reach other servers (see [`federation::transport`]).
+    pub transport: Rc<dyn Transport>,
     pub key: ServerKey,
     pub config: Config,
     pub notifier: Notifier,
@@ -112,6 +131,8 @@ pub struct Inner {
     /// The highest position whose batch is durable; `/sync` never reads past it.
     visible_pos: Cell<u64>,
     pub caches: db::Caches,
+    /// Peers' signing keys and the bookkeeping of fetching them.
+    pub federation: federation::State,
     router: Router,
 }
 
@@ -134,17 +155,33 @@ pub enum StartError {
     Key(#[from] keys::KeyError),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    #[error("this store belongs to server {stored}, not {configured}")]
+    NameChanged { stored: String, configured: String },
 }
 
 const META_SIGNING_SEED: &[u8] = b"signing_key_seed";
+const META_SERVER_NAME: &[u8] = b"server_name";
 const META_STREAM_POS: &[u8] = b"stream_pos";
 
 impl Homeserver {
-    /// Boots the server over `store`: loads its signing key (generating and storing one on
-    /// first boot) and its stream position.
+    /// Boots the server over `store` with no way to reach other servers: federation requests
+    /// to it are served, but every request it would send fails (see
+    /// [`Homeserver::with_transport`]).
     pub async fn new(
         store: Rc<dyn Storage>,
         world: Rc<dyn World>,
+        config: Config,
+    ) -> Result<Self, StartError> {
+        Self::with_transport(store, world, Rc::new(Offline), config).await
+    }
+
+    /// Boots the server over `store`, sending to other servers through `transport`: loads its
+    /// signing key (generating and storing one on first boot), checks the server name against
+    /// the one the store was first booted with, and loads the stream position.
+    pub async fn with_transport(
+        store: Rc<dyn Storage>,
+        world: Rc<dyn World>,
+        transport: Rc<dyn Transport>,
         config: Config,
     ) -> Result<Self, StartError> {
         let seed = match store.get("meta", META_SIGNING_SEED).await? {
@@ -158,7 +195,25 @@ impl Homeserver {
                 seed
             }
         };
-        let key = ServerKey::from_seed(&seed)?;
+        let key = ServerKey::from_seed_named(&seed, config.server_name.as_deref())?;
+        match store.get("meta", META_SERVER_NAME).await? {
+            Some(stored) if stored != key.server_name.as_bytes() => {
+                return Err(StartError::NameChanged {
+                    stored: String::from_utf8_lossy(&stored).into_owned(),
+                    configured: key.server_name.to_string(),
+                });
+            }
+            Some(_) => {}
+            None => {
+                let mut b = Batch::new();
+                b.put(
+                    "meta",
+                    META_SERVER_NAME,
+                    key.server_name.as_bytes().to_vec(),
+                );
+                store.write(b).await?;
+            }
+        }
         let pos = match store.get("meta", META_STREAM_POS).await? {
             Some(v) => u64::from_be_bytes(
                 v.as_slice()
@@ -172,10 +227,12 @@ impl Homeserver {
         let store: Rc<dyn Storage> = Rc::new(db::changes::Tracked::new(store, changes.clone()));
         let mut router = Router::default();
         client::register_routes(&mut router);
+        federation::register_routes(&mut router);
         tracing::info!(server_name = %key.server_name, "homeserver started");
         Ok(Self(Rc::new(Inner {
             store,
             world,
+            transport,
             key,
             config,
             notifier: Notifier::default(),
@@ -184,6 +241,7 @@ impl Homeserver {
             changes,
             visible_pos: Cell::new(pos),
             caches: db::Caches::default(),
+            federation: federation::State::default(),
             router,
         })))
     }
@@ -295,10 +353,19 @@ impl Homeserver {
         }
     }
 
-    /// Resolves the caller from the `Authorization: Bearer` header or `access_token` query.
-    pub async fn authenticate<B>(&self, req: &Request<B>, auth: Auth) -> Result<Ctx> {
-        if auth == Auth::None {
-            return Ok(Ctx::default());
+    /// Resolves the caller: from the `Authorization: Bearer` header or `access_token` query for
+    /// the Client-Server API, from the X-Matrix signature for federation endpoints.
+    pub async fn authenticate<B: AsRef<[u8]>>(&self, req: &Request<B>, auth: Auth) -> Result<Ctx> {
+        match auth {
+            Auth::None => return Ok(Ctx::default()),
+            Auth::Server => {
+                let origin = federation::auth::authenticate(self, req).await?;
+                return Ok(Ctx {
+                    session: None,
+                    origin: Some(origin),
+                });
+            }
+            Auth::Required | Auth::Optional => {}
         }
         let token = extract_token(req);
         let Some(token) = token else {
@@ -310,6 +377,7 @@ impl Homeserver {
         let session = db::users::session_for_token(self, &token).await?;
         Ok(Ctx {
             session: Some(session),
+            origin: None,
         })
     }
 }

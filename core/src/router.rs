@@ -8,6 +8,7 @@ use std::rc::Rc;
 use http::{Method, Request, Response, StatusCode};
 use ruma::api::auth_scheme::{AccessToken, AccessTokenOptional};
 use ruma::api::error::{DeserializationError, FromHttpRequestError};
+use ruma::api::federation::authentication::ServerSignatures;
 use ruma::api::path_builder::PathBuilder;
 use ruma::api::{IncomingRequest, IncomingRequestExt, OutgoingResponseExt};
 
@@ -27,9 +28,13 @@ pub type Handler = Rc<
 /// The authentication an endpoint asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Auth {
+    /// An access token.
     Required,
+    /// An access token if the client has one.
     Optional,
     None,
+    /// A federation request: the X-Matrix signature of the origin server.
+    Server,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,6 +272,8 @@ pub fn auth_of<R: IncomingRequest + 'static>() -> Auth {
         Auth::Required
     } else if t == TypeId::of::<AccessTokenOptional>() {
         Auth::Optional
+    } else if t == TypeId::of::<ServerSignatures>() {
+        Auth::Server
     } else {
         Auth::None
     }

@@ -1,5 +1,8 @@
-//! Helpers for tests and benchmarks: a world with a movable clock, and a small client that
-//! speaks to a [`Homeserver`] through [`Homeserver::handle`].
+//! Helpers for tests and benchmarks: a world with a movable clock, a small client that
+//! speaks to a [`Homeserver`] through [`Homeserver::handle`], and an in-process network of
+//! federating servers ([`network`]).
+
+pub mod network;
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -99,14 +102,18 @@ impl std::future::Future for ThreadSleep {
     }
 }
 
+/// The configuration of test servers: the defaults with cheap password hashing.
+pub fn test_config() -> Config {
+    Config {
+        password_hash_memory_kib: 64,
+        ..Config::default()
+    }
+}
+
 /// A server on fresh in-memory storage with cheap password hashing.
 pub async fn test_server(seed: u64) -> (Homeserver, Rc<TestWorld>) {
     let world = Rc::new(TestWorld::new(seed));
-    let config = Config {
-        password_hash_memory_kib: 64,
-        ..Config::default()
-    };
-    let hs = Homeserver::new(Rc::new(MemoryStorage::new()), world.clone(), config)
+    let hs = Homeserver::new(Rc::new(MemoryStorage::new()), world.clone(), test_config())
         .await
         .expect("server boots on fresh memory storage");
     (hs, world)

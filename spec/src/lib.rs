@@ -1,6 +1,7 @@
-//! The Matrix specification's Client-Server API as data, for conformance tests.
+//! The Matrix specification's Client-Server API (or Server-Server API) as data, for
+//! conformance tests.
 //!
-//! Reads every OpenAPI file in `<spec>/api/client-server/`, inlines their `$ref`s (relative file
+//! Reads every OpenAPI file in `<spec>/api/client-server/` (or `server-server/`), inlines their `$ref`s (relative file
 //! refs, refs into `event-schemas/`, and `#/components/...` refs) and lists each operation with
 //! its method, full path, deprecation, tags, security and the JSON schema of each response
 //! status. [`Spec::validate`] checks a real response body against the schema the spec gives for
@@ -137,10 +138,23 @@ impl Spec {
     }
 
     pub fn load_from(dir: &Path) -> Result<Self, String> {
-        let cs = dir.join("api/client-server");
+        Self::load_api_from(dir, "client-server")
+    }
+
+    /// Like [`Spec::load`], for another API of the spec (`server-server`).
+    pub fn load_api(api: &str) -> Self {
+        let dir = spec_dir();
+        match Self::load_api_from(&dir, api) {
+            Ok(spec) => spec,
+            Err(e) => panic!("cannot load the Matrix spec: {e}"),
+        }
+    }
+
+    pub fn load_api_from(dir: &Path, api: &str) -> Result<Self, String> {
+        let cs = dir.join("api").join(api);
         if !cs.is_dir() {
             return Err(format!(
-                "the Matrix spec is missing: no `api/client-server` directory under {}. Put the spec's \
+                "the Matrix spec is missing: no `api/{api}` directory under {}. Put the spec's \
                  api/ and event-schemas/ at <repo>/../shared/matrix-spec, or set {SPEC_DIR_ENV} to \
                  the directory holding them.",
                 dir.display()
@@ -188,7 +202,8 @@ impl Spec {
                 }
             }
         }
-        let error_file = cs.join("definitions/errors/error.yaml");
+        // Every API's errors are the Client-Server API's standard error.
+        let error_file = dir.join("api/client-server/definitions/errors/error.yaml");
         let error_doc = docs_value(&mut docs, &error_file)?;
         let error_schema = Resolver::new(&mut docs).schema(&error_doc, &error_file)?;
         Ok(Self {

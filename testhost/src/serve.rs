@@ -1,7 +1,9 @@
-//! One HTTP/1.1 connection: read each request (body capped one byte past the core's limit, so
-//! the core itself answers `413 M_TOO_LARGE`), hand it to [`Homeserver::handle`], write the answer.
+//! One HTTP/1.1 connection (plain, or TLS on the federation port): read each request (body
+//! capped one byte past the core's limit, so the core itself answers `413 M_TOO_LARGE`), hand
+//! it to [`Homeserver::handle`], write the answer.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -13,14 +15,36 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Which part of the API a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything (the plain-HTTP client listener).
+    All,
+    /// The federation and key APIs only (the HTTPS federation listener).
+    Federation,
+}
+
+impl Scope {
+    fn serves(self, path: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Federation => {
+                path.starts_with("/_matrix/federation/") || path.starts_with("/_matrix/key/")
+            }
+        }
+    }
+}
 
 /// Serves every request of one connection until the peer closes it.
-pub async fn connection(hs: Homeserver, stream: TcpStream) {
-    let peer = stream.peer_addr().ok();
+pub async fn connection<S>(hs: Homeserver, stream: S, peer: Option<SocketAddr>, scope: Scope)
+where
+    S: AsyncRead + AsyncWrite + Unpin + 'static,
+{
     let service = service_fn(move |req| {
         let hs = hs.clone();
-        async move { Ok::<_, Infallible>(request(&hs, req).await) }
+        async move { Ok::<_, Infallible>(request(&hs, req, scope).await) }
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -30,14 +54,18 @@ pub async fn connection(hs: Homeserver, stream: TcpStream) {
     }
 }
 
-async fn request(hs: &Homeserver, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn request(hs: &Homeserver, req: Request<Incoming>, scope: Scope) -> Response<Full<Bytes>> {
     let start = Instant::now();
     let (parts, body) = req.into_parts();
     let (method, path) = (parts.method.clone(), parts.uri.path().to_owned());
-    let resp = match read_capped(body, hs.config.max_body_bytes.saturating_add(1)).await {
-        Ok(bytes) => hs.handle(Request::from_parts(parts, bytes)).await,
-        Err(e) => {
-            MatrixError::bad_json(format!("could not read the request body: {e}")).into_response()
+    let resp = if !scope.serves(&path) {
+        MatrixError::unrecognized(format!("{path} is not served on the federation port"))
+            .into_response()
+    } else {
+        match read_capped(body, hs.config.max_body_bytes.saturating_add(1)).await {
+            Ok(bytes) => hs.handle(Request::from_parts(parts, bytes)).await,
+            Err(e) => MatrixError::bad_json(format!("could not read the request body: {e}"))
+                .into_response(),
         }
     };
     tracing::debug!(%method, path, status = resp.status().as_u16(), elapsed_us = start.elapsed().as_micros() as u64);

@@ -239,6 +239,25 @@ pub async fn add_to_query(
     Ok(())
 }
 
+/// `user`'s master key (with its owner's signatures) and self-signing key as other servers
+/// see them: the user-signing key is never shared.
+pub async fn public_keys(
+    hs: &Homeserver,
+    user: &UserId,
+) -> Result<(Option<Raw<CrossSigningKey>>, Option<Raw<CrossSigningKey>>)> {
+    let master = match e2ee::cross_signing_key(hs, user, &KeyUsage::Master).await? {
+        Some(raw) => {
+            let master = parse_stored(&raw, user, &KeyUsage::Master)?;
+            let sigs =
+                visible_signatures(hs, user, user, SignedKey::Master(&master.public)).await?;
+            Some(with_signatures(&raw, &sigs)?)
+        }
+        None => None,
+    };
+    let self_signing = e2ee::cross_signing_key(hs, user, &KeyUsage::SelfSigning).await?;
+    Ok((master, self_signing))
+}
+
 // ---------------------------------------------------------------------------------------------
 // POST /keys/device_signing/upload
 

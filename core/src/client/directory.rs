@@ -260,7 +260,7 @@ pub async fn public_chunk(hs: &Homeserver, room: &RoomId) -> Result<PublicRoomsC
 }
 
 /// The published rooms, biggest first, matching an optional search term and room types.
-async fn list_public(
+pub(crate) async fn list_public(
     hs: &Homeserver,
     limit: Option<UInt>,
     since: Option<&str>,

@@ -1,14 +1,21 @@
 //! End-to-end encryption key management: `/keys/upload`, `/keys/query` (with the cross-signing
 //! keys and signatures of `cross_signing`), `/keys/claim`, `/keys/changes`, and the E2EE parts
-//! of `/sync` (device-list changes, one-time key counts, unused fallback key types).
+//! of `/sync` (device-list changes, one-time key counts, unused fallback key types). Keys of
+//! users of other servers are asked for over federation; the local halves are shared with the
+//! federation endpoints (`federation::user_keys`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+use futures::future::join_all;
 
 use ruma::api::client::keys::{claim_keys, get_key_changes, get_keys, upload_keys};
 use ruma::encryption::{DeviceKeys, OneTimeKey};
 use ruma::events::room::member::MembershipState;
 use ruma::serde::Raw;
-use ruma::{DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedUserId, UInt, UserId};
+use ruma::{
+    DeviceId, OneTimeKeyAlgorithm, OwnedDeviceId, OwnedServerName, OwnedUserId, UInt, UserId,
+};
 use serde_json::{Value, json};
 
 use crate::client::{cross_signing, tokens};
@@ -17,7 +24,7 @@ use crate::db::{rooms, users};
 use crate::error::{MatrixError, Result};
 use crate::router::Router;
 use crate::storage::Batch;
-use crate::{Ctx, Homeserver, route};
+use crate::{Ctx, Homeserver, federation, route};
 
 pub fn routes(r: &mut Router) {
     route!(r, upload_keys::v3::Request, upload);
@@ -164,11 +171,6 @@ async fn upload(
     ))
 }
 
-/// The `failures` entry for a server we cannot reach: federation is not wired up yet.
-fn unreachable_server() -> Value {
-    json!({ "status": 503, "message": "federation with other servers is not available" })
-}
-
 /// Device keys as served by `/keys/query`: the uploaded object plus the cross-signing signatures
 /// uploaded for it since, and `unsigned.device_display_name`. Edited as a JSON map so that fields
 /// this server does not know survive (signatures cover them).
@@ -195,6 +197,56 @@ fn served_device_keys(
     Ok(Raw::from_json(serde_json::value::to_raw_value(&obj)?))
 }
 
+/// Who is asking for a local user's device keys, which decides what they are shown.
+#[derive(Debug, Clone, Copy)]
+pub enum KeyRequester<'a> {
+    /// A local user: device display names, and the signatures of the keys' owner and their own.
+    User(&'a UserId),
+    /// Another server: the owner's signatures only, and no device display names (they tend
+    /// to name people's phones and places; Synapse withholds them over federation too).
+    Server,
+}
+
+/// The identity keys of `user`'s devices that still exist (all of them, or those in `wanted`),
+/// as `requester` may see them; `None` if there is no such user.
+pub(crate) async fn local_device_keys(
+    hs: &Homeserver,
+    requester: KeyRequester<'_>,
+    user: &UserId,
+    wanted: &[OwnedDeviceId],
+) -> Result<Option<BTreeMap<OwnedDeviceId, Raw<DeviceKeys>>>> {
+    if users::get_user(hs, user).await?.is_none() {
+        return Ok(None);
+    }
+    // Only devices that still exist: keys are never served for a deleted device.
+    let names: HashMap<OwnedDeviceId, Option<String>> = users::list_devices(hs, user)
+        .await?
+        .into_iter()
+        .map(|d| (d.device_id, d.display_name))
+        .collect();
+    let mut devices = BTreeMap::new();
+    for (device, raw) in e2ee::all_device_keys(hs, user).await? {
+        let Some(name) = names.get(&device) else {
+            continue;
+        };
+        if !wanted.is_empty() && !wanted.contains(&device) {
+            continue;
+        }
+        // The owner's own signatures are what anyone may see; a local requester also sees theirs.
+        let (signer, name) = match requester {
+            KeyRequester::User(u) => (u, name.as_deref()),
+            KeyRequester::Server => (user, None),
+        };
+        let sigs =
+            cross_signing::visible_signatures(hs, signer, user, e2ee::SignedKey::Device(&device))
+                .await?;
+        devices.insert(device, served_device_keys(&raw, name, &sigs)?);
+    }
+    Ok(Some(devices))
+}
+
+/// Users of other servers are asked for at their servers, one request per server, all at
+/// once; a server that fails lands in `failures`.
 async fn query(
     hs: &Homeserver,
     ctx: Ctx,
@@ -202,43 +254,61 @@ async fn query(
 ) -> Result<get_keys::v3::Response> {
     let requester = ctx.user_id()?;
     let mut resp = get_keys::v3::Response::new();
+    let mut remote: BTreeMap<OwnedServerName, BTreeMap<OwnedUserId, Vec<OwnedDeviceId>>> =
+        BTreeMap::new();
     for (user, wanted) in &req.device_keys {
         if user.server_name() != hs.server_name() {
-            resp.failures
-                .insert(user.server_name().to_string(), unreachable_server());
+            remote
+                .entry(user.server_name().to_owned())
+                .or_default()
+                .insert(user.clone(), wanted.clone());
             continue;
         }
-        if users::get_user(hs, user).await?.is_none() {
+        let Some(devices) =
+            local_device_keys(hs, KeyRequester::User(requester), user, wanted).await?
+        else {
             continue;
-        }
-        // Only devices that still exist: keys are never served for a deleted device.
-        let names: HashMap<OwnedDeviceId, Option<String>> = users::list_devices(hs, user)
-            .await?
-            .into_iter()
-            .map(|d| (d.device_id, d.display_name))
-            .collect();
-        let mut devices = BTreeMap::new();
-        for (device, raw) in e2ee::all_device_keys(hs, user).await? {
-            let Some(name) = names.get(&device) else {
-                continue;
-            };
-            if !wanted.is_empty() && !wanted.contains(&device) {
-                continue;
-            }
-            let sigs = cross_signing::visible_signatures(
-                hs,
-                requester,
-                user,
-                e2ee::SignedKey::Device(&device),
-            )
-            .await?;
-            devices.insert(device, served_device_keys(&raw, name.as_deref(), &sigs)?);
-        }
+        };
         resp.device_keys.insert(user.clone(), devices);
         cross_signing::add_to_query(hs, requester, user, &mut resp).await?;
     }
+    let timeout = federation_timeout(req.timeout);
+    let answers = join_all(remote.into_iter().map(|(server, users)| async move {
+        let answer = federation::client::query_keys(hs, &server, users, timeout).await;
+        (server, answer)
+    }))
+    .await;
+    for (server, answer) in answers {
+        match answer {
+            Ok(answer) => {
+                // A server answers for its own users only.
+                let own = |u: &UserId| u.server_name() == server;
+                resp.device_keys
+                    .extend(answer.device_keys.into_iter().filter(|(u, _)| own(u)));
+                resp.master_keys
+                    .extend(answer.master_keys.into_iter().filter(|(u, _)| own(u)));
+                resp.self_signing_keys
+                    .extend(answer.self_signing_keys.into_iter().filter(|(u, _)| own(u)));
+            }
+            Err(e) => {
+                tracing::info!(%server, error = %e, "keys query over federation failed");
+                resp.failures.insert(server.to_string(), e.failure());
+            }
+        }
+    }
     Ok(resp)
 }
+
+/// How long to wait for other servers: the client's `timeout`, 10 seconds by default (the
+/// spec's default for `/keys/query` and `/keys/claim`).
+fn federation_timeout(requested: Option<Duration>) -> Duration {
+    requested
+        .unwrap_or(Duration::from_secs(10))
+        .min(Duration::from_secs(60))
+}
+
+/// Claimed one-time keys: user → device → key id → key.
+pub(crate) type Claimed = BTreeMap<OwnedUserId, claim_keys::v3::OneTimeKeys>;
 
 async fn claim(
     hs: &Homeserver,
@@ -246,14 +316,60 @@ async fn claim(
     req: claim_keys::v3::Request,
 ) -> Result<claim_keys::v3::Response> {
     ctx.session()?;
-    let mut claimed: BTreeMap<OwnedUserId, claim_keys::v3::OneTimeKeys> = BTreeMap::new();
     let mut failures = BTreeMap::new();
+    let mut local = BTreeMap::new();
+    let mut remote_claims: BTreeMap<OwnedServerName, BTreeMap<_, _>> = BTreeMap::new();
+    for (user, devices) in req.one_time_keys {
+        if user.server_name() == hs.server_name() {
+            local.insert(user, devices);
+        } else {
+            remote_claims
+                .entry(user.server_name().to_owned())
+                .or_default()
+                .insert(user, devices);
+        }
+    }
+    let mut claimed = claim_local(hs, &local).await?;
+    let timeout = federation_timeout(req.timeout);
+    let answers = join_all(
+        remote_claims
+            .into_iter()
+            .map(|(server, claims)| async move {
+                let answer = federation::client::claim_keys(hs, &server, claims, timeout).await;
+                (server, answer)
+            }),
+    )
+    .await;
+    for (server, answer) in answers {
+        match answer {
+            Ok(answer) => claimed.extend(
+                answer
+                    .one_time_keys
+                    .into_iter()
+                    .filter(|(u, _)| u.server_name() == server),
+            ),
+            Err(e) => {
+                tracing::info!(%server, error = %e, "key claim over federation failed");
+                failures.insert(server.to_string(), e.failure());
+            }
+        }
+    }
+    let mut resp = claim_keys::v3::Response::new(claimed);
+    resp.failures = failures;
+    Ok(resp)
+}
 
+/// Claims one key per requested device of local users: the oldest one-time key of the
+/// algorithm, else the fallback key (marked used). Users of other servers are skipped.
+pub(crate) async fn claim_local(
+    hs: &Homeserver,
+    claims: &BTreeMap<OwnedUserId, BTreeMap<OwnedDeviceId, OneTimeKeyAlgorithm>>,
+) -> Result<Claimed> {
+    let mut claimed = Claimed::new();
     let guard = hs.write_lock().await;
     let mut batch = Batch::new();
-    for (user, devices) in &req.one_time_keys {
+    for (user, devices) in claims {
         if user.server_name() != hs.server_name() {
-            failures.insert(user.server_name().to_string(), unreachable_server());
             continue;
         }
         for (device, algorithm) in devices {
@@ -287,10 +403,7 @@ async fn claim(
         hs.store.write(batch).await?;
     }
     drop(guard);
-
-    let mut resp = claim_keys::v3::Response::new(claimed);
-    resp.failures = failures;
-    Ok(resp)
+    Ok(claimed)
 }
 
 async fn changes(

@@ -1,6 +1,8 @@
 //! Profiles: display name and avatar, and their propagation into the user's room memberships.
 //! The other profile fields are in `profile_fields.rs`; `GET /profile/{userId}` serves both.
 
+use std::collections::BTreeMap;
+
 use ruma::api::client::profile::{get_avatar_url, get_display_name, get_profile};
 use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
 use ruma::{OwnedMxcUri, UserId};
@@ -12,7 +14,7 @@ use crate::db::users::{self, UserRecord};
 use crate::error::{MatrixError, Result};
 use crate::router::Router;
 use crate::storage::Batch;
-use crate::{Ctx, Homeserver, route};
+use crate::{Ctx, Homeserver, federation, route};
 
 pub fn routes(r: &mut Router) {
     route!(r, get_profile::v3::Request, profile);
@@ -25,8 +27,8 @@ pub fn routes(r: &mut Router) {
     profile_fields::routes(r);
 }
 
-/// The profile of a user of this server. Remote profiles would need a federation query, which
-/// this server does not make yet, so they are `404` like unknown users.
+/// The profile of a user of this server; users of other servers are `404` like unknown users
+/// (only `GET /profile/{userId}` asks their server so far).
 pub(crate) async fn local_profile(hs: &Homeserver, user: &UserId) -> Result<UserRecord> {
     let not_found = || MatrixError::not_found("Profile not found");
     if user.server_name() != hs.server_name() {
@@ -35,20 +37,40 @@ pub(crate) async fn local_profile(hs: &Homeserver, user: &UserId) -> Result<User
     users::get_user(hs, user).await?.ok_or_else(not_found)
 }
 
+/// Every field of a local user's profile (display name, avatar, extended fields), as
+/// `GET /profile/{userId}` and the federation profile query serve it.
+pub(crate) async fn public_profile(
+    hs: &Homeserver,
+    user: &UserId,
+) -> Result<BTreeMap<String, serde_json::Value>> {
+    let record = local_profile(hs, user).await?;
+    let mut fields = profile_fields::custom_fields(hs, user).await?;
+    if let Some(name) = record.displayname {
+        fields.insert("displayname".to_owned(), json!(name));
+    }
+    if let Some(url) = record.avatar_url {
+        fields.insert("avatar_url".to_owned(), json!(url));
+    }
+    Ok(fields)
+}
+
+/// A user of another server's profile comes from their server's federation profile query.
 async fn profile(
     hs: &Homeserver,
     _ctx: Ctx,
     req: get_profile::v3::Request,
 ) -> Result<get_profile::v3::Response> {
-    let record = local_profile(hs, &req.user_id).await?;
     let mut resp = get_profile::v3::Response::new();
-    if let Some(name) = record.displayname {
-        resp.data.set("displayname".to_owned(), json!(name));
+    if req.user_id.server_name() != hs.server_name() {
+        let remote = federation::client::query_profile(hs, &req.user_id, None)
+            .await
+            .map_err(|e| e.to_client_error())?;
+        for (field, value) in remote.iter() {
+            resp.data.set(field.clone(), value.clone());
+        }
+        return Ok(resp);
     }
-    if let Some(url) = record.avatar_url {
-        resp.data.set("avatar_url".to_owned(), json!(url));
-    }
-    for (field, value) in profile_fields::custom_fields(hs, &req.user_id).await? {
+    for (field, value) in public_profile(hs, &req.user_id).await? {
         resp.data.set(field, value);
     }
     Ok(resp)

@@ -13,8 +13,9 @@ use async_trait::async_trait;
 
 pub use memory::MemoryStorage;
 
-/// Every tree the server uses. IndexedDB needs the full list when it opens the database, so
-/// adding a tree means bumping [`SCHEMA_VERSION`].
+/// Every tree the server uses. IndexedDB needs the full list when it opens the database; its
+/// version counts the trees, so adding one upgrades the database by itself (see
+/// `hearth-web`'s `indexeddb.rs`). Changing what a tree holds means bumping [`SCHEMA_VERSION`].
 pub const TREES: &[&str] = &[
     "meta",
     "users",
@@ -63,6 +64,7 @@ pub const TREES: &[&str] = &[
     "profile_fields",
     "erased_users",
     "directory",
+    "server_keys",
     "test",
 ];
 

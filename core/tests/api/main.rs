@@ -12,6 +12,7 @@ mod cross_signing;
 mod discovery;
 mod e2ee;
 mod ephemeral;
+mod federation;
 mod knock;
 mod lifecycle;
 mod media;
