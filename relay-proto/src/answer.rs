@@ -88,7 +88,10 @@ mod tests {
         assert!(is_transaction("PUT", "/_matrix/federation/v1/send/abc?x=1"));
         assert!(!is_transaction("GET", "/_matrix/federation/v1/send/abc"));
         assert!(!is_transaction("PUT", "/_matrix/federation/v1/send/"));
-        assert!(!is_transaction("PUT", "/_matrix/federation/v2/send_join/r/e"));
+        assert!(!is_transaction(
+            "PUT",
+            "/_matrix/federation/v2/send_join/r/e"
+        ));
         assert!(!is_transaction("PUT", "/_matrix/federation/v1/send/a/b"));
     }
 

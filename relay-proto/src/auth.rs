@@ -151,8 +151,14 @@ mod tests {
         for (url, want) in [
             ("ws://127.0.0.1:8008/_hearth/relay", "http://127.0.0.1:8008"),
             ("http://LocalHost:8008", "http://localhost:8008"),
-            ("wss://Relay.Example.org:443/x?y#z", "https://relay.example.org"),
-            ("https://relay.example.org:8443", "https://relay.example.org:8443"),
+            (
+                "wss://Relay.Example.org:443/x?y#z",
+                "https://relay.example.org",
+            ),
+            (
+                "https://relay.example.org:8443",
+                "https://relay.example.org:8443",
+            ),
             ("ws://[::1]:9000/", "http://[::1]:9000"),
             ("ws://[::1]", "http://[::1]"),
             ("http://h:80", "http://h"),

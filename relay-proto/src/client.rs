@@ -231,10 +231,19 @@ mod tests {
             panic!("not a hello")
         };
         let origins = vec!["http://127.0.0.1:8008".to_owned()];
-        assert_eq!(auth::verify_hello(&h, &[3; 32], &origins), Ok(key.verifying_key().to_bytes()));
-        assert_eq!(auth::verify_hello(&h, &[4; 32], &origins), Err(auth::AuthError::BadSignature));
+        assert_eq!(
+            auth::verify_hello(&h, &[3; 32], &origins),
+            Ok(key.verifying_key().to_bytes())
+        );
+        assert_eq!(
+            auth::verify_hello(&h, &[4; 32], &origins),
+            Err(auth::AuthError::BadSignature)
+        );
         let elsewhere = vec!["http://other:8008".to_owned()];
-        assert!(matches!(auth::verify_hello(&h, &[3; 32], &elsewhere), Err(auth::AuthError::Origin(_))));
+        assert!(matches!(
+            auth::verify_hello(&h, &[3; 32], &elsewhere),
+            Err(auth::AuthError::Origin(_))
+        ));
     }
 
     #[test]

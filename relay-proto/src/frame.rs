@@ -229,7 +229,14 @@ impl Welcome<'_> {
 impl<'a> Request<'a> {
     /// The encoded size of this request with `peer` in place of its own.
     pub fn encoded_len_with_peer(&self, peer: &str) -> usize {
-        1 + 4 + 1 + peer.len() + 1 + self.method.len() + 2 + self.path.len() + 2
+        1 + 4
+            + 1
+            + peer.len()
+            + 1
+            + self.method.len()
+            + 2
+            + self.path.len()
+            + 2
             + self.headers.raw.len()
             + self.body.len()
     }
@@ -538,7 +545,10 @@ mod tests {
             "dest",
             "PUT",
             "/_matrix/federation/v1/send/1?a=b",
-            [("content-type", b"application/json".as_slice()), ("authorization", b"X-Matrix origin=\"x\"".as_slice())],
+            [
+                ("content-type", b"application/json".as_slice()),
+                ("authorization", b"X-Matrix origin=\"x\"".as_slice()),
+            ],
             body,
         )
         .unwrap();
@@ -550,7 +560,10 @@ mod tests {
         assert_eq!(r.method, "PUT");
         assert_eq!(r.path, "/_matrix/federation/v1/send/1?a=b");
         assert_eq!(r.headers.len(), 2);
-        assert_eq!(r.headers.get("Content-Type"), Some(b"application/json".as_slice()));
+        assert_eq!(
+            r.headers.get("Content-Type"),
+            Some(b"application/json".as_slice())
+        );
         assert_eq!(r.body, body);
         assert_eq!(r.encode().unwrap(), bytes);
 
@@ -571,8 +584,14 @@ mod tests {
         let Frame::Response(r) = Frame::decode(&bytes).unwrap() else {
             panic!("not a response")
         };
-        assert_eq!((r.id, r.status, r.body), (0xdead_beef, 200, b"{}".as_slice()));
-        assert_eq!(r.headers.iter().collect::<Vec<_>>(), vec![("x-a", b"1".as_slice())]);
+        assert_eq!(
+            (r.id, r.status, r.body),
+            (0xdead_beef, 200, b"{}".as_slice())
+        );
+        assert_eq!(
+            r.headers.iter().collect::<Vec<_>>(),
+            vec![("x-a", b"1".as_slice())]
+        );
         assert_eq!(r.encode(), bytes);
     }
 
@@ -590,9 +609,18 @@ mod tests {
             origin: "http://127.0.0.1:8008",
             signature: [9; 64],
         };
-        assert_eq!(Frame::decode(&h.encode().unwrap()).unwrap(), Frame::Hello(h));
-        let w = Welcome { name: "ab", queued: 3 };
-        assert_eq!(Frame::decode(&w.encode().unwrap()).unwrap(), Frame::Welcome(w));
+        assert_eq!(
+            Frame::decode(&h.encode().unwrap()).unwrap(),
+            Frame::Hello(h)
+        );
+        let w = Welcome {
+            name: "ab",
+            queued: 3,
+        };
+        assert_eq!(
+            Frame::decode(&w.encode().unwrap()).unwrap(),
+            Frame::Welcome(w)
+        );
     }
 
     #[test]
@@ -610,13 +638,22 @@ mod tests {
         };
         let mut long = c.encode();
         long.push(0);
-        assert_eq!(Frame::decode(&long), Err(FrameError::Trailing("challenge", 1)));
+        assert_eq!(
+            Frame::decode(&long),
+            Err(FrameError::Trailing("challenge", 1))
+        );
         // A header value with a line break would smuggle a header into an HTTP host.
-        assert!(encode_request(1, "d", "GET", "/x", [("a", b"1\r\nb: 2".as_slice())], b"").is_err());
-        let mut smuggled = encode_request(1, "d", "GET", "/x", [("a", b"1xb".as_slice())], b"").unwrap();
+        assert!(
+            encode_request(1, "d", "GET", "/x", [("a", b"1\r\nb: 2".as_slice())], b"").is_err()
+        );
+        let mut smuggled =
+            encode_request(1, "d", "GET", "/x", [("a", b"1xb".as_slice())], b"").unwrap();
         let at = smuggled.len() - 2;
         smuggled[at] = b'\n';
-        assert_eq!(Frame::decode(&smuggled), Err(FrameError::Invalid("header value")));
+        assert_eq!(
+            Frame::decode(&smuggled),
+            Err(FrameError::Invalid("header value"))
+        );
         assert!(encode_request(1, "d", "GE T", "/x", [], b"").is_err());
         assert!(encode_request(1, "d", "GET", "x", [], b"").is_err());
         assert!(encode_request(1, "", "GET", "/x", [], b"").is_err());
