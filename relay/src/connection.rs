@@ -65,7 +65,15 @@ struct Refusal {
 async fn run(hub: Arc<Hub>, socket: WebSocket) {
     let _task = hub.task();
     let (mut sink, mut stream) = socket.split();
-    let (conn, rx) = match handshake(&hub, &mut sink, &mut stream).await {
+    let mut shutdown = hub.shutdown_signal();
+    let handshake = tokio::select! {
+        h = handshake(&hub, &mut sink, &mut stream) => h,
+        _ = until_shutdown(&mut shutdown) => Err(Refusal {
+            code: close::GOING_AWAY,
+            reason: "the relay is shutting down".into(),
+        }),
+    };
+    let (conn, rx) = match handshake {
         Ok(c) => c,
         Err(refusal) => {
             hub.metrics.refused.fetch_add(1, Relaxed);

@@ -142,7 +142,9 @@ impl Conn {
     /// under the bound is closed instead of buffered for without limit.
     pub fn send(&self, frame: Bytes) -> Result<(), SendError> {
         let len = frame.len();
-        if self.out_bytes.load(Relaxed) + len > self.out_max {
+        let queued = self.out_bytes.load(Relaxed);
+        // An empty buffer takes any one frame, so a frame larger than the bound can pass.
+        if queued > 0 && queued + len > self.out_max {
             self.kick(CloseReason::SlowReader);
             return Err(SendError::Slow);
         }
@@ -766,7 +768,7 @@ impl Hub {
             let deadline = Instant::now() + self.limits.request_timeout;
             let Some(rid) = conn.wait_for(Waiting::Delivery { reply, deadline }) else {
                 // Closing; the next round sees its successor or stops.
-                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             };
             if frame::set_id(&mut frame, rid).is_err() {
@@ -779,8 +781,9 @@ impl Hub {
                 continue;
             }
             if conn.send(Bytes::from(frame)).is_err() {
+                // The connection is being closed; its successor (or none) shows up shortly.
                 let _ = conn.take_waiting(rid);
-                tokio::task::yield_now().await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
             let status = tokio::select! {
@@ -957,6 +960,10 @@ mod tests {
     #[test]
     fn a_full_outbound_buffer_closes_the_slow_reader() {
         let (conn, _rx) = Conn::new(1, "a".into(), 10);
+        let (big, _big_rx) = Conn::new(2, "b".into(), 10);
+        // One frame larger than the bound passes an empty buffer, and nothing after it.
+        assert!(big.send(Bytes::from_static(b"0123456789abc")).is_ok());
+        assert!(big.send(Bytes::from_static(b"0")).is_err());
         assert!(conn.send(Bytes::from_static(b"12345")).is_ok());
         assert!(matches!(
             conn.send(Bytes::from_static(b"123456")),
