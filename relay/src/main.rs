@@ -1,6 +1,5 @@
 use std::process::ExitCode;
 
-use hearth_relay::config::USAGE;
 use hearth_relay::{AppState, Config, ConfigError};
 use tracing_subscriber::EnvFilter;
 
@@ -15,12 +14,12 @@ async fn main() -> ExitCode {
 
     let config = match Config::from_args(std::env::args().skip(1)) {
         Ok(c) => c,
-        Err(ConfigError::Help) => {
-            println!("{USAGE}");
+        Err(ConfigError::Help(help)) => {
+            print!("{help}");
             return ExitCode::SUCCESS;
         }
         Err(e) => {
-            eprintln!("hearth-relay: {e}\n{USAGE}");
+            eprintln!("hearth-relay: {e}\n{}", Config::usage());
             return ExitCode::from(2);
         }
     };
@@ -41,7 +40,16 @@ async fn run(config: Config) -> Result<(), hearth_relay::RelayError> {
         .map_err(hearth_relay::RelayError::Serve)?;
     // Harnesses that ask for port 0 read the real address from this line.
     println!("hearth-relay listening on http://{addr}");
-    tracing::info!(%addr, www = %config.www.display(), "serving");
+    match &config.data {
+        Some(dir) => {
+            tracing::info!(%addr, www = %config.www.display(), data = %dir.display(), "serving")
+        }
+        None => tracing::warn!(
+            %addr,
+            www = %config.www.display(),
+            "serving; the store-and-forward queue is in memory and will not survive a restart (pass --data DIR)"
+        ),
+    }
     hearth_relay::serve(listener, state, shutdown_signal(config.exit_with_stdin)).await
 }
 

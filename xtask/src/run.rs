@@ -53,6 +53,9 @@ pub fn run(args: &[String]) -> Result<()> {
         .arg(listen.to_string())
         .arg("--www")
         .arg(root().join("www"))
+        // Transactions for servers whose tab is closed wait here across runs.
+        .arg("--data")
+        .arg(www::target_dir().join("relay-data"))
         // The relay ends when this pipe closes, i.e. when we do, however we are stopped
         // (Ctrl-C reaches both of us; a SIGTERM or SIGKILL only reaches us).
         .arg("--exit-with-stdin")
