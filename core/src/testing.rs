@@ -1,6 +1,8 @@
 //! Helpers for tests and benchmarks: a world with a movable clock, and a small client that
 //! speaks to a [`Homeserver`] through [`Homeserver::handle`].
 
+pub mod footprint;
+
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
