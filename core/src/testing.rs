@@ -4,6 +4,8 @@
 
 pub mod network;
 
+pub mod footprint;
+
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};

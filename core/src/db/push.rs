@@ -1,19 +1,14 @@
 //! Push: the user's rule set (kept as their `m.push_rules` account data, so `/sync` delivers
-//! every change), pushers, and the notifications that evaluating new events produces.
+//! every change), pushers, and the evaluation of new events against the rules, whose outcome
+//! [`notifications`] stores (its module doc has that layout and why).
 //!
-//! Layout:
-//! - `notifications`:
-//!   - `n`, user, event pos → [`NotificationRecord`] (for `GET /notifications`, newest first)
-//!   - `c`, user, room, event pos → [`Counts`] cumulative for (user, room) up to that event
-//!   - `t`, user, room → [`Counts`] cumulative up to the newest notification
-//!
-//!   Unread counts are then two lookups: the running total minus the cumulative count at the
-//!   event the user's read receipt points to.
-//! - `pushers`:
-//!   - `u`, user, app_id, pushkey → [`PusherRecord`]
-//!   - `k`, app_id, pushkey, user → empty (who else holds the same pusher, for `append: false`)
+//! Layout of `pushers`:
+//! - `u`, user, app_id, pushkey → [`PusherRecord`]
+//! - `k`, app_id, pushkey, user → empty (who else holds the same pusher, for `append: false`)
 
-use std::ops::Bound;
+pub mod notifications;
+
+use std::rc::Rc;
 
 use ruma::api::client::push::{Pusher, PusherIds};
 use ruma::events::push_rules::PushRulesEventContent;
@@ -22,32 +17,40 @@ use ruma::events::room::power_levels::{
 };
 use ruma::push::{Action, PushConditionPowerLevelsCtx, PushConditionRoomCtx, Ruleset};
 use ruma::serde::Raw;
-use ruma::{OwnedDeviceId, OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, UInt, UserId};
+use ruma::{OwnedDeviceId, OwnedUserId, RoomId, UInt, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::rooms::{Pdu, room_record, state_event};
-use super::{from_json, key, pos_bytes, pos_from, prefix, to_json};
+use super::{from_json, key, prefix, to_json};
 use crate::Homeserver;
 use crate::client::account_data::{self, PUSH_RULES};
 use crate::error::{MatrixError, Result};
-use crate::storage::{Batch, Direction, KeyRange, prefix_successor};
+use crate::storage::Batch;
+
+pub use notifications::NotificationRecord;
+use notifications::{Evaluated, Outcome};
 
 // ---------------------------------------------------------------------------------------------
 // Rules
 
 /// The user's push rules: what they stored, or the server defaults.
 pub async fn rules(hs: &Homeserver, user: &UserId) -> Result<Ruleset> {
-    // Every new event evaluates every member's rules; building the server defaults and
-    // merging them each time cost more than the evaluation itself.
+    Ok((*shared_rules(hs, user).await?).clone())
+}
+
+/// [`rules`] without a copy: every new event evaluates every member's rules, and building the
+/// server defaults and merging them each time (or just copying them) cost more than the
+/// evaluation itself.
+async fn shared_rules(hs: &Homeserver, user: &UserId) -> Result<Rc<Ruleset>> {
     if let Some(r) = hs.caches.push_rules.borrow().get(user) {
-        return Ok((**r).clone());
+        return Ok(r.clone());
     }
-    let rules = load_rules(hs, user).await?;
+    let rules = Rc::new(load_rules(hs, user).await?);
     hs.caches
         .push_rules
         .borrow_mut()
-        .insert(user.to_owned(), std::rc::Rc::new(rules.clone()));
+        .insert(user.to_owned(), rules.clone());
     Ok(rules)
 }
 
@@ -88,50 +91,26 @@ pub async fn update_rules<T>(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Notifications
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NotificationRecord {
-    pub room_id: OwnedRoomId,
-    pub event_id: OwnedEventId,
-    pub actions: Vec<Action>,
-    pub highlight: bool,
-    /// When the notification was produced, ms since the epoch.
-    pub ts: u64,
-}
-
-/// Cumulative notification and highlight counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Counts {
-    pub notify: u64,
-    pub highlight: u64,
-}
-
-fn list_key(user: &UserId, pos: u64) -> Vec<u8> {
-    key(&[b"n", user.as_bytes(), &pos_bytes(pos)])
-}
-
-fn cumulative_key(user: &UserId, room: &RoomId, pos: u64) -> Vec<u8> {
-    key(&[b"c", user.as_bytes(), room.as_bytes(), &pos_bytes(pos)])
-}
-
-fn total_key(user: &UserId, room: &RoomId) -> Vec<u8> {
-    key(&[b"t", user.as_bytes(), room.as_bytes()])
-}
+// Evaluation
 
 /// Evaluates a newly appended event against the push rules of every local member other than
-/// its sender (and of a local user it invites), and records a notification for each one whose
-/// rules say `notify`. Runs inside the caller's write lock, writing into its batch.
+/// its sender (and of a local user it invites), and records what notifies whom (see
+/// [`notifications`] for how that is stored). Runs inside the caller's write lock, writing
+/// into its batch.
 pub async fn evaluate_event(
     hs: &Homeserver,
     batch: &mut Batch,
     pdu: &Pdu,
     members: &[OwnedUserId],
 ) -> Result<()> {
-    let mut targets: Vec<OwnedUserId> = members
+    let local: Vec<&OwnedUserId> = members
         .iter()
-        .filter(|u| u.server_name() == hs.server_name() && **u != pdu.sender)
-        .cloned()
+        .filter(|u| u.server_name() == hs.server_name())
+        .collect();
+    let mut targets: Vec<OwnedUserId> = local
+        .iter()
+        .filter(|u| ***u != pdu.sender)
+        .map(|u| (*u).clone())
         .collect();
     if let Some(invitee) = invited_local_user(hs, pdu)
         && !targets.contains(&invitee)
@@ -144,12 +123,16 @@ pub async fn evaluate_event(
     let event: Raw<Value> = Raw::from_json(serde_json::value::to_raw_value(&pdu.json)?);
     let power_levels = power_levels_ctx(hs, &pdu.room_id).await?;
     let member_count = UInt::new_saturating(u64::try_from(members.len()).unwrap_or(u64::MAX));
-    let now = hs.now_ms();
+    let mut outcomes = Vec::with_capacity(targets.len());
     for user in targets {
         if ignores(hs, &user, &pdu.sender).await? {
+            outcomes.push(Outcome {
+                user,
+                actions: None,
+            });
             continue;
         }
-        let ruleset = rules(hs, &user).await?;
+        let ruleset = shared_rules(hs, &user).await?;
         let display_name = state_event(hs, &pdu.room_id, "m.room.member", user.as_str())
             .await?
             .and_then(|m| {
@@ -169,20 +152,26 @@ pub async fn evaluate_event(
             ctx = ctx.with_power_levels(pl.clone());
         }
         let actions = ruleset.get_actions(&event, &ctx).await;
-        if !actions.iter().any(Action::should_notify) {
-            continue;
-        }
-        let highlight = actions.iter().any(Action::is_highlight);
-        let rec = NotificationRecord {
-            room_id: pdu.room_id.clone(),
-            event_id: pdu.event_id.clone(),
-            actions: actions.to_vec(),
-            highlight,
-            ts: now,
-        };
-        record_notification(hs, batch, &user, pdu.pos, &rec).await?;
+        let notifies = actions.iter().any(Action::should_notify);
+        outcomes.push(Outcome {
+            user,
+            actions: notifies.then(|| actions.to_vec()),
+        });
     }
-    Ok(())
+    notifications::record(
+        hs,
+        batch,
+        Evaluated {
+            room: &pdu.room_id,
+            event_id: &pdu.event_id,
+            sender: &pdu.sender,
+            pos: pdu.pos,
+            ts: hs.now_ms(),
+            local_members: &local,
+            outcomes,
+        },
+    )
+    .await
 }
 
 /// A local user whom this event invites: they are not joined yet, but should hear of it.
@@ -244,51 +233,6 @@ async fn power_levels_ctx(
     ))
 }
 
-async fn record_notification(
-    hs: &Homeserver,
-    batch: &mut Batch,
-    user: &UserId,
-    pos: u64,
-    rec: &NotificationRecord,
-) -> Result<()> {
-    let tk = total_key(user, &rec.room_id);
-    let mut total: Counts = match batch.pending("notifications", &tk) {
-        Some(Some(bytes)) => from_json(bytes)?,
-        Some(None) => Counts::default(),
-        None => hs.get_json("notifications", &tk).await?.unwrap_or_default(),
-    };
-    total.notify += 1;
-    total.highlight += u64::from(rec.highlight);
-    let total_bytes = to_json(&total)?;
-    batch.put(
-        "notifications",
-        cumulative_key(user, &rec.room_id, pos),
-        total_bytes.clone(),
-    );
-    batch.put("notifications", tk, total_bytes);
-    batch.put("notifications", list_key(user, pos), to_json(rec)?);
-    Ok(())
-}
-
-/// Cumulative counts of (user, room) up to and including timeline position `pos`.
-async fn counts_at(hs: &Homeserver, user: &UserId, room: &RoomId, pos: u64) -> Result<Counts> {
-    let start = Bound::Included(prefix(&[b"c", user.as_bytes(), room.as_bytes()]));
-    let end = Bound::Included(cumulative_key(user, room, pos));
-    let rows = hs
-        .store
-        .scan(
-            "notifications",
-            KeyRange::new(start, end),
-            Direction::Backward,
-            1,
-        )
-        .await?;
-    match rows.first() {
-        Some((_, v)) => from_json(v),
-        None => Ok(Counts::default()),
-    }
-}
-
 /// `(notification_count, highlight_count)` of the room for the user: notifications for events
 /// after the one their latest `m.read` / `m.read.private` receipt points to.
 pub async fn notification_counts(
@@ -296,23 +240,7 @@ pub async fn notification_counts(
     user: &UserId,
     room: &RoomId,
 ) -> Result<(u64, u64)> {
-    let total: Counts = hs
-        .get_json("notifications", &total_key(user, room))
-        .await?
-        .unwrap_or_default();
-    if total == Counts::default() {
-        return Ok((0, 0));
-    }
-    let read_pos = crate::client::receipts::read_up_to(hs, user, room).await?;
-    let read = if read_pos == 0 {
-        Counts::default()
-    } else {
-        counts_at(hs, user, room, read_pos).await?
-    };
-    Ok((
-        total.notify.saturating_sub(read.notify),
-        total.highlight.saturating_sub(read.highlight),
-    ))
+    notifications::counts(hs, user, room).await
 }
 
 /// One page of the user's notifications, newest first, older than position `before` when
@@ -324,44 +252,7 @@ pub async fn notifications_page(
     limit: usize,
     only_highlight: bool,
 ) -> Result<(Vec<(u64, NotificationRecord)>, Option<u64>)> {
-    const CHUNK: usize = 64;
-    let user_prefix = prefix(&[b"n", user.as_bytes()]);
-    let start = Bound::Included(user_prefix.clone());
-    let mut end = match (before, prefix_successor(&user_prefix)) {
-        (Some(b), _) => Bound::Excluded(list_key(user, b)),
-        (None, Some(e)) => Bound::Excluded(e),
-        (None, None) => Bound::Unbounded,
-    };
-    let mut out: Vec<(u64, NotificationRecord)> = Vec::new();
-    loop {
-        let rows = hs
-            .store
-            .scan(
-                "notifications",
-                KeyRange::new(start.clone(), end.clone()),
-                Direction::Backward,
-                CHUNK,
-            )
-            .await?;
-        let exhausted = rows.len() < CHUNK;
-        for (k, v) in &rows {
-            let rec: NotificationRecord = from_json(v)?;
-            if only_highlight && !rec.highlight {
-                continue;
-            }
-            if out.len() >= limit {
-                let next = out.last().map(|(p, _)| *p);
-                return Ok((out, next));
-            }
-            let pos =
-                pos_from(k).ok_or_else(|| MatrixError::unknown("corrupt notification key"))?;
-            out.push((pos, rec));
-        }
-        match rows.last() {
-            Some((k, _)) if !exhausted => end = Bound::Excluded(k.clone()),
-            _ => return Ok((out, None)),
-        }
-    }
+    notifications::page(hs, user, before, limit, only_highlight).await
 }
 
 // ---------------------------------------------------------------------------------------------

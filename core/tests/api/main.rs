@@ -18,6 +18,7 @@ mod lifecycle;
 mod media;
 mod misc_endpoints;
 mod moderation;
+mod notification_footprint;
 mod profile;
 mod push;
 mod relations;

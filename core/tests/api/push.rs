@@ -1085,3 +1085,258 @@ async fn notifications_are_listed_newest_first_and_paginated() {
         .await
         .assert_error(400, "M_INVALID_PARAM");
 }
+
+// --- Rooms where most members get the default ------------------------------------------------
+//
+// With three or more members a plain message notifies everyone but its sender alike, which is
+// stored once for the room; the sender, mentions, muted rooms and members who left are the
+// exceptions. These check that counts and `/notifications` come out as if every member had
+// their own record.
+
+async fn notified_ids(c: &TestClient, query: &str) -> Vec<(String, bool, bool)> {
+    let body = c
+        .get(&format!("/_matrix/client/v3/notifications{query}"))
+        .await;
+    body.assert_ok()["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let highlight = n["actions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["set_tweak"] == "highlight" && a["value"] != false);
+            (
+                n["event"]["event_id"].as_str().unwrap().to_owned(),
+                n["read"].as_bool().unwrap(),
+                highlight,
+            )
+        })
+        .collect()
+}
+
+async fn sync_counts(c: &TestClient, room: &str) -> (Value, Value) {
+    let body = c.get("/_matrix/client/v3/sync?timeout=0").await;
+    let counts = &body.assert_ok()["rooms"]["join"][room]["unread_notifications"];
+    (
+        counts["notification_count"].clone(),
+        counts["highlight_count"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn group_room_counts_and_lists_per_member() {
+    let (hs, _) = test_server(1).await;
+    let (alice, bob, carol) = (
+        user(&hs, "alice").await,
+        user(&hs, "bob").await,
+        user(&hs, "carol").await,
+    );
+    let room = shared_room(&alice, &[&bob, &carol]).await;
+    let m1 = send(&alice, &room, text("one")).await;
+    let mention =
+        json!({"msgtype": "m.text", "body": "bob!", "m.mentions": {"user_ids": [bob.user_id]}});
+    let m2 = send(&alice, &room, mention).await;
+    let m3 = send(&alice, &room, text("three")).await;
+    let m4 = send(&carol, &room, text("four")).await;
+
+    assert_eq!(room_counts(&bob, &room).await, (4, 1));
+    assert_eq!(room_counts(&carol, &room).await, (3, 0));
+    assert_eq!(room_counts(&alice, &room).await, (1, 0));
+    assert_eq!(sync_counts(&bob, &room).await, (json!(4), json!(1)));
+
+    receipt(&bob, &room, "m.read", &m2).await;
+    assert_eq!(room_counts(&bob, &room).await, (2, 0));
+    assert_eq!(sync_counts(&bob, &room).await, (json!(2), json!(0)));
+    receipt(&carol, &room, "m.read", &m1).await;
+    assert_eq!(room_counts(&carol, &room).await, (2, 0));
+    receipt(&alice, &room, "m.read", &m3).await;
+    assert_eq!(room_counts(&alice, &room).await, (1, 0));
+
+    assert_eq!(
+        notified_ids(&bob, "").await,
+        vec![
+            (m4.clone(), false, false),
+            (m3.clone(), false, false),
+            (m2.clone(), true, true),
+            (m1.clone(), true, false),
+        ]
+    );
+    assert_eq!(
+        notified_ids(&bob, "?only=highlight").await,
+        vec![(m2.clone(), true, true)]
+    );
+    assert_eq!(
+        notified_ids(&carol, "").await,
+        vec![
+            (m3.clone(), false, false),
+            (m2.clone(), false, false),
+            (m1.clone(), true, false),
+        ]
+    );
+    assert_eq!(notified_ids(&alice, "").await, vec![(m4, false, false)]);
+    // Pagination walks the same list.
+    let first = bob.get("/_matrix/client/v3/notifications?limit=3").await;
+    let next = first.assert_ok()["next_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        notified_ids(&bob, &format!("?limit=3&from={next}")).await,
+        vec![(m1, true, false)]
+    );
+}
+
+#[tokio::test]
+async fn members_who_left_are_not_counted_until_they_return() {
+    let (hs, _) = test_server(1).await;
+    let (alice, bob, carol, dave) = (
+        user(&hs, "alice").await,
+        user(&hs, "bob").await,
+        user(&hs, "carol").await,
+        user(&hs, "dave").await,
+    );
+    let room = shared_room(&alice, &[&bob, &carol, &dave]).await;
+    let m1 = send(&alice, &room, text("one")).await;
+    carol
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)),
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let m2 = send(&alice, &room, text("while carol is away")).await;
+    carol
+        .post(
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let m3 = send(&alice, &room, text("welcome back")).await;
+
+    assert_eq!(room_counts(&carol, &room).await, (2, 0));
+    assert_eq!(room_counts(&bob, &room).await, (3, 0));
+    assert_eq!(room_counts(&dave, &room).await, (3, 0));
+    let carol_ids: Vec<String> = notified_ids(&carol, "")
+        .await
+        .into_iter()
+        .map(|n| n.0)
+        .collect();
+    assert_eq!(carol_ids, vec![m3.clone(), m1.clone()]);
+    // A receipt on the event she missed counts from there.
+    receipt(&carol, &room, "m.read", &m2).await;
+    assert_eq!(room_counts(&carol, &room).await, (1, 0));
+    receipt(&carol, &room, "m.read", &m1).await;
+    assert_eq!(room_counts(&carol, &room).await, (1, 0));
+    receipt(&carol, &room, "m.read", &m3).await;
+    assert_eq!(room_counts(&carol, &room).await, (0, 0));
+}
+
+#[tokio::test]
+async fn a_muted_member_of_a_group_room_gets_nothing() {
+    let (hs, _) = test_server(1).await;
+    let (alice, bob, carol) = (
+        user(&hs, "alice").await,
+        user(&hs, "bob").await,
+        user(&hs, "carol").await,
+    );
+    let room = shared_room(&alice, &[&bob, &carol]).await;
+    bob.put(&rule_path("room", &room), json!({"actions": []}))
+        .await
+        .assert_ok();
+    send(&alice, &room, text("one")).await;
+    send(&alice, &room, text("two")).await;
+    assert_eq!(room_counts(&bob, &room).await, (0, 0));
+    assert_eq!(room_counts(&carol, &room).await, (2, 0));
+    assert!(notified_ids(&bob, "").await.is_empty());
+}
+
+#[tokio::test]
+async fn notifications_of_several_rooms_interleave_newest_first() {
+    let (hs, _) = test_server(1).await;
+    let (alice, bob, carol) = (
+        user(&hs, "alice").await,
+        user(&hs, "bob").await,
+        user(&hs, "carol").await,
+    );
+    let group = shared_room(&alice, &[&bob, &carol]).await;
+    let direct = shared_room(&carol, &[&bob]).await;
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        expected.push(send(&alice, &group, text(&format!("group {i}"))).await);
+        expected.push(send(&carol, &direct, text(&format!("direct {i}"))).await);
+    }
+    expected.reverse();
+    let mut listed = Vec::new();
+    let mut from = String::new();
+    loop {
+        let page = bob
+            .get(&format!("/_matrix/client/v3/notifications?limit=3{from}"))
+            .await;
+        let body = page.assert_ok();
+        for n in body["notifications"].as_array().unwrap() {
+            listed.push(n["event"]["event_id"].as_str().unwrap().to_owned());
+            let room = n["room_id"].as_str().unwrap();
+            assert!(room == group || room == direct);
+        }
+        match body["next_token"].as_str() {
+            Some(t) => from = format!("&from={t}"),
+            None => break,
+        }
+    }
+    assert_eq!(listed, expected);
+    assert_eq!(room_counts(&bob, &group).await, (5, 0));
+    assert_eq!(room_counts(&bob, &direct).await, (5, 0));
+}
+
+#[tokio::test]
+async fn room_mention_in_a_group_room_highlights_everyone_but_the_sender() {
+    let (hs, _) = test_server(1).await;
+    let (alice, bob, carol) = (
+        user(&hs, "alice").await,
+        user(&hs, "bob").await,
+        user(&hs, "carol").await,
+    );
+    let room = shared_room(&alice, &[&bob, &carol]).await;
+    send(&alice, &room, text("plain")).await;
+    send(
+        &alice,
+        &room,
+        json!({"msgtype": "m.text", "body": "all", "m.mentions": {"room": true}}),
+    )
+    .await;
+    assert_eq!(room_counts(&bob, &room).await, (2, 1));
+    assert_eq!(room_counts(&carol, &room).await, (2, 1));
+    assert_eq!(room_counts(&alice, &room).await, (0, 0));
+    assert_eq!(notified_ids(&carol, "?only=highlight").await.len(), 1);
+}
+
+#[tokio::test]
+async fn group_events_in_one_batch_accumulate() {
+    let (hs, _) = test_server(1).await;
+    let (alice, bob, carol) = (
+        user(&hs, "alice").await,
+        user(&hs, "bob").await,
+        user(&hs, "carol").await,
+    );
+    let members = [uid(&alice), uid(&bob), uid(&carol)];
+    let mut batch = Batch::new();
+    for n in 1..=3 {
+        let ev = pdu(&hs, n, &alice, "m.room.message", None, text("spam"));
+        evaluate_event(&hs, &mut batch, &ev, &members)
+            .await
+            .unwrap();
+    }
+    // Carol leaves within the same batch: the fourth event is not hers to count.
+    let ev = pdu(&hs, 4, &bob, "m.room.message", None, text("bye carol"));
+    evaluate_event(&hs, &mut batch, &ev, &members[..2])
+        .await
+        .unwrap();
+    let ev = pdu(&hs, 5, &alice, "m.room.message", None, text("just us"));
+    evaluate_event(&hs, &mut batch, &ev, &members[..2])
+        .await
+        .unwrap();
+    hs.store.write(batch).await.unwrap();
+    assert_eq!(counts(&hs, &alice).await, (1, 0));
+    assert_eq!(counts(&hs, &bob).await, (4, 0));
+    assert_eq!(counts(&hs, &carol).await, (3, 0));
+}
