@@ -44,7 +44,9 @@ pub struct Served {
 }
 
 /// The events a response to `path` (a percent-encoded request path) hands out, for the
-/// endpoints the invariant covers.
+/// endpoints the invariant covers: `/sync`, `/messages`, `/context`, `/event`, `/relations`,
+/// `/threads`, and also `/search`, `/notifications`, `/events` (peeking) and a room's
+/// `/initialSync`.
 pub fn served_events(path: &str, body: &Value) -> Vec<Served> {
     let mut out = Vec::new();
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
@@ -109,8 +111,50 @@ pub fn served_events(path: &str, body: &Value) -> Vec<Served> {
             list(&mut out, body.get("state"), Section::State, "/state");
         }
         ["rooms", _, "event", _] => one(&mut out, Some(body), Section::Timeline, ""),
-        ["rooms", _, "relations", ..] | ["rooms", _, "threads"] => {
+        ["rooms", _, "relations", ..] | ["rooms", _, "threads"] | ["events"] => {
             list(&mut out, body.get("chunk"), Section::Timeline, "/chunk");
+        }
+        ["rooms", _, "initialSync"] => {
+            list(
+                &mut out,
+                body.pointer("/messages/chunk"),
+                Section::Timeline,
+                "/messages/chunk",
+            );
+            list(&mut out, body.get("state"), Section::State, "/state");
+        }
+        ["search"] => {
+            let results = body
+                .pointer("/search_categories/room_events/results")
+                .and_then(Value::as_array);
+            for (i, r) in results.into_iter().flatten().enumerate() {
+                let at = format!("/search_categories/room_events/results/{i}");
+                one(
+                    &mut out,
+                    r.get("result"),
+                    Section::Timeline,
+                    &format!("{at}/result"),
+                );
+                for part in ["events_before", "events_after"] {
+                    list(
+                        &mut out,
+                        r.pointer(&format!("/context/{part}")),
+                        Section::Timeline,
+                        &format!("{at}/context/{part}"),
+                    );
+                }
+            }
+        }
+        ["notifications"] => {
+            let notes = body.get("notifications").and_then(Value::as_array);
+            for (i, n) in notes.into_iter().flatten().enumerate() {
+                one(
+                    &mut out,
+                    n.get("event"),
+                    Section::Timeline,
+                    &format!("/notifications/{i}/event"),
+                );
+            }
         }
         _ => {}
     }
