@@ -77,7 +77,11 @@ async fn run(hub: Arc<Hub>, socket: WebSocket) {
         Ok(c) => c,
         Err(refusal) => {
             hub.metrics.refused.fetch_add(1, Relaxed);
-            hub.metrics.closed(CloseReason::AuthFailed);
+            hub.metrics.closed(match refusal.code {
+                close::GOING_AWAY => CloseReason::Shutdown,
+                close::PROTOCOL_ERROR => CloseReason::Protocol,
+                _ => CloseReason::AuthFailed,
+            });
             tracing::info!(reason = %refusal.reason, "connection refused");
             send_close(&mut sink, &mut stream, refusal.code, &refusal.reason).await;
             return;

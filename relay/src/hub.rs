@@ -516,8 +516,9 @@ impl Hub {
         let Some(to) = to else {
             // Counted in `queued` above, so nothing later can overtake it.
             let mut frame = Vec::with_capacity(r.encoded_len_with_peer(&from.name));
-            if r.encode_to(0, &from.name, &mut frame).is_err() {
+            if let Err(e) = r.encode_to(0, &from.name, &mut frame) {
                 self.unreserve(r.peer);
+                self.cannot_encode(from, r.id, e);
                 return;
             }
             self.store_reserved(from.clone(), r.id, r.peer.to_owned(), frame);
@@ -536,8 +537,9 @@ impl Hub {
             return;
         };
         let mut frame = Vec::with_capacity(r.encoded_len_with_peer(&from.name));
-        if r.encode_to(rid, &from.name, &mut frame).is_err() {
+        if let Err(e) = r.encode_to(rid, &from.name, &mut frame) {
             let _ = to.take_waiting(rid);
+            self.cannot_encode(from, r.id, e);
             return;
         }
         let frame = Bytes::from(frame);
@@ -547,6 +549,20 @@ impl Hub {
         if to.send(frame).is_err() && to.take_waiting(rid).is_some() {
             self.destination_gone(from, r, is_txn);
         }
+    }
+
+    /// Re-encoding fails only for a source name no connection can have; answer anyway, so
+    /// that no request is left without one.
+    fn cannot_encode(&self, from: &Conn, id: u32, e: FrameError) {
+        tracing::error!(source = %from.name, "cannot re-encode a request: {e}");
+        self.metrics.forwarded(Outcome::Refused);
+        self.reply_error(
+            from,
+            id,
+            500,
+            "M_UNKNOWN",
+            &format!("the relay cannot pass this request on: {e}"),
+        );
     }
 
     /// The destination went away between lookup and send.
@@ -758,9 +774,8 @@ impl Hub {
                 }
                 Err(e) => {
                     tracing::warn!(%dest, "cannot read the queue: {e}");
-                    if sleep_or_shutdown(&mut shutdown, backoff).await {
-                        continue;
-                    }
+                    // The next round checks for shutdown.
+                    sleep_or_shutdown(&mut shutdown, backoff).await;
                     continue;
                 }
             };
@@ -906,7 +921,6 @@ pub fn default_origins(local: SocketAddr) -> Vec<String> {
     origins
 }
 
-/// Hands a stored transaction's answer on: for the tests of the drainer's decisions.
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,8 +5,9 @@
 //! - **throughput**: `--servers` servers each keep `--window` requests in flight to random
 //!   others, which answer at once; forwarded requests per second (request in, answer back).
 //! - **latency**: `--rate` requests per second in total, paced, from `--latency-senders`
-//!   servers to partners through the relay; and the same load straight to an echo server in
-//!   this process (the direct loopback baseline). Added latency = relay − direct, at p50/p99.
+//!   servers to partners through the relay; and at the same time the same load straight to an
+//!   echo server in another process (the direct loopback baseline: without a relay, the
+//!   destination is another process too). Added latency = relay − direct, at p50/p99.
 //! - **memory**: `--idle` idle authenticated connections; the relay's RSS growth per
 //!   connection (VmRSS from /proc).
 //!
@@ -38,8 +39,12 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 #[command(name = "hearth-relay-bench")]
 struct Args {
     /// The relay binary to start for each measurement.
-    #[arg(long)]
-    relay_bin: PathBuf,
+    #[arg(long, required_unless_present = "echo_server")]
+    relay_bin: Option<PathBuf>,
+    /// Run only the echo server of the direct baseline (the bench starts itself this way, so
+    /// that the baseline's destination is another process, as it is through the relay).
+    #[arg(long, hide = true)]
+    echo_server: bool,
     /// Repetitions of each measurement; the summary gives medians.
     #[arg(long, default_value_t = 3)]
     reps: usize,
@@ -95,7 +100,10 @@ struct RelayProc {
 }
 
 impl RelayProc {
-    fn start(bin: &PathBuf, extra: &[&str]) -> Result<Self, BenchError> {
+    fn start(bin: &Option<PathBuf>, extra: &[&str]) -> Result<Self, BenchError> {
+        let bin = bin
+            .as_ref()
+            .ok_or_else(|| BenchError::Start("--relay-bin is required".into()))?;
         let www = std::env::temp_dir().join(format!("hearth-relay-bench-{}", std::process::id()));
         std::fs::create_dir_all(&www)?;
         let mut child = Command::new(bin)
@@ -360,11 +368,13 @@ async fn throughput(args: &Args, run: u64) -> Result<f64, BenchError> {
     Ok((c1 - c0) as f64 / (t1 - t0).as_secs_f64())
 }
 
-/// An echo server standing in for the destination, without a relay: the direct baseline.
-async fn echo_server() -> Result<SocketAddr, BenchError> {
+/// The direct baseline's destination: answers every request at once, as the responders behind
+/// the relay do. Runs in its own process (`--echo-server`), which prints its address and ends
+/// when its standard input closes.
+async fn echo_server() -> Result<(), BenchError> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
+    println!("echo listening on {}", listener.local_addr()?);
+    let serve = async move {
         while let Ok((tcp, _)) = listener.accept().await {
             let _ = tcp.set_nodelay(true);
             tokio::spawn(async move {
@@ -386,8 +396,53 @@ async fn echo_server() -> Result<SocketAddr, BenchError> {
                 }
             });
         }
-    });
-    Ok(addr)
+    };
+    let parent_gone = async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        let mut stdin = tokio::io::stdin();
+        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+    };
+    tokio::select! {
+        _ = serve => {}
+        _ = parent_gone => {}
+    }
+    Ok(())
+}
+
+/// This program again, as the echo server; killed when dropped.
+struct EchoProc {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl EchoProc {
+    fn start() -> Result<Self, BenchError> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .arg("--echo-server")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| BenchError::Start("no stdout".into()))?;
+        let mut line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut line)?;
+        let addr = line
+            .trim()
+            .strip_prefix("echo listening on ")
+            .and_then(|a| a.parse().ok())
+            .ok_or_else(|| BenchError::Start(format!("unexpected echo banner {line:?}")))?;
+        Ok(Self { child, addr })
+    }
+}
+
+impl Drop for EchoProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Paced requests from each sender to its partner; returns sorted round-trip times.
@@ -493,26 +548,48 @@ struct Latency {
 
 async fn latency(args: &Args, run: u64) -> Result<Latency, BenchError> {
     let k = args.latency_senders.max(1);
-    // Through the relay: sender i → partner k+i.
+    // Through the relay: sender i → partner k+i, both simulated servers in this process.
     let relay = RelayProc::start(&args.relay_bin, &[])?;
     let mut all = connect_many(relay.addr, run, 2 * k, 50).await?;
     let partners: Vec<Option<Ws>> = all.split_off(k).into_iter().map(Some).collect();
     let dests = (0..k).map(|i| name(&key(run, k + i))).collect();
-    let through = paced(all, partners, dests, args).await?;
-    drop(relay);
-    // Direct: the same senders' load straight to an echo server.
-    let echo = echo_server().await?;
+    // Direct: as many senders straight to an echo server in another process.
+    let echo = EchoProc::start()?;
     let mut direct_senders = Vec::with_capacity(k);
     for _ in 0..k {
         let (ws, _) = tokio_tungstenite::connect_async_with_config(
-            format!("ws://{echo}/"),
+            format!("ws://{}/", echo.addr),
             Some(ws_config()),
             true,
         )
         .await?;
         direct_senders.push(ws);
     }
-    let direct = paced(direct_senders, Vec::new(), vec!["echo".to_owned(); k], args).await?;
+    // Both at once, each at the full rate: a stall of this shared machine then falls on both
+    // paths alike instead of on whichever happened to be measured at the time.
+    let (through, direct) = tokio::join!(
+        paced(all, partners, dests, args),
+        paced(direct_senders, Vec::new(), vec!["echo".to_owned(); k], args)
+    );
+    let (through, direct) = (through?, direct?);
+    let within = relay_metric(
+        relay.addr,
+        "hearth_relay_forward_duration_seconds_bucket{le=\"0.002\"}",
+    )
+    .await?;
+    let count = relay_metric(relay.addr, "hearth_relay_forward_duration_seconds_count").await?;
+    let over =
+        |v: &[Duration], ms: u64| v.iter().filter(|d| **d > Duration::from_millis(ms)).count();
+    println!(
+        "  round trips over 2 ms: {} of {} through the relay, {} of {} direct; in the relay's own \
+         histogram (request in → answer out, the destination's time included): {} of {count}",
+        over(&through, 2),
+        through.len(),
+        over(&direct, 2),
+        direct.len(),
+        count - within
+    );
+    drop((relay, echo));
     Ok(Latency {
         relay_p50: pct(&through, 50),
         relay_p99: pct(&through, 99),
@@ -575,6 +652,9 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: &Args) -> Result<(), BenchError> {
+    if args.echo_server {
+        return echo_server().await;
+    }
     let want = |s: &str| args.only.iter().any(|o| o == s);
     let base = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
