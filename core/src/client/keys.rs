@@ -8,7 +8,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use futures::future::join_all;
-
 use ruma::api::client::keys::{claim_keys, get_key_changes, get_keys, upload_keys};
 use ruma::encryption::{DeviceKeys, OneTimeKey};
 use ruma::events::room::member::MembershipState;
