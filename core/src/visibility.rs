@@ -275,18 +275,24 @@ pub async fn visible_upto(hs: &Homeserver, user: &UserId, room: &RoomId) -> Resu
     {
         return Ok(None);
     }
-    let world_readable = crate::db::rooms::state_event(hs, room, "m.room.history_visibility", "")
-        .await?
-        .is_some_and(|p| {
-            HistoryVisibility::from_content(&p.content) == HistoryVisibility::WorldReadable
-        });
     match record {
-        _ if world_readable => Ok(None),
+        _ if world_readable(hs, room).await? => Ok(None),
         Some(r) if matches!(r.membership, MembershipState::Leave | MembershipState::Ban) => {
             Ok(Some(r.pos))
         }
         _ => Err(MatrixError::forbidden("you are not a member of this room")),
     }
+}
+
+/// Whether the room's current history visibility lets anyone read it (and peek into it).
+pub async fn world_readable(hs: &Homeserver, room: &RoomId) -> Result<bool> {
+    Ok(
+        crate::db::rooms::state_event(hs, room, "m.room.history_visibility", "")
+            .await?
+            .is_some_and(|p| {
+                HistoryVisibility::from_content(&p.content) == HistoryVisibility::WorldReadable
+            }),
+    )
 }
 
 /// The room's history visibility changes, remembered until its state is written again.

@@ -7,7 +7,6 @@ use futures::FutureExt;
 use ruma::api::client::peeking::{get_current_state, listen_to_new_events};
 use ruma::events::room::member::MembershipState;
 use ruma::{RoomId, UserId};
-use serde_json::Value;
 
 use super::events::visible_upto;
 use super::{account_data, raw, tokens};
@@ -15,7 +14,7 @@ use crate::db::rooms;
 use crate::error::{MatrixError, Result};
 use crate::router::Router;
 use crate::storage::Direction;
-use crate::visibility::RoomView;
+use crate::visibility::{RoomView, world_readable};
 use crate::{Ctx, Homeserver, route};
 
 /// Events in an initial-sync page.
@@ -26,17 +25,6 @@ const MAX_TIMEOUT_MS: u64 = 280_000;
 pub fn routes(r: &mut Router) {
     route!(r, get_current_state::v3::Request, initial_sync);
     route!(r, listen_to_new_events::v3::Request, events);
-}
-
-async fn world_readable(hs: &Homeserver, room: &RoomId) -> Result<bool> {
-    Ok(
-        rooms::state_event(hs, room, "m.room.history_visibility", "")
-            .await?
-            .is_some_and(|p| {
-                p.content.get("history_visibility").and_then(Value::as_str)
-                    == Some("world_readable")
-            }),
-    )
 }
 
 async fn initial_sync(

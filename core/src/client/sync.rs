@@ -149,7 +149,7 @@ fn timeline_limit(f: &RoomEventFilter) -> usize {
 /// and that the user may see, oldest first, and whether older ones were left out.
 async fn timeline(
     hs: &Homeserver,
-    view: &RoomView,
+    user: &UserId,
     room: &RoomId,
     since: u64,
     upto: u64,
@@ -161,6 +161,8 @@ async fn timeline(
     {
         return Ok((Vec::new(), false));
     }
+    // Loaded only for a room with something new: an idle room costs no view.
+    let view = RoomView::load(hs, user, room).await?;
     let limit = timeline_limit(f);
     let mut out = Vec::new();
     let mut cursor = upto;
@@ -422,9 +424,7 @@ async fn joined_room(
         || (rec.pos > since
             && rooms::membership_at(hs, room, user, since).await? != Some(MembershipState::Join));
     let room_since = if fresh { 0 } else { since };
-    let view = RoomView::load(hs, user, room).await?;
-    let (events, limited) =
-        timeline(hs, &view, room, room_since, now_pos, &f.room.timeline).await?;
+    let (events, limited) = timeline(hs, user, room, room_since, now_pos, &f.room.timeline).await?;
     let start = events
         .first()
         .map(|p| p.pos.saturating_sub(1))
@@ -516,8 +516,8 @@ async fn left_room(
 ) -> Result<LeftRoom> {
     // The timeline stops at the leave (or kick/ban) event. A rescinded knock or rejected
     // invite leaves a room the user never saw: history visibility decides what it shows.
-    let view = RoomView::load(hs, &s.user_id, room).await?;
-    let (events, limited) = timeline(hs, &view, room, since, rec.pos, &f.room.timeline).await?;
+    let (events, limited) =
+        timeline(hs, &s.user_id, room, since, rec.pos, &f.room.timeline).await?;
     let start = events
         .first()
         .map(|p| p.pos.saturating_sub(1))
