@@ -181,6 +181,13 @@ pub fn documented(ops: &[&Operation], status: u16) -> bool {
     ops.iter().any(|op| op.responses.contains_key(&key))
 }
 
+/// Whether a `5xx` is the gateway answer for a peer that did not answer: `502` or `504` on a
+/// step during which the server really tried another server (the spec's own media endpoints
+/// answer so). Any other `5xx`, or one with no attempt behind it, is still a server error.
+pub fn gateway(status: u16, asked_a_peer: bool) -> bool {
+    asked_a_peer && matches!(status, 502 | 504)
+}
+
 thread_local! {
     static PANICKED: RefCell<Option<String>> = const { RefCell::new(None) };
 }

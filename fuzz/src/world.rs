@@ -5,7 +5,10 @@
 use std::cell::Cell;
 use std::time::Duration;
 
+use hearth_core::federation::transport::{Transport, TransportError};
 use hearth_core::world::{LocalBoxFuture, World};
+use http::{Request, Response};
+use ruma::ServerName;
 
 /// 2026-01-01T00:00:00Z: a fixed start, so timestamps are the same on every run.
 const EPOCH_MS: u64 = 1_767_225_600_000;
@@ -53,5 +56,32 @@ impl World for FuzzWorld {
     fn sleep(&self, duration: Duration) -> LocalBoxFuture<'static, ()> {
         self.advance(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX));
         Box::pin(std::future::ready(()))
+    }
+}
+
+/// The fuzzed server's transport: no other server ever answers, and every attempt is counted,
+/// so a `502` can be told apart from a bug (see [`crate::check::gateway`]).
+#[derive(Debug, Default)]
+pub struct Unreachable {
+    tried: Cell<u64>,
+}
+
+impl Unreachable {
+    pub fn tried(&self) -> u64 {
+        self.tried.get()
+    }
+}
+
+impl Transport for Unreachable {
+    fn send<'a>(
+        &'a self,
+        destination: &'a ServerName,
+        _request: Request<Vec<u8>>,
+    ) -> LocalBoxFuture<'a, Result<Response<Vec<u8>>, TransportError>> {
+        self.tried.set(self.tried.get() + 1);
+        Box::pin(std::future::ready(Err(TransportError::unreachable(
+            destination,
+            "no server answers on the fuzzer's network",
+        ))))
     }
 }
