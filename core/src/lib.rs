@@ -12,6 +12,7 @@ pub mod keys;
 pub mod limits;
 pub mod notifier;
 pub mod request_body;
+pub mod room;
 pub mod router;
 pub mod storage;
 pub mod testing;

@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use super::rooms::{
     EventMeta, MembershipRecord, Pdu, RoomRecord, RoomState, StateKey, StoredEvent, get_pdu,
 };
+use super::state_groups::{self, PendingGroups};
 use super::{key, pos_bytes, to_json};
 use crate::Homeserver;
 use crate::error::{MatrixError, Result};
@@ -82,6 +83,12 @@ pub fn supported_version(v: &RoomVersionId) -> Option<RoomVersionRules> {
     }
 }
 
+/// The spec's limit on `prev_events` (and `auth_events`) per PDU.
+pub const MAX_PREV_EVENTS: usize = 20;
+
+/// The largest depth canonical JSON can carry (its integers stop at `2^53 - 1`).
+pub const MAX_DEPTH: u64 = (1 << 53) - 1;
+
 pub const SUPPORTED_VERSIONS: &[&str] = &["6", "7", "8", "9", "10", "11"];
 
 /// A room being written to: a working copy of its state plus the batch that will make the
@@ -91,8 +98,10 @@ pub struct RoomTxn<'a> {
     pub room_id: OwnedRoomId,
     pub version: RoomVersionId,
     pub rules: RoomVersionRules,
-    record: RoomRecord,
+    pub(crate) record: RoomRecord,
     pub state: BTreeMap<StateKey, OwnedEventId>,
+    /// State groups this transaction wrote (see `db::state_groups`).
+    pub(crate) groups: PendingGroups,
     pending: HashMap<OwnedEventId, Rc<Pdu>>,
     /// Membership changes in this transaction, overriding what storage says.
     pending_members: HashMap<OwnedUserId, MembershipState>,
@@ -115,6 +124,7 @@ impl<'a> RoomTxn<'a> {
             rules,
             record: rs.record.clone(),
             state: rs.state.clone(),
+            groups: PendingGroups::default(),
             pending: HashMap::new(),
             pending_members: HashMap::new(),
             batch: Batch::new(),
@@ -137,10 +147,12 @@ impl<'a> RoomTxn<'a> {
                 extremities: Vec::new(),
                 depth: 0,
                 created_ts: hs.now_ms(),
+                current_group: None,
             },
             version,
             rules,
             state: BTreeMap::new(),
+            groups: PendingGroups::default(),
             pending: HashMap::new(),
             pending_members: HashMap::new(),
             batch: Batch::new(),
@@ -245,12 +257,27 @@ impl<'a> RoomTxn<'a> {
             }
         }
 
+        // The new event builds on the newest forward extremities (the spec caps prev_events
+        // at 20); those it leaves out stay extremities and are merged by a later event.
+        let skip = self
+            .record
+            .extremities
+            .len()
+            .saturating_sub(MAX_PREV_EVENTS);
+        let prev_events: Vec<OwnedEventId> = self.record.extremities[skip..].to_vec();
+        let mut depth = 0;
+        for id in &prev_events {
+            if let Some(p) = self.fetch(id).await? {
+                depth = depth.max(p.depth);
+            }
+        }
+        let depth = depth.saturating_add(1).min(MAX_DEPTH);
         let mut pdu_json = json!({
             "auth_events": auth_ids,
             "content": ev.content,
-            "depth": self.record.depth + 1,
+            "depth": depth,
             "origin_server_ts": ev.ts.unwrap_or_else(|| hs.now_ms()),
-            "prev_events": self.record.extremities,
+            "prev_events": prev_events,
             "room_id": self.room_id,
             "sender": ev.sender,
             "type": ev.event_type,
@@ -296,6 +323,7 @@ impl<'a> RoomTxn<'a> {
         // What this event replaces in the state, for `unsigned.prev_content`.
         let mut meta = EventMeta {
             txn: ev.txn.clone(),
+            state_before: self.current_group().await?,
             ..EventMeta::default()
         };
         if let Some(sk) = &ev.state_key
@@ -331,53 +359,50 @@ impl<'a> RoomTxn<'a> {
         let pos = hs.alloc_pos();
         pdu.pos = pos;
         pdu.meta.pos = pos;
-        let room = self.room_id.as_bytes();
-        self.batch.put(
-            "events",
-            event_id.as_bytes(),
-            to_json(&StoredEvent {
-                pdu: pdu.json.clone(),
-                meta: pdu.meta.clone(),
-            })?,
-        );
+        if let Some(sk) = pdu.state_key.clone() {
+            let mut after = self.state.clone();
+            after.insert((pdu.event_type.clone(), sk), event_id.clone());
+            let group = state_groups::store(
+                hs,
+                &mut self.batch,
+                &mut self.groups,
+                pdu.meta.state_before,
+                after,
+            )
+            .await?;
+            pdu.meta.state_after = Some(group);
+        } else {
+            pdu.meta.state_after = pdu.meta.state_before;
+        }
+        self.put_event(&pdu)?;
         self.batch.put(
             "timeline",
-            key(&[room, &pos_bytes(pos)]),
+            key(&[self.room_id.as_bytes(), &pos_bytes(pos)]),
             event_id.as_bytes(),
         );
         if let Some(sk) = &pdu.state_key {
+            let sk = sk.clone();
+            self.set_current(&pdu.event_type.clone(), &sk, Some(&pdu), pos)?;
+        }
+        self.record.current_group = pdu.meta.state_after;
+        if let Some((device, txn_id)) = &ev.txn {
             self.batch.put(
-                "state",
-                key(&[room, pdu.event_type.as_bytes(), sk.as_bytes()]),
+                "txn_ids",
+                key(&[ev.sender.as_bytes(), device.as_bytes(), txn_id.as_bytes()]),
                 event_id.as_bytes(),
             );
-            self.batch.put(
-                "state_history",
-                key(&[room, &pos_bytes(pos)]),
-                to_json(&(&pdu.event_type, sk, &event_id))?,
-            );
-            self.state
-                .insert((pdu.event_type.clone(), sk.clone()), event_id.clone());
-            if let (Some(m), Ok(target)) = (pdu.membership(), OwnedUserId::try_from(sk.as_str())) {
-                let rec = MembershipRecord {
-                    membership: m.clone(),
-                    event_id: event_id.clone(),
-                    pos,
-                    forgotten: false,
-                };
-                let rec = to_json(&rec)?;
-                self.batch
-                    .put("room_members", key(&[room, target.as_bytes()]), rec.clone());
-                self.batch
-                    .put("memberships", key(&[target.as_bytes(), room]), rec);
-                self.batch.put(
-                    "member_history",
-                    key(&[room, target.as_bytes(), &pos_bytes(pos)]),
-                    m.as_str().as_bytes(),
-                );
-                self.pending_members.insert(target, m);
-            }
         }
+        let mut extremities: Vec<OwnedEventId> = self.record.extremities[..skip].to_vec();
+        extremities.push(event_id.clone());
+        self.record.extremities = extremities;
+        self.record.depth = self.record.depth.max(depth);
+        self.index_and_effects(pdu).await
+    }
+
+    /// What every event that reaches the timeline gets, local or remote: the relation and
+    /// search indexes, push rules and notifications, and its redaction taking effect.
+    pub(crate) async fn index_and_effects(&mut self, pdu: Pdu) -> Result<Rc<Pdu>> {
+        let pos = pdu.pos;
         // Index relations (`m.relates_to`) so that `/relations`, threads and aggregations can
         // find an event's children without scanning the room.
         if let Some(rel) = pdu.content.get("m.relates_to")
@@ -389,7 +414,7 @@ impl<'a> RoomTxn<'a> {
             self.batch.put(
                 "relations",
                 key(&[parent.as_bytes(), rel_type.as_bytes(), &pos_bytes(pos)]),
-                event_id.as_bytes(),
+                pdu.event_id.as_bytes(),
             );
             // Thread activity per room, for `/threads` (layout in db/relations.rs).
             if rel_type == super::relations::THREAD {
@@ -403,21 +428,108 @@ impl<'a> RoomTxn<'a> {
         }
         // Index the searchable text for `/search` (layout in client/search.rs).
         crate::client::search::index_event(&mut self.batch, &pdu);
-        if let Some((device, txn_id)) = &ev.txn {
-            self.batch.put(
-                "txn_ids",
-                key(&[ev.sender.as_bytes(), device.as_bytes(), txn_id.as_bytes()]),
-                event_id.as_bytes(),
-            );
-        }
-        self.record.extremities = vec![event_id.clone()];
-        self.record.depth += 1;
-
         let pdu = Rc::new(pdu);
         self.after_append(&pdu).await?;
-        self.pending.insert(event_id, pdu.clone());
+        self.pending.insert(pdu.event_id.clone(), pdu.clone());
         self.appended.push(pdu.clone());
         Ok(pdu)
+    }
+
+    /// Keeps an event that is not (yet) part of the timeline: an auth or state event learned
+    /// from a join or a gap, or a soft-failed one. It is stored, findable by id, and never
+    /// shown in a timeline.
+    pub(crate) fn add_outlier(&mut self, pdu: Pdu) -> Result<Rc<Pdu>> {
+        self.put_event(&pdu)?;
+        let pdu = Rc::new(pdu);
+        self.pending.insert(pdu.event_id.clone(), pdu.clone());
+        Ok(pdu)
+    }
+
+    pub fn hs(&self) -> &'a Homeserver {
+        self.hs
+    }
+
+    pub fn record(&self) -> &RoomRecord {
+        &self.record
+    }
+
+    /// The state group of the working state, creating it for a room that predates state
+    /// groups. `None` while the room has no state (before its `m.room.create`).
+    pub(crate) async fn current_group(&mut self) -> Result<Option<u64>> {
+        if self.record.current_group.is_none() && !self.state.is_empty() {
+            let group = state_groups::store(
+                self.hs,
+                &mut self.batch,
+                &mut self.groups,
+                None,
+                self.state.clone(),
+            )
+            .await?;
+            self.record.current_group = Some(group);
+        }
+        Ok(self.record.current_group)
+    }
+
+    /// Writes the event row.
+    pub(crate) fn put_event(&mut self, pdu: &Pdu) -> Result<()> {
+        self.batch.put(
+            "events",
+            pdu.event_id.as_bytes(),
+            to_json(&StoredEvent {
+                pdu: pdu.json.clone(),
+                meta: pdu.meta.clone(),
+            })?,
+        );
+        Ok(())
+    }
+
+    /// Makes `event` (or nothing) the current state of `(event_type, state_key)` as of stream
+    /// position `pos`, with everything derived from it: the membership tables, and the state
+    /// history that `/sync` reads deltas from.
+    pub(crate) fn set_current(
+        &mut self,
+        event_type: &str,
+        state_key: &str,
+        event: Option<&Pdu>,
+        pos: u64,
+    ) -> Result<()> {
+        let room = self.room_id.as_bytes();
+        let state_row = key(&[room, event_type.as_bytes(), state_key.as_bytes()]);
+        let sk = (event_type.to_owned(), state_key.to_owned());
+        let Some(pdu) = event else {
+            // Only state resolution removes a key, and only from a state no client saw as
+            // final; the history keeps the last event so that `/sync` deltas stay readable.
+            self.batch.delete("state", state_row);
+            self.state.remove(&sk);
+            return Ok(());
+        };
+        let event_id = &pdu.event_id;
+        self.batch.put("state", state_row, event_id.as_bytes());
+        self.batch.put(
+            "state_history",
+            key(&[room, &pos_bytes(pos)]),
+            to_json(&(event_type, state_key, event_id))?,
+        );
+        self.state.insert(sk, event_id.clone());
+        if let (Some(m), Ok(target)) = (pdu.membership(), OwnedUserId::try_from(state_key)) {
+            let rec = to_json(&MembershipRecord {
+                membership: m.clone(),
+                event_id: event_id.clone(),
+                pos,
+                forgotten: false,
+            })?;
+            self.batch
+                .put("room_members", key(&[room, target.as_bytes()]), rec.clone());
+            self.batch
+                .put("memberships", key(&[target.as_bytes(), room]), rec);
+            self.batch.put(
+                "member_history",
+                key(&[room, target.as_bytes(), &pos_bytes(pos)]),
+                m.as_str().as_bytes(),
+            );
+            self.pending_members.insert(target, m);
+        }
+        Ok(())
     }
 
     /// Side effects of a new event that belong in the same batch: notifications and redaction.
@@ -499,7 +611,7 @@ impl<'a> RoomTxn<'a> {
 
     /// Makes everything durable in one write and publishes the new state to the caches.
     pub async fn commit(mut self) -> Result<Vec<Rc<Pdu>>> {
-        if self.appended.is_empty() {
+        if self.appended.is_empty() && self.batch.ops.is_empty() {
             return Ok(Vec::new());
         }
         let batch = self.finish()?;
@@ -511,7 +623,7 @@ impl<'a> RoomTxn<'a> {
     /// one commit. Call [`RoomTxn::publish`] after the write succeeded.
     pub fn finish(&mut self) -> Result<Batch> {
         let mut batch = std::mem::take(&mut self.batch);
-        if !self.appended.is_empty() {
+        if !self.appended.is_empty() || !batch.ops.is_empty() {
             batch.put("rooms", self.room_id.as_bytes(), to_json(&self.record)?);
         }
         Ok(batch)
@@ -520,6 +632,7 @@ impl<'a> RoomTxn<'a> {
     /// Publishes the written events and state to the caches.
     pub fn publish(self) -> Vec<Rc<Pdu>> {
         let hs = self.hs;
+        self.groups.publish(hs);
         for p in self.pending.values() {
             hs.caches.put_pdu(p.clone());
         }

@@ -10,6 +10,7 @@ pub mod power;
 pub mod push;
 pub mod relations;
 pub mod rooms;
+pub mod state_groups;
 pub mod users;
 
 use std::cell::RefCell;
@@ -142,6 +143,8 @@ pub struct Caches {
     /// Answers remembered by [`Homeserver::memo`]: `(tree, key) → (write seq when computed,
     /// value)`.
     pub memo: RefCell<HashMap<(&'static str, Vec<u8>), Memo>>,
+    /// Decoded state groups: id → (chain length, state). See [`state_groups`].
+    pub state_groups: RefCell<HashMap<u64, (u32, Rc<state_groups::StateMap>)>>,
 }
 
 /// A remembered answer: the write sequence when it was computed, and the value.
@@ -198,6 +201,7 @@ impl Caches {
         self.push_rules.borrow_mut().clear();
         self.txn_ids.borrow_mut().clear();
         self.memo.borrow_mut().clear();
+        self.state_groups.borrow_mut().clear();
     }
 
     /// Brings the caches up to date with a batch that is now durable.

@@ -48,6 +48,19 @@ pub struct EventMeta {
     pub redacted_because: Option<Value>,
     #[serde(default)]
     pub rejected: bool,
+    /// The state group before this event and after it (see `db::state_groups`). `None`
+    /// before: the event has no state before it (`m.room.create`) or predates state groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_before: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_after: Option<u64>,
+    /// Known only for auth chains and state (from a join or a gap): never in a timeline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outlier: bool,
+    /// Passed the auth rules at its own place in the graph but not against the room's current
+    /// state: stored, never shown to clients, never built upon.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub soft_failed: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -255,9 +268,11 @@ pub struct RoomRecord {
     pub version: RoomVersionId,
     pub extremities: Vec<OwnedEventId>,
     pub depth: u64,
-    /// Local users' membership changes are kept here too, for quick "is this a room" checks.
     #[serde(default)]
     pub created_ts: u64,
+    /// The state group of the current state: the resolved state after the extremities.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_group: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -65,6 +65,10 @@ pub const TREES: &[&str] = &[
     "erased_users",
     "directory",
     "server_keys",
+    "state_groups",
+    "outbox",
+    "inbound_txns",
+    "destinations",
     "test",
 ];
 
