@@ -194,7 +194,7 @@ async fn leave_all_rooms<'a>(
             json!({ "membership": "leave" }),
         ))
         .await?;
-        batch.extend(txn.finish()?);
+        batch.extend(txn.finish().await?);
         txns.push(txn);
     }
     Ok(txns)

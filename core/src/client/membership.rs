@@ -6,7 +6,7 @@ use ruma::api::client::membership::{
     join_room_by_id_or_alias, joined_members, joined_rooms, kick_user, leave_room, unban_user,
 };
 use ruma::events::room::member::MembershipState;
-use ruma::{OwnedRoomId, OwnedUserId, RoomId, RoomOrAliasId, UserId};
+use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomOrAliasId, UserId};
 use serde_json::{Value, json};
 
 use super::{directory, raw, tokens};
@@ -69,15 +69,13 @@ pub async fn join(
     user: &UserId,
     room: &RoomId,
     reason: Option<&str>,
+    via: &[OwnedServerName],
 ) -> Result<OwnedRoomId> {
+    if crate::db::rooms::room_record(hs, room).await?.is_none() {
+        return join_remote(hs, user, room, reason, via).await;
+    }
     let _lock = hs.write_lock().await;
-    let mut txn = RoomTxn::open(hs, room).await.map_err(|e| {
-        if e.errcode == "M_NOT_FOUND" {
-            MatrixError::not_found("no known servers: this server does not know that room")
-        } else {
-            e
-        }
-    })?;
+    let mut txn = RoomTxn::open(hs, room).await?;
     if txn.membership(user).await? == Some(MembershipState::Join) {
         // Already joined: the spec makes join idempotent.
         return Ok(room.to_owned());
@@ -98,12 +96,59 @@ pub async fn join(
     Ok(room.to_owned())
 }
 
+/// Joins a room this server is not in, through `via`, the server that invited the user, or
+/// the server named in the room id.
+async fn join_remote(
+    hs: &Homeserver,
+    user: &UserId,
+    room: &RoomId,
+    reason: Option<&str>,
+    via: &[OwnedServerName],
+) -> Result<OwnedRoomId> {
+    let mut servers: Vec<OwnedServerName> = via.to_vec();
+    if let Some(rec) = crate::db::rooms::membership_record(hs, room, user)
+        .await?
+        .or(invite_record(hs, user, room).await?)
+        && let Some(invite) = crate::db::rooms::get_pdu(hs, rec.event_id.as_str()).await?
+    {
+        if let Some(v) = &invite.meta.invite_via {
+            servers.push(v.clone());
+        }
+        servers.push(invite.sender.server_name().to_owned());
+    }
+    if let Some(s) = room.server_name() {
+        servers.push(s.to_owned());
+    }
+    let mut seen = std::collections::HashSet::new();
+    servers.retain(|s| seen.insert(s.clone()));
+    if servers.iter().all(|s| s == hs.server_name()) {
+        return Err(MatrixError::not_found(
+            "no known servers: this server does not know that room",
+        ));
+    }
+    let content = member_content(hs, user, "join", reason).await?;
+    crate::federation::remote_membership::join(hs, user, room, &servers, content).await
+}
+
+/// The user's record in `memberships` for a room this server may not be in.
+async fn invite_record(
+    hs: &Homeserver,
+    user: &UserId,
+    room: &RoomId,
+) -> Result<Option<crate::db::rooms::MembershipRecord>> {
+    Ok(crate::db::rooms::membership_records_for_user(hs, user)
+        .await?
+        .into_iter()
+        .find(|(r, _)| r == room)
+        .map(|(_, rec)| rec))
+}
+
 async fn join_by_id(
     hs: &Homeserver,
     ctx: Ctx,
     req: join_room_by_id::v3::Request,
 ) -> Result<join_room_by_id::v3::Response> {
-    let room = join(hs, ctx.user_id()?, &req.room_id, req.reason.as_deref()).await?;
+    let room = join(hs, ctx.user_id()?, &req.room_id, req.reason.as_deref(), &[]).await?;
     Ok(join_room_by_id::v3::Response::new(room))
 }
 
@@ -112,9 +157,31 @@ async fn join_by_id_or_alias(
     ctx: Ctx,
     req: join_room_by_id_or_alias::v3::Request,
 ) -> Result<join_room_by_id_or_alias::v3::Response> {
-    let room_id = resolve_room(hs, &req.room_id_or_alias).await?;
-    let room = join(hs, ctx.user_id()?, &room_id, req.reason.as_deref()).await?;
+    let (room_id, mut via) = resolve_room_and_servers(hs, &req.room_id_or_alias).await?;
+    via.splice(0..0, req.via.iter().cloned());
+    let room = join(hs, ctx.user_id()?, &room_id, req.reason.as_deref(), &via).await?;
     Ok(join_room_by_id_or_alias::v3::Response::new(room))
+}
+
+/// A room id or alias as a room id, with the servers an alias's directory named.
+pub async fn resolve_room_and_servers(
+    hs: &Homeserver,
+    id: &RoomOrAliasId,
+) -> Result<(OwnedRoomId, Vec<OwnedServerName>)> {
+    if let Ok(alias) = ruma::OwnedRoomAliasId::try_from(id.as_str())
+        && alias.server_name() != hs.server_name()
+    {
+        let answer = crate::federation::client::query_directory(hs, &alias)
+            .await
+            .map_err(|e| match e {
+                crate::federation::client::FederationError::Remote { status: 404, .. } => {
+                    MatrixError::not_found(format!("room alias {alias} not found"))
+                }
+                other => other.to_client_error(),
+            })?;
+        return Ok((answer.room_id, answer.servers));
+    }
+    Ok((resolve_room(hs, id).await?, Vec::new()))
 }
 
 pub async fn resolve_room(hs: &Homeserver, id: &RoomOrAliasId) -> Result<OwnedRoomId> {
@@ -139,15 +206,33 @@ async fn change_other(
     membership: &str,
     reason: Option<&str>,
 ) -> Result<()> {
+    if membership == "invite" && target.server_name() != hs.server_name() {
+        {
+            let _lock = hs.write_lock().await;
+            let txn = RoomTxn::open(hs, room).await?;
+            match txn.membership(target).await? {
+                Some(MembershipState::Join) => {
+                    return Err(MatrixError::forbidden(format!(
+                        "{target} is already in the room"
+                    )));
+                }
+                Some(MembershipState::Ban) => {
+                    return Err(MatrixError::forbidden(format!(
+                        "{target} is banned from the room"
+                    )));
+                }
+                Some(MembershipState::Invite) => return Ok(()),
+                _ => {}
+            }
+        }
+        let content = bare_content("invite", reason);
+        return crate::federation::remote_membership::invite(hs, sender, room, target, content)
+            .await;
+    }
     let _lock = hs.write_lock().await;
     let mut txn = RoomTxn::open(hs, room).await?;
     let content = match membership {
         "invite" => {
-            if target.server_name() != hs.server_name() {
-                return Err(MatrixError::forbidden(
-                    "inviting users of other servers needs federation, which is not available",
-                ));
-            }
             match users::get_user(hs, target).await? {
                 None => {
                     return Err(MatrixError::not_found(format!(
@@ -294,6 +379,30 @@ async fn leave(
     req: leave_room::v3::Request,
 ) -> Result<leave_room::v3::Response> {
     let user = ctx.user_id()?;
+    if crate::db::rooms::room_record(hs, &req.room_id)
+        .await?
+        .is_none()
+    {
+        // Not in the room: an invite (or knock) from another server is rejected there.
+        let Some(rec) = invite_record(hs, user, &req.room_id).await? else {
+            return Err(MatrixError::forbidden("you are not in this room"));
+        };
+        if rec.membership == MembershipState::Leave {
+            return Ok(leave_room::v3::Response::new());
+        }
+        let invite = crate::db::rooms::get_pdu(hs, rec.event_id.as_str())
+            .await?
+            .ok_or_else(|| MatrixError::forbidden("you are not in this room"))?;
+        crate::federation::remote_membership::reject_invite(
+            hs,
+            user,
+            &req.room_id,
+            &invite,
+            req.reason.as_deref(),
+        )
+        .await?;
+        return Ok(leave_room::v3::Response::new());
+    }
     let _lock = hs.write_lock().await;
     let mut txn = RoomTxn::open(hs, &req.room_id).await?;
     match txn.membership(user).await? {

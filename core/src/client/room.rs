@@ -121,9 +121,8 @@ async fn create(
     };
     for invitee in &req.invite {
         if invitee.server_name() != hs.server_name() {
-            return Err(MatrixError::forbidden(
-                "inviting users of other servers needs federation, which is not available",
-            ));
+            // Checked by their server when the invite is sent, after the room exists.
+            continue;
         }
         if crate::db::users::get_user(hs, invitee).await?.is_none() {
             return Err(MatrixError::not_found(format!(
@@ -249,8 +248,12 @@ async fn create(
         .await?;
     }
 
-    // 8. Invites.
-    for invitee in &req.invite {
+    // 8. Invites (users of other servers are invited once the room exists).
+    for invitee in req
+        .invite
+        .iter()
+        .filter(|u| u.server_name() == hs.server_name())
+    {
         let mut content = member_content(hs, invitee, "invite", None).await?;
         if req.is_direct {
             content["is_direct"] = json!(true);
@@ -271,6 +274,25 @@ async fn create(
         directory::set_published(&mut txn.batch, &room_id, true);
     }
     txn.commit().await?;
+    drop(_lock);
+    for invitee in req
+        .invite
+        .iter()
+        .filter(|u| u.server_name() != hs.server_name())
+    {
+        let mut content = serde_json::json!({ "membership": "invite" });
+        if req.is_direct {
+            content["is_direct"] = json!(true);
+        }
+        // The room exists either way: a refused remote invite is logged, not an error of
+        // the room's creation (Synapse does the same).
+        if let Err(e) =
+            crate::federation::remote_membership::invite(hs, &user, &room_id, invitee, content)
+                .await
+        {
+            tracing::info!(room = %room_id, %invitee, error = %e, "remote invite failed");
+        }
+    }
     tracing::debug!(room = %room_id, %user, "room created");
     Ok(create_room::v3::Response::new(room_id))
 }
@@ -433,7 +455,7 @@ async fn upgrade(
         .await?;
     }
     // One write for both rooms.
-    let old_batch = old.finish()?;
+    let old_batch = old.finish().await?;
     txn.batch.extend(old_batch);
     txn.commit().await?;
     old.publish();

@@ -483,6 +483,23 @@ async fn invited_room(
     rec: &MembershipRecord,
 ) -> Result<InvitedRoom> {
     let mut events = Vec::new();
+    let invite = rooms::get_pdu(hs, rec.event_id.as_str()).await?;
+    if let Some(invite) = &invite
+        && let Some(state) = &invite.meta.invite_state
+    {
+        // An invite from another server to a room this server is not in: the state its
+        // server sent along, then the invite itself.
+        for v in state {
+            events.push(raw(v)?);
+        }
+        let mut v = invite.to_stripped();
+        v["event_id"] = serde_json::json!(invite.event_id);
+        v["origin_server_ts"] = serde_json::json!(invite.origin_server_ts);
+        events.push(raw(&v)?);
+        let mut r = InvitedRoom::new();
+        r.invite_state.events = events;
+        return Ok(r);
+    }
     for t in STRIPPED_STATE_TYPES {
         if let Some(p) = rooms::state_event(hs, room, t, "").await? {
             events.push(raw(&p.to_stripped())?);

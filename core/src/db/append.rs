@@ -107,6 +107,11 @@ pub struct RoomTxn<'a> {
     pending_members: HashMap<OwnedUserId, MembershipState>,
     pub batch: Batch,
     pub appended: Vec<Rc<Pdu>>,
+    /// Set when this server's new events must not be queued for other servers (a join
+    /// through `send_join`: the resident server forwards it).
+    pub skip_outbound: bool,
+    /// Destinations queued by this transaction, to wake the sender for once it is durable.
+    outbound: Vec<ruma::OwnedServerName>,
 }
 
 impl<'a> RoomTxn<'a> {
@@ -129,6 +134,8 @@ impl<'a> RoomTxn<'a> {
             pending_members: HashMap::new(),
             batch: Batch::new(),
             appended: Vec::new(),
+            skip_outbound: false,
+            outbound: Vec::new(),
         })
     }
 
@@ -157,6 +164,8 @@ impl<'a> RoomTxn<'a> {
             pending_members: HashMap::new(),
             batch: Batch::new(),
             appended: Vec::new(),
+            skip_outbound: false,
+            outbound: Vec::new(),
         })
     }
 
@@ -206,31 +215,11 @@ impl<'a> RoomTxn<'a> {
         ))
     }
 
-    /// Builds, signs and auth-checks an event, then adds it to the batch and the working state.
-    pub async fn append(&mut self, ev: NewEvent) -> Result<Rc<Pdu>> {
+    /// The unsigned PDU for `ev` on top of the current extremities, with the auth events the
+    /// rules ask for from the working state (loaded, for the synchronous auth checks), how
+    /// many extremities it leaves out, and its depth.
+    async fn prepare(&self, ev: &NewEvent) -> Result<Prepared> {
         let hs = self.hs;
-        crate::limits::event_type(&ev.event_type)?;
-        if let Some(sk) = &ev.state_key {
-            crate::limits::state_key(sk)?;
-        }
-        if ev.sender.server_name() == hs.server_name()
-            && crate::client::moderation::flags(hs, &ev.sender).await?.1
-        {
-            // A suspended account may still leave rooms and redact its own events.
-            let leaving = ev.event_type == "m.room.member"
-                && ev.state_key.as_deref() == Some(ev.sender.as_str())
-                && ev.content.get("membership").and_then(Value::as_str) == Some("leave");
-            let own_redaction = match &ev.redacts {
-                Some(target) => self
-                    .fetch(target)
-                    .await?
-                    .is_some_and(|p| p.sender == ev.sender),
-                None => false,
-            };
-            if !leaving && !own_redaction {
-                return Err(crate::client::moderation::suspended_error());
-            }
-        }
         let raw_content = serde_json::value::to_raw_value(&ev.content)?;
         let kind = ruma::events::TimelineEventType::from(ev.event_type.as_str());
         let auth_types = auth_types_for_event(
@@ -294,6 +283,47 @@ impl<'a> RoomTxn<'a> {
                 }
             }
         }
+        Ok((pdu_json, auth_state, skip, depth))
+    }
+
+    /// The event a remote user would make joining, leaving or knocking (`make_join` and
+    /// friends): the unsigned PDU, checked against the current state so that a request the
+    /// rules would refuse is refused now.
+    pub async fn template(&self, ev: &NewEvent) -> Result<Value> {
+        let (pdu_json, auth_state, _, _) = self.prepare(ev).await?;
+        let placeholder = OwnedEventId::try_from("$template:hearth.invalid")
+            .map_err(|e| MatrixError::unknown(e.to_string()))?;
+        let pdu = Pdu::from_parts(placeholder, pdu_json.clone(), EventMeta::default())?;
+        check_auth(&self.rules, &pdu, &auth_state)?;
+        Ok(pdu_json)
+    }
+
+    /// Builds, signs and auth-checks an event, then adds it to the batch and the working state.
+    pub async fn append(&mut self, ev: NewEvent) -> Result<Rc<Pdu>> {
+        let hs = self.hs;
+        crate::limits::event_type(&ev.event_type)?;
+        if let Some(sk) = &ev.state_key {
+            crate::limits::state_key(sk)?;
+        }
+        if ev.sender.server_name() == hs.server_name()
+            && crate::client::moderation::flags(hs, &ev.sender).await?.1
+        {
+            // A suspended account may still leave rooms and redact its own events.
+            let leaving = ev.event_type == "m.room.member"
+                && ev.state_key.as_deref() == Some(ev.sender.as_str())
+                && ev.content.get("membership").and_then(Value::as_str) == Some("leave");
+            let own_redaction = match &ev.redacts {
+                Some(target) => self
+                    .fetch(target)
+                    .await?
+                    .is_some_and(|p| p.sender == ev.sender),
+                None => false,
+            };
+            if !leaving && !own_redaction {
+                return Err(crate::client::moderation::suspended_error());
+            }
+        }
+        let (pdu_json, auth_state, skip, depth) = self.prepare(&ev).await?;
         let CanonicalJsonValue::Object(mut object) =
             ruma::canonical_json::to_canonical_value(&pdu_json).map_err(|e| {
                 MatrixError::bad_json(format!("event is not valid canonical JSON: {e}"))
@@ -336,24 +366,7 @@ impl<'a> RoomTxn<'a> {
         }
         let mut pdu = Pdu::from_parts(event_id.clone(), serde_json::to_value(&object)?, meta)?;
 
-        // Authorization, in the order ruma-state-res documents: state-independent rules
-        // against the auth events, then the state-dependent rules against the current state.
-        let by_id: HashMap<OwnedEventId, Rc<Pdu>> = auth_state
-            .values()
-            .map(|p| (p.event_id.clone(), p.clone()))
-            .collect();
-        check_state_independent_auth_rules(&self.rules.authorization, &pdu, |id| {
-            by_id.get(id).map(|p| &**p)
-        })
-        .map_err(|e| MatrixError::forbidden(format!("event not allowed: {e}")))?;
-        check_state_dependent_auth_rules(
-            &self.rules.authorization,
-            &pdu,
-            |t: &StateEventType, k: &str| {
-                auth_state.get(&(t.to_string(), k.to_owned())).map(|p| &**p)
-            },
-        )
-        .map_err(|e| MatrixError::forbidden(format!("event not allowed: {e}")))?;
+        check_auth(&self.rules, &pdu, &auth_state)?;
 
         // Append.
         let pos = hs.alloc_pos();
@@ -609,19 +622,69 @@ impl<'a> RoomTxn<'a> {
         Ok(())
     }
 
+    /// Queues this server's new events for every other server in the room, and for the
+    /// server of a user whose membership they change (a kicked or invited user's server must
+    /// learn of it too).
+    async fn queue_outbound(&mut self) -> Result<()> {
+        let hs = self.hs;
+        if self.skip_outbound {
+            return Ok(());
+        }
+        let local: Vec<OwnedEventId> = self
+            .appended
+            .iter()
+            .filter(|p| p.sender.server_name() == hs.server_name())
+            .map(|p| p.event_id.clone())
+            .collect();
+        if local.is_empty() {
+            return Ok(());
+        }
+        let mut dests: std::collections::BTreeSet<ruma::OwnedServerName> = self
+            .joined_members()
+            .await?
+            .iter()
+            .map(|u| u.server_name().to_owned())
+            .collect();
+        for p in &self.appended {
+            if p.event_type == "m.room.member"
+                && let Some(target) = p
+                    .state_key
+                    .as_deref()
+                    .and_then(|s| <&UserId>::try_from(s).ok())
+            {
+                dests.insert(target.server_name().to_owned());
+            }
+        }
+        dests.remove(hs.server_name());
+        if dests.is_empty() {
+            return Ok(());
+        }
+        for id in local {
+            let queued = crate::federation::outbox::enqueue(
+                hs,
+                &mut self.batch,
+                dests.iter().map(|d| &**d),
+                &crate::federation::outbox::Item::Pdu(id),
+            )?;
+            self.outbound.extend(queued);
+        }
+        Ok(())
+    }
+
     /// Makes everything durable in one write and publishes the new state to the caches.
     pub async fn commit(mut self) -> Result<Vec<Rc<Pdu>>> {
         if self.appended.is_empty() && self.batch.ops.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = self.finish()?;
+        let batch = self.finish().await?;
         self.hs.commit(batch).await?;
         Ok(self.publish())
     }
 
     /// Takes the batch (with the room record) out, for a caller that writes several rooms in
     /// one commit. Call [`RoomTxn::publish`] after the write succeeded.
-    pub fn finish(&mut self) -> Result<Batch> {
+    pub async fn finish(&mut self) -> Result<Batch> {
+        self.queue_outbound().await?;
         let mut batch = std::mem::take(&mut self.batch);
         if !self.appended.is_empty() || !batch.ops.is_empty() {
             batch.put("rooms", self.room_id.as_bytes(), to_json(&self.record)?);
@@ -633,6 +696,9 @@ impl<'a> RoomTxn<'a> {
     pub fn publish(self) -> Vec<Rc<Pdu>> {
         let hs = self.hs;
         self.groups.publish(hs);
+        if !self.outbound.is_empty() {
+            crate::federation::outbox::queued(hs, self.outbound.iter().cloned());
+        }
         for p in self.pending.values() {
             hs.caches.put_pdu(p.clone());
         }
@@ -646,6 +712,28 @@ impl<'a> RoomTxn<'a> {
         );
         self.appended
     }
+}
+
+type Prepared = (Value, HashMap<StateKey, Rc<Pdu>>, usize, u64);
+
+/// Authorization, in the order ruma-state-res documents: state-independent rules against the
+/// auth events, then the state-dependent rules against the state the auth events come from.
+fn check_auth(
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    auth_state: &HashMap<StateKey, Rc<Pdu>>,
+) -> Result<()> {
+    let by_id: HashMap<&OwnedEventId, &Pdu> =
+        auth_state.values().map(|p| (&p.event_id, &**p)).collect();
+    check_state_independent_auth_rules(&rules.authorization, pdu, |id| {
+        by_id.get(&id.to_owned()).copied()
+    })
+    .map_err(|e| MatrixError::forbidden(format!("event not allowed: {e}")))?;
+    check_state_dependent_auth_rules(&rules.authorization, pdu, |t: &StateEventType, k: &str| {
+        auth_state.get(&(t.to_string(), k.to_owned())).map(|p| &**p)
+    })
+    .map_err(|e| MatrixError::forbidden(format!("event not allowed: {e}")))?;
+    Ok(())
 }
 
 fn canonical_to_value(object: &CanonicalJsonObject) -> Result<Value> {

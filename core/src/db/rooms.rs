@@ -61,6 +61,12 @@ pub struct EventMeta {
     /// state: stored, never shown to clients, never built upon.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub soft_failed: bool,
+    /// For an invite to a room this server is not in: the stripped state the inviting server
+    /// sent, and that server (to join or reject through).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_state: Option<Vec<Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_via: Option<ruma::OwnedServerName>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -54,7 +54,9 @@ pub enum FederationError {
 
 impl FederationError {
     /// The answer a client of this server gets when a request it caused failed: the remote
-    /// server's own 4xx error as it was, anything else `502` (the remote side failed, not the
+    /// server's own 4xx error as it was; `504` when it did not answer in time; `403` when this
+    /// server does not federate at all (a policy, as Synapse answers for a destination outside
+    /// its federation whitelist); anything else `502` (the remote side failed, not the
     /// client).
     pub fn to_client_error(&self) -> MatrixError {
         match self {
@@ -67,6 +69,14 @@ impl FederationError {
                 let code =
                     http::StatusCode::from_u16(*status).unwrap_or(http::StatusCode::BAD_GATEWAY);
                 MatrixError::new(code, known_errcode(errcode), error.clone())
+            }
+            Self::Transport(TransportError::Timeout { .. }) => MatrixError::new(
+                http::StatusCode::GATEWAY_TIMEOUT,
+                "M_UNKNOWN",
+                self.to_string(),
+            ),
+            Self::Transport(TransportError::Disabled { .. }) => {
+                MatrixError::forbidden(self.to_string())
             }
             other => MatrixError::new(
                 http::StatusCode::BAD_GATEWAY,

@@ -12,10 +12,16 @@
 pub mod auth;
 pub mod client;
 pub mod devices;
+pub mod edus;
+pub mod events;
 pub mod key_server;
+pub mod membership;
 pub mod openid;
+pub mod outbox;
 pub mod public_rooms;
 pub mod query;
+pub mod receive;
+pub mod remote_membership;
 pub mod server_keys;
 pub mod transport;
 pub mod user_keys;
@@ -27,6 +33,7 @@ use crate::router::Router;
 #[derive(Default)]
 pub struct State {
     pub keys: server_keys::KeyCache,
+    pub outbox: outbox::Outbox,
 }
 
 pub fn register_routes(r: &mut Router) {
@@ -37,4 +44,7 @@ pub fn register_routes(r: &mut Router) {
     user_keys::routes(r);
     openid::routes(r);
     public_rooms::routes(r);
+    events::routes(r);
+    membership::routes(r);
+    receive::routes(r);
 }

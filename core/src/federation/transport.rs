@@ -25,6 +25,9 @@ pub enum TransportError {
     /// No answer in time (raised by the caller's timeout, or by a transport with its own).
     #[error("{server} did not answer in time")]
     Timeout { server: String },
+    /// This server does not talk to other servers at all (no transport was given to it).
+    #[error("this server does not federate, so it cannot reach {server}")]
+    Disabled { server: String },
 }
 
 impl TransportError {
@@ -71,9 +74,8 @@ impl Transport for Offline {
         destination: &'a ServerName,
         _request: Request<Vec<u8>>,
     ) -> LocalBoxFuture<'a, Result<Response<Vec<u8>>, TransportError>> {
-        Box::pin(std::future::ready(Err(TransportError::unreachable(
-            destination,
-            "this server has no federation transport",
-        ))))
+        Box::pin(std::future::ready(Err(TransportError::Disabled {
+            server: destination.to_string(),
+        })))
     }
 }

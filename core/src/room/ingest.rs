@@ -164,21 +164,8 @@ pub async fn accept(
     if !missing.is_empty() {
         return Err(Refusal::Missing(missing).into());
     }
+    check_auth_events(&txn.rules, &pdu, &auth)?;
     let rules = txn.rules.clone();
-    if let Err(e) = check_state_independent_auth_rules(&rules.authorization, &pdu, |id| {
-        auth.get(id).map(|p| &**p)
-    }) {
-        return Err(Refusal::AuthEvents(e.to_string()).into());
-    }
-    let auth_state: HashMap<StateKey, Rc<Pdu>> = auth
-        .values()
-        .filter_map(|p| Some(((p.event_type.clone(), p.state_key.clone()?), p.clone())))
-        .collect();
-    if let Err(e) = check_state_dependent_auth_rules(&rules.authorization, &pdu, |t, k| {
-        auth_state.get(&(t.to_string(), k.to_owned())).map(|p| &**p)
-    }) {
-        return Err(Refusal::AuthEvents(e.to_string()).into());
-    }
 
     // 5. Auth against the state before the event, resolved from its parents.
     let (before_group, before) = graph::state_before(txn, &prevs).await?;
@@ -247,6 +234,60 @@ pub async fn accept(
     let pdu = txn.index_and_effects(pdu).await?;
     update_current_state(txn, &pdu).await?;
     Ok(Accepted::Timeline)
+}
+
+/// Step 4: the auth rules against the event's own auth events.
+fn check_auth_events(
+    rules: &RoomVersionRules,
+    pdu: &Pdu,
+    auth: &HashMap<OwnedEventId, Rc<Pdu>>,
+) -> std::result::Result<(), Refusal> {
+    check_state_independent_auth_rules(&rules.authorization, pdu, |id| auth.get(id).map(|p| &**p))
+        .map_err(|e| Refusal::AuthEvents(e.to_string()))?;
+    let auth_state: HashMap<StateKey, Rc<Pdu>> = auth
+        .values()
+        .filter_map(|p| Some(((p.event_type.clone(), p.state_key.clone()?), p.clone())))
+        .collect();
+    check_state_dependent_auth_rules(&rules.authorization, pdu, |t, k| {
+        auth_state.get(&(t.to_string(), k.to_owned())).map(|p| &**p)
+    })
+    .map_err(|e| Refusal::AuthEvents(e.to_string()))
+}
+
+/// Steps 4 and 5 for an event whose state before it was handed over rather than derived
+/// from its parents (the join this server makes through `send_join`).
+pub async fn check_against(
+    txn: &RoomTxn<'_>,
+    pdu: &Pdu,
+    state: &StateMap,
+) -> std::result::Result<(), AcceptError> {
+    let mut auth: HashMap<OwnedEventId, Rc<Pdu>> = HashMap::new();
+    for id in &pdu.auth_events {
+        match txn.fetch(id).await? {
+            Some(p) => {
+                auth.insert(id.clone(), p);
+            }
+            None => return Err(Refusal::Missing(vec![id.clone()]).into()),
+        }
+    }
+    check_auth_events(&txn.rules, pdu, &auth)?;
+    let events = load_auth_state(txn, pdu, state).await?;
+    check_state_dependent_auth_rules(&txn.rules.authorization, pdu, |t, k| {
+        events.get(&(t.to_string(), k.to_owned())).map(|p| &**p)
+    })
+    .map_err(|e| Refusal::StateBefore(e.to_string()))?;
+    Ok(())
+}
+
+/// The id of a PDU given as JSON, by its room version's reference hash.
+pub fn event_id_of(value: &serde_json::Value, rules: &RoomVersionRules) -> Option<OwnedEventId> {
+    let CanonicalJsonValue::Object(object) =
+        ruma::canonical_json::to_canonical_value(value).ok()?
+    else {
+        return None;
+    };
+    let hash = reference_hash(&object, rules).ok()?;
+    OwnedEventId::try_from(format!("${hash}")).ok()
 }
 
 /// The events of `state` that the auth rules consult for `pdu`.

@@ -8,6 +8,7 @@ mod endpoints;
 mod identity;
 mod network;
 mod outbound;
+mod rooms;
 mod server_keys;
 #[cfg(not(target_arch = "wasm32"))]
 mod spec_schemas;

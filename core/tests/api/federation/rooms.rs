@@ -1,0 +1,246 @@
+//! Rooms across servers on the in-process network: invite, join, messages both ways, leave,
+//! ban, forged PDUs, and a server that was unreachable catching up from the queue.
+
+use hearth_core::Homeserver;
+use hearth_core::federation::outbox;
+use hearth_core::testing::network::Network;
+use hearth_core::testing::{TestClient, enc};
+use serde_json::{Value, json};
+
+/// Sends everything queued on every server until the network is quiet.
+async fn settle(servers: &[&Homeserver]) {
+    for _ in 0..10 {
+        let mut sent = 0;
+        for s in servers {
+            sent += outbox::flush(s).await.unwrap();
+        }
+        if sent == 0 {
+            return;
+        }
+    }
+}
+
+async fn create_room(c: &TestClient, body: Value) -> String {
+    c.post("/_matrix/client/v3/createRoom", body)
+        .await
+        .assert_ok()["room_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn say(c: &TestClient, room: &str, text: &str) -> String {
+    c.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/send/m.room.message/{}",
+            enc(room),
+            enc(text)
+        ),
+        json!({ "msgtype": "m.text", "body": text }),
+    )
+    .await
+    .assert_ok()["event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// The bodies of the room's messages as `c` sees them, oldest first.
+async fn bodies(c: &TestClient, room: &str) -> Vec<String> {
+    let v = c
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=50",
+            enc(room)
+        ))
+        .await;
+    let v = v.assert_ok();
+    let mut out: Vec<String> = v["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.room.message")
+        .filter_map(|e| e["content"]["body"].as_str().map(str::to_owned))
+        .collect();
+    out.reverse();
+    out
+}
+
+async fn members(c: &TestClient, room: &str) -> Vec<(String, String)> {
+    let v = c
+        .get(&format!("/_matrix/client/v3/rooms/{}/members", enc(room)))
+        .await;
+    let mut out: Vec<(String, String)> = v.assert_ok()["chunk"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["state_key"].as_str().unwrap().to_owned(),
+                e["content"]["membership"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn invite_join_talk_leave_and_ban_across_servers() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+
+    let room = create_room(
+        &alice,
+        json!({ "preset": "private_chat", "name": "across" }),
+    )
+    .await;
+    alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+            json!({ "user_id": bob.user_id }),
+        )
+        .await
+        .assert_ok();
+
+    // Bob sees the invite with the room's name before his server is in the room.
+    let sync = bob.get("/_matrix/client/v3/sync").await;
+    let invite = &sync.assert_ok()["rooms"]["invite"][&room]["invite_state"]["events"];
+    let names: Vec<&Value> = invite
+        .as_array()
+        .expect("an invite in bob's sync")
+        .iter()
+        .filter(|e| e["type"] == "m.room.name")
+        .collect();
+    assert_eq!(names[0]["content"]["name"], "across");
+
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    let both = vec![
+        (alice.user_id.clone(), "join".to_owned()),
+        (bob.user_id.clone(), "join".to_owned()),
+    ];
+    assert_eq!(members(&alice, &room).await, both);
+    assert_eq!(members(&bob, &room).await, both);
+
+    say(&alice, &room, "hello from a").await;
+    settle(&[&a, &b]).await;
+    say(&bob, &room, "hello from b").await;
+    settle(&[&a, &b]).await;
+    let expected = vec!["hello from a".to_owned(), "hello from b".to_owned()];
+    assert_eq!(bodies(&alice, &room).await, expected);
+    assert_eq!(bodies(&bob, &room).await, expected);
+
+    // Bob leaves; alice bans him afterwards; both servers agree.
+    bob.post(
+        &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    assert_eq!(
+        members(&alice, &room).await[1],
+        (bob.user_id.clone(), "leave".to_owned())
+    );
+    alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/ban", enc(&room)),
+            json!({ "user_id": bob.user_id, "reason": "bye" }),
+        )
+        .await
+        .assert_ok();
+    settle(&[&a, &b]).await;
+    let ban = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.member/{}",
+            enc(&room),
+            enc(&bob.user_id)
+        ))
+        .await;
+    assert_eq!(ban.assert_ok()["membership"], "ban");
+    let rejoin = bob
+        .post(
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            json!({}),
+        )
+        .await;
+    rejoin.assert_error(403, "M_FORBIDDEN");
+}
+
+#[tokio::test]
+async fn a_server_that_was_unreachable_catches_up_from_the_queue() {
+    let net = Network::new();
+    let (a, world_a) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+
+    net.partition(a.server_name(), b.server_name());
+    for i in 0..5 {
+        say(&alice, &room, &format!("while apart {i}")).await;
+    }
+    assert_eq!(outbox::flush(&a).await.unwrap(), 0);
+    assert_eq!(bodies(&bob, &room).await.len(), 0);
+    let backing_off = outbox::backoffs(&a);
+    assert_eq!(backing_off.len(), 1, "b is backing off: {backing_off:?}");
+
+    net.heal(a.server_name(), b.server_name());
+    // Not before the backoff is over.
+    assert_eq!(outbox::flush(&a).await.unwrap(), 0);
+    world_a.advance(outbox::MAX_BACKOFF_MS);
+    settle(&[&a, &b]).await;
+    let got = bodies(&bob, &room).await;
+    assert_eq!(got.len(), 5, "bob got {got:?}");
+    // The partition swallowed the attempts; the five came in one transaction after it.
+    assert_eq!(
+        net.count(b.server_name(), "/_matrix/federation/v1/send/"),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_forged_pdu_is_refused_and_the_rest_of_the_transaction_is_kept() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+
+    // Alice's next message, tampered with on the way: the signature no longer matches.
+    let id = say(&alice, &room, "genuine").await;
+    let pdu = hearth_core::db::rooms::get_pdu(&a, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut forged = pdu.json.clone();
+    forged["content"]["body"] = json!("forged");
+    forged["origin_server_ts"] = json!(1);
+    let outcome = hearth_core::federation::receive::receive_pdu(&b, a.server_name(), &forged).await;
+    assert!(outcome.is_err(), "the forged PDU was accepted: {outcome:?}");
+    settle(&[&a, &b]).await;
+    assert_eq!(bodies(&bob, &room).await, vec!["genuine".to_owned()]);
+}
