@@ -246,6 +246,8 @@ async fn run(args: Args) -> Result<(), HostError> {
     }
     if let (Some(listener), Some(acceptor)) = (federation, acceptor) {
         tokio::task::spawn_local(serve_federation(hs.clone(), listener, acceptor));
+        // The outbound queue: transactions to other servers, retried until they answer.
+        tokio::task::spawn_local(hearth_core::federation::outbox::run(hs.clone()));
     }
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);

@@ -316,3 +316,92 @@ fn two_named_testhosts_federate_over_https() {
         times[times.len() - 1]
     );
 }
+
+/// Long-polls `/sync` from `since` until an event with `body` appears in `room`; the new
+/// `since`.
+fn wait_for_body(h: &Host, token: &str, room: &str, since: &str, body: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut since = since.to_owned();
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "{body:?} never arrived in {room}"
+        );
+        let path = if since.is_empty() {
+            "/_matrix/client/v3/sync?timeout=0".to_owned()
+        } else {
+            format!("/_matrix/client/v3/sync?timeout=10000&since={since}")
+        };
+        let r = client(h, "GET", &path, Some(token), None);
+        assert_eq!(r.status, 200, "{}", r.body);
+        since = r.body["next_batch"]
+            .as_str()
+            .expect("next_batch")
+            .to_owned();
+        let found = r.body["rooms"]["join"][room]["timeline"]["events"]
+            .as_array()
+            .is_some_and(|evs| evs.iter().any(|e| e["content"]["body"] == body));
+        if found {
+            return since;
+        }
+    }
+}
+
+#[test]
+fn a_room_spans_two_testhosts_over_https() {
+    let a = Host::start();
+    let b = Host::start();
+    let (alice_token, _alice) = register(&a, "alice");
+    let (bob_token, bob) = register(&b, "bob");
+
+    let r = client(
+        &a,
+        "POST",
+        "/_matrix/client/v3/createRoom",
+        Some(&alice_token),
+        Some(json!({ "preset": "private_chat", "invite": [bob] })),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let room = r.body["room_id"].as_str().expect("room id").to_owned();
+    let r = client(
+        &b,
+        "POST",
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        Some(&bob_token),
+        Some(json!({})),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let send = |h: &Host, token: &str, txn: &str, body: &str| {
+        let r = client(
+            h,
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+                enc(&room)
+            ),
+            Some(token),
+            Some(json!({ "msgtype": "m.text", "body": body })),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    send(&b, &bob_token, "b0", "from b");
+    wait_for_body(&a, &alice_token, &room, "", "from b");
+
+    // Delivery latency: a send on `a` until `b`'s long-polling `/sync` returns it.
+    let mut since = wait_for_body(&b, &bob_token, &room, "", "from b");
+    let mut times = Vec::new();
+    for i in 0..40 {
+        let body = format!("m{i}");
+        let start = Instant::now();
+        send(&a, &alice_token, &format!("a{i}"), &body);
+        since = wait_for_body(&b, &bob_token, &room, &since, &body);
+        times.push(start.elapsed());
+    }
+    times.sort();
+    println!(
+        "hearth→hearth delivery over loopback HTTPS (send → peer /sync): p50 {:?}, p99 {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
+}
