@@ -330,6 +330,12 @@ async fn send_batch(hs: &Homeserver, dest: &ServerName) -> Result<bool> {
     Ok(acknowledged)
 }
 
+/// Forgets every backoff in memory, so the next [`flush`] retries at once (a host whose
+/// network came back, and tests whose clocks do not run).
+pub fn forget_backoff(hs: &Homeserver) {
+    hs.federation.outbox.backoff.borrow_mut().clear();
+}
+
 /// Destinations that are backing off, and until when: for tests and status pages.
 pub fn backoffs(hs: &Homeserver) -> BTreeMap<OwnedServerName, Backoff> {
     hs.federation

@@ -244,3 +244,106 @@ async fn a_forged_pdu_is_refused_and_the_rest_of_the_transaction_is_kept() {
     settle(&[&a, &b]).await;
     assert_eq!(bodies(&bob, &room).await, vec!["genuine".to_owned()]);
 }
+
+async fn state_ids(c: &TestClient, room: &str) -> Vec<(String, String, String)> {
+    let v = c
+        .get(&format!("/_matrix/client/v3/rooms/{}/state", enc(room)))
+        .await;
+    let mut out: Vec<(String, String, String)> = v
+        .assert_ok()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["type"].as_str().unwrap().to_owned(),
+                e["state_key"].as_str().unwrap().to_owned(),
+                e["event_id"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+async fn put_state(c: &TestClient, room: &str, event_type: &str, content: Value) {
+    c.put(
+        &format!("/_matrix/client/v3/rooms/{}/state/{event_type}/", enc(room)),
+        content,
+    )
+    .await
+    .assert_ok();
+}
+
+#[tokio::test]
+async fn conflicting_changes_during_a_partition_converge_after_it() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    put_state(
+        &alice,
+        &room,
+        "m.room.power_levels",
+        json!({ "users": { alice.user_id.clone(): 100, bob.user_id.clone(): 50 } }),
+    )
+    .await;
+    settle(&[&a, &b]).await;
+    assert_eq!(state_ids(&alice, &room).await, state_ids(&bob, &room).await);
+
+    net.partition(a.server_name(), b.server_name());
+    // Each side changes the name; alice also takes bob's power away; bob, unaware, changes
+    // the topic and the name again.
+    put_state(&alice, &room, "m.room.name", json!({ "name": "alice's" })).await;
+    put_state(
+        &alice,
+        &room,
+        "m.room.power_levels",
+        json!({ "users": { alice.user_id.clone(): 100 } }),
+    )
+    .await;
+    put_state(&bob, &room, "m.room.name", json!({ "name": "bob's" })).await;
+    put_state(
+        &bob,
+        &room,
+        "m.room.topic",
+        json!({ "topic": "bob's topic" }),
+    )
+    .await;
+    settle(&[&a, &b]).await;
+    assert_ne!(state_ids(&alice, &room).await, state_ids(&bob, &room).await);
+
+    net.heal(a.server_name(), b.server_name());
+    // Retry at once instead of waiting out the backoff: the test's clocks do not run.
+    hearth_core::federation::outbox::forget_backoff(&a);
+    hearth_core::federation::outbox::forget_backoff(&b);
+    settle(&[&a, &b]).await;
+    // One more event on each side merges the branches there too.
+    say(&alice, &room, "after a").await;
+    say(&bob, &room, "after b").await;
+    settle(&[&a, &b]).await;
+
+    let on_a = state_ids(&alice, &room).await;
+    let on_b = state_ids(&bob, &room).await;
+    assert_eq!(
+        on_a, on_b,
+        "the servers disagree after the partition healed"
+    );
+    // Bob lost his power before his changes could count: alice's name stands.
+    let name = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/state/m.room.name/",
+            enc(&room)
+        ))
+        .await;
+    assert_eq!(name.assert_ok()["name"], "alice's");
+}
