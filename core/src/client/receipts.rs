@@ -226,6 +226,91 @@ async fn fully_read_pos(hs: &Homeserver, user: &UserId, room: &RoomId) -> Result
     Ok(get_pdu(hs, id).await?.map(|p| p.pos))
 }
 
+/// Tells the other servers in the room of a public read receipt (`m.receipt` EDU).
+async fn send_to_servers(
+    hs: &Homeserver,
+    user: &UserId,
+    room: &RoomId,
+    event: &EventId,
+    thread: Option<&str>,
+) -> Result<()> {
+    let servers = crate::federation::events::servers_in_room(hs, room).await?;
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let mut data = json!({ "ts": hs.now_ms() });
+    if let Some(t) = thread {
+        data["thread_id"] = json!(t);
+    }
+    let edu = json!({
+        "edu_type": "m.receipt",
+        "content": { room.as_str(): { "m.read": { user.as_str(): {
+            "event_ids": [event],
+            "data": data,
+        } } } },
+    });
+    crate::federation::outbox::send_edu(hs, servers.iter().map(|s| &**s), edu).await
+}
+
+/// Receipts from an `m.receipt` EDU: for users of `origin`, in rooms they are joined to, on
+/// events this server has.
+pub async fn receive_remote(
+    hs: &Homeserver,
+    origin: &ruma::ServerName,
+    content: &Value,
+) -> Result<()> {
+    let Some(rooms) = content.as_object() else {
+        return Ok(());
+    };
+    for (room, by_type) in rooms {
+        let Ok(room) = <&RoomId>::try_from(room.as_str()) else {
+            continue;
+        };
+        let Some(by_user) = by_type.get("m.read").and_then(Value::as_object) else {
+            continue;
+        };
+        for (user, receipt) in by_user {
+            let Ok(user) = <&UserId>::try_from(user.as_str()) else {
+                continue;
+            };
+            if user.server_name() != origin
+                || crate::db::rooms::membership(hs, room, user).await?
+                    != Some(MembershipState::Join)
+            {
+                continue;
+            }
+            let Some(event) = receipt
+                .get("event_ids")
+                .and_then(Value::as_array)
+                .and_then(|a| a.last())
+                .and_then(Value::as_str)
+                .and_then(|e| <&EventId>::try_from(e).ok())
+            else {
+                continue;
+            };
+            let thread = match receipt
+                .get("data")
+                .and_then(|d| d.get("thread_id"))
+                .and_then(Value::as_str)
+            {
+                Some("main") => ReceiptThread::Main,
+                Some(root) => match ruma::OwnedEventId::try_from(root) {
+                    Ok(root) => ReceiptThread::Thread(root),
+                    Err(_) => continue,
+                },
+                None => ReceiptThread::Unthreaded,
+            };
+            let Ok(planned) =
+                plan(hs, room, Marker::Receipt(ReceiptType::Read), event, thread).await
+            else {
+                continue;
+            };
+            apply(hs, user, room, vec![planned]).await?;
+        }
+    }
+    Ok(())
+}
+
 /// Moves every planned marker forward in one batch.
 async fn apply(hs: &Homeserver, user: &UserId, room: &RoomId, planned: Vec<Planned>) -> Result<()> {
     let _g = hs.write_lock().await;
@@ -293,8 +378,13 @@ async fn post_receipt(
         }
     };
     check_joined(hs, user, &req.room_id).await?;
+    let public = matches!(marker, Marker::Receipt(ReceiptType::Read));
+    let thread = req.thread.as_str().map(str::to_owned);
     let planned = plan(hs, &req.room_id, marker, &req.event_id, req.thread).await?;
     apply(hs, user, &req.room_id, vec![planned]).await?;
+    if public {
+        send_to_servers(hs, user, &req.room_id, &req.event_id, thread.as_deref()).await?;
+    }
     Ok(create_receipt::v3::Response::new())
 }
 

@@ -50,9 +50,28 @@ async fn send(
     e2ee::put_to_device_txn(&mut batch, sender, sender_device, req.txn_id.as_str());
 
     let mut queued = 0usize;
+    // Messages for users of other servers: one `m.direct_to_device` EDU per server, queued in
+    // this same batch (the message id makes a retried EDU deliver once there).
+    let mut remote: std::collections::BTreeMap<
+        ruma::OwnedServerName,
+        serde_json::Map<String, serde_json::Value>,
+    > = std::collections::BTreeMap::new();
     for (target, per_device) in &req.messages {
         if target.server_name() != hs.server_name() {
-            tracing::warn!(%target, "to-device message to a remote user dropped: no federation yet");
+            let mut devices = serde_json::Map::new();
+            for (which, content) in per_device {
+                let key = match which {
+                    DeviceIdOrAllDevices::AllDevices => "*".to_owned(),
+                    DeviceIdOrAllDevices::DeviceId(d) => d.to_string(),
+                };
+                let value: serde_json::Value = serde_json::from_str(content.json().get())
+                    .map_err(|e| MatrixError::bad_json(e.to_string()))?;
+                devices.insert(key, value);
+            }
+            remote
+                .entry(target.server_name().to_owned())
+                .or_default()
+                .insert(target.to_string(), serde_json::Value::Object(devices));
             continue;
         }
         for (which, content) in per_device {
@@ -83,8 +102,27 @@ async fn send(
         }
     }
 
-    if queued > 0 {
+    let mut destinations = Vec::new();
+    for (server, messages) in remote {
+        let edu = serde_json::json!({
+            "edu_type": "m.direct_to_device",
+            "content": {
+                "sender": sender,
+                "type": req.event_type.to_string(),
+                "message_id": format!("{sender_device}:{}", req.txn_id),
+                "messages": messages,
+            },
+        });
+        destinations.extend(crate::federation::outbox::enqueue(
+            hs,
+            &mut batch,
+            [&*server],
+            &crate::federation::outbox::Item::Edu(edu),
+        )?);
+    }
+    if queued > 0 || !destinations.is_empty() {
         hs.commit(batch).await?;
+        crate::federation::outbox::queued(hs, destinations);
     } else {
         hs.store.write(batch).await?;
     }

@@ -88,6 +88,19 @@ async fn set_typing(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response>
         Typing::No => None,
     };
     set(hs, &req.room_id, &req.user_id, until).await?;
+    // Other servers in the room hear of it too.
+    let servers = crate::federation::events::servers_in_room(hs, &req.room_id).await?;
+    if !servers.is_empty() {
+        let edu = json!({
+            "edu_type": "m.typing",
+            "content": {
+                "room_id": req.room_id,
+                "user_id": req.user_id,
+                "typing": until.is_some(),
+            },
+        });
+        crate::federation::outbox::send_edu(hs, servers.iter().map(|s| &**s), edu).await?;
+    }
     Ok(Response::new())
 }
 

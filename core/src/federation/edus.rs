@@ -26,8 +26,7 @@ pub async fn receive(hs: &Homeserver, origin: &ServerName, edu: &Value) -> Resul
         Some("m.device_list_update") | Some("m.signing_key_update") => {
             device_list(hs, origin, content).await
         }
-        // Receipts of remote users are not stored yet: accepted and dropped.
-        Some("m.receipt") => Ok(()),
+        Some("m.receipt") => crate::client::receipts::receive_remote(hs, origin, content).await,
         // Presence of remote users is not tracked yet: accepted and dropped.
         Some("m.presence") => Ok(()),
         other => {

@@ -347,3 +347,77 @@ async fn conflicting_changes_during_a_partition_converge_after_it() {
         .await;
     assert_eq!(name.assert_ok()["name"], "alice's");
 }
+
+#[tokio::test]
+async fn typing_receipts_and_to_device_cross_servers() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    let event = say(&alice, &room, "read me").await;
+    settle(&[&a, &b]).await;
+
+    alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/typing/{}",
+                enc(&room),
+                enc(&alice.user_id)
+            ),
+            json!({ "typing": true, "timeout": 20000 }),
+        )
+        .await
+        .assert_ok();
+    bob.post(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+            enc(&room),
+            enc(&event)
+        ),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    alice
+        .put(
+            "/_matrix/client/v3/sendToDevice/m.test/txn1",
+            json!({ "messages": { bob.user_id.clone(): { bob.device_id.clone(): { "hello": "bob" } } } }),
+        )
+        .await
+        .assert_ok();
+    settle(&[&a, &b]).await;
+
+    let on_b = bob.get("/_matrix/client/v3/sync").await;
+    let on_b = on_b.assert_ok();
+    let typing: Vec<&Value> = on_b["rooms"]["join"][&room]["ephemeral"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.typing")
+        .collect();
+    assert_eq!(typing[0]["content"]["user_ids"], json!([alice.user_id]));
+    let to_device = &on_b["to_device"]["events"];
+    assert_eq!(to_device[0]["content"]["hello"], "bob", "{to_device}");
+    assert_eq!(to_device[0]["sender"], alice.user_id.as_str());
+
+    let on_a = alice.get("/_matrix/client/v3/sync").await;
+    let receipts: Vec<&Value> = on_a.assert_ok()["rooms"]["join"][&room]["ephemeral"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "m.receipt")
+        .collect();
+    assert!(
+        receipts[0]["content"][&event]["m.read"][&bob.user_id].is_object(),
+        "{receipts:?}"
+    );
+}
