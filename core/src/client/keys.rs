@@ -164,6 +164,9 @@ async fn upload(
         hs.store.write(batch).await?;
     }
     drop(_guard);
+    if device_list_changed {
+        crate::federation::devices::announce(hs, user, device).await?;
+    }
 
     Ok(upload_keys::v3::Response::new(
         one_time_key_counts(hs, user, device).await?,

@@ -42,3 +42,31 @@ async fn devices(
     resp.self_signing_key = self_signing;
     Ok(resp)
 }
+
+/// Tells every server sharing a room with `user` that their device list changed
+/// (`m.device_list_update`, with the device's current keys, or `deleted`). The receiving
+/// server refetches `/user/devices` when it cannot apply the update on its own.
+pub async fn announce(hs: &Homeserver, user: &ruma::UserId, device: &ruma::DeviceId) -> Result<()> {
+    let mut servers = std::collections::BTreeSet::new();
+    for room in crate::db::rooms::joined_rooms(hs, user).await? {
+        servers.extend(super::events::servers_in_room(hs, &room).await?);
+    }
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let keys = local_device_keys(hs, KeyRequester::Server, user, &[device.to_owned()])
+        .await?
+        .unwrap_or_default();
+    let mut content = serde_json::json!({
+        "user_id": user,
+        "device_id": device,
+        "stream_id": hs.current_pos(),
+        "prev_id": [],
+    });
+    match keys.get(device) {
+        Some(k) => content["keys"] = serde_json::to_value(k)?,
+        None => content["deleted"] = serde_json::json!(true),
+    }
+    let edu = serde_json::json!({ "edu_type": "m.device_list_update", "content": content });
+    super::outbox::send_edu(hs, servers.iter().map(|s| &**s), edu).await
+}
