@@ -320,13 +320,12 @@ pub(crate) async fn list_public(
     Ok((page, next, prev, total))
 }
 
-fn check_server(hs: &Homeserver, server: Option<&ruma::ServerName>) -> Result<()> {
-    match server {
-        Some(s) if s != hs.server_name() => Err(MatrixError::not_found(
-            "the directories of other servers need federation, which is not available",
-        )),
-        _ => Ok(()),
-    }
+/// The other server whose directory is asked for, if any.
+fn remote_server<'a>(
+    hs: &Homeserver,
+    server: Option<&'a ruma::ServerName>,
+) -> Option<&'a ruma::ServerName> {
+    server.filter(|s| *s != hs.server_name())
 }
 
 async fn public_rooms(
@@ -334,7 +333,19 @@ async fn public_rooms(
     _ctx: Ctx,
     req: get_public_rooms::v3::Request,
 ) -> Result<get_public_rooms::v3::Response> {
-    check_server(hs, req.server.as_deref())?;
+    if let Some(server) = remote_server(hs, req.server.as_deref()) {
+        let mut ask = ruma::api::federation::directory::get_public_rooms::v1::Request::new();
+        ask.limit = req.limit;
+        ask.since = req.since.clone();
+        let answer = crate::federation::client::public_rooms(hs, server, ask)
+            .await
+            .map_err(|e| e.to_client_error())?;
+        let mut resp = get_public_rooms::v3::Response::new(answer.chunk);
+        resp.next_batch = answer.next_batch;
+        resp.prev_batch = answer.prev_batch;
+        resp.total_room_count_estimate = answer.total_room_count_estimate;
+        return Ok(resp);
+    }
     let (chunk, next, prev, total) =
         list_public(hs, req.limit, req.since.as_deref(), None, None).await?;
     let mut resp = get_public_rooms::v3::Response::new(chunk);
@@ -349,7 +360,23 @@ async fn public_rooms_filtered(
     _ctx: Ctx,
     req: get_public_rooms_filtered::v3::Request,
 ) -> Result<get_public_rooms_filtered::v3::Response> {
-    check_server(hs, req.server.as_deref())?;
+    if let Some(server) = remote_server(hs, req.server.as_deref()) {
+        let mut ask =
+            ruma::api::federation::directory::get_public_rooms_filtered::v1::Request::new();
+        ask.limit = req.limit;
+        ask.since = req.since.clone();
+        ask.filter = req.filter.clone();
+        ask.room_network = req.room_network.clone();
+        let answer = crate::federation::client::public_rooms_filtered(hs, server, ask)
+            .await
+            .map_err(|e| e.to_client_error())?;
+        let mut resp = get_public_rooms_filtered::v3::Response::new();
+        resp.chunk = answer.chunk;
+        resp.next_batch = answer.next_batch;
+        resp.prev_batch = answer.prev_batch;
+        resp.total_room_count_estimate = answer.total_room_count_estimate;
+        return Ok(resp);
+    }
     let (chunk, next, prev, total) = list_public(
         hs,
         req.limit,

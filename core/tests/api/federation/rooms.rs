@@ -421,3 +421,44 @@ async fn typing_receipts_and_to_device_cross_servers() {
         "{receipts:?}"
     );
 }
+
+#[tokio::test]
+async fn another_servers_directory_lists_its_rooms_and_its_aliases_lead_in() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = create_room(
+        &alice,
+        json!({ "preset": "public_chat", "visibility": "public", "name": "lobby", "room_alias_name": "lobby" }),
+    )
+    .await;
+    let listed = bob
+        .get(&format!(
+            "/_matrix/client/v3/publicRooms?server={}",
+            a.server_name()
+        ))
+        .await;
+    let listed = listed.assert_ok();
+    assert_eq!(listed["chunk"][0]["room_id"], room.as_str(), "{listed}");
+    assert_eq!(listed["chunk"][0]["name"], "lobby");
+    let filtered = bob
+        .post(
+            &format!("/_matrix/client/v3/publicRooms?server={}", a.server_name()),
+            json!({ "filter": { "generic_search_term": "lob" } }),
+        )
+        .await;
+    assert_eq!(filtered.assert_ok()["chunk"][0]["room_id"], room.as_str());
+
+    let alias = format!("#lobby:{}", a.server_name());
+    let joined = bob
+        .post(
+            &format!("/_matrix/client/v3/join/{}", enc(&alias)),
+            json!({}),
+        )
+        .await;
+    assert_eq!(joined.assert_ok()["room_id"], room.as_str());
+    settle(&[&a, &b]).await;
+    assert_eq!(members(&alice, &room).await.len(), 2);
+}
