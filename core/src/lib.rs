@@ -281,6 +281,13 @@ impl Homeserver {
         p
     }
 
+    /// Leaves `n` positions unused, so the range below the next one is free for events that
+    /// are older than everything before them (a remotely joined room's backfilled history).
+    /// Call with the write lock held.
+    pub fn skip_positions(&self, n: u64) {
+        self.next_pos.set(self.next_pos.get().saturating_add(n));
+    }
+
     /// The newest durable stream position.
     pub fn current_pos(&self) -> u64 {
         self.visible_pos.get()

@@ -534,69 +534,92 @@ async fn messages(
     let mut cursor = from;
     let mut exhausted = false;
     // Scan in pages until `limit` visible, matching events are found or the range ends,
-    // skipping without reads what history visibility hides.
-    while chunk.len() < limit {
-        let page = match req.dir {
-            ApiDirection::Backward => {
-                let low = to.unwrap_or(0);
-                match view.candidate_at_or_below(cursor) {
-                    Some(c) if c > low => cursor = c,
-                    _ => {
-                        cursor = low;
-                        exhausted = true;
-                        break;
+    // skipping without reads what history visibility hides. Going back past the first event
+    // this server has of a room it joined over federation asks a server in the room for the
+    // history before it (backfill), once per request.
+    let mut backfilled = false;
+    loop {
+        while chunk.len() < limit {
+            let page = match req.dir {
+                ApiDirection::Backward => {
+                    let low = to.unwrap_or(0);
+                    match view.candidate_at_or_below(cursor) {
+                        Some(c) if c > low => cursor = c,
+                        _ => {
+                            cursor = low;
+                            exhausted = true;
+                            break;
+                        }
                     }
+                    rooms::timeline_range(
+                        hs,
+                        &req.room_id,
+                        low,
+                        cursor.min(head),
+                        Direction::Backward,
+                        limit * 2,
+                    )
+                    .await?
                 }
-                rooms::timeline_range(
-                    hs,
-                    &req.room_id,
-                    low,
-                    cursor.min(head),
-                    Direction::Backward,
-                    limit * 2,
-                )
-                .await?
-            }
-            _ => {
-                let high = to.unwrap_or(head).min(head);
-                match view.candidate_at_or_above(cursor + 1) {
-                    Some(c) if c <= high => cursor = c - 1,
-                    _ => {
-                        cursor = high.max(cursor);
-                        exhausted = true;
-                        break;
+                _ => {
+                    let high = to.unwrap_or(head).min(head);
+                    match view.candidate_at_or_above(cursor + 1) {
+                        Some(c) if c <= high => cursor = c - 1,
+                        _ => {
+                            cursor = high.max(cursor);
+                            exhausted = true;
+                            break;
+                        }
                     }
+                    rooms::timeline_range(
+                        hs,
+                        &req.room_id,
+                        cursor,
+                        high,
+                        Direction::Forward,
+                        limit * 2,
+                    )
+                    .await?
                 }
-                rooms::timeline_range(
-                    hs,
-                    &req.room_id,
-                    cursor,
-                    high,
-                    Direction::Forward,
-                    limit * 2,
-                )
-                .await?
-            }
-        };
-        if page.is_empty() {
-            exhausted = true;
-            break;
-        }
-        for (pos, id) in page {
-            if chunk.len() >= limit {
+            };
+            if page.is_empty() {
+                exhausted = true;
                 break;
             }
-            cursor = match req.dir {
-                ApiDirection::Backward => pos - 1,
-                _ => pos,
-            };
-            let Some(p) = rooms::get_pdu(hs, id.as_str()).await? else {
-                continue;
-            };
-            if filter_matches(&req.filter, &p) && view.allows(&p) {
-                chunk.push(p);
+            for (pos, id) in page {
+                if chunk.len() >= limit {
+                    break;
+                }
+                cursor = match req.dir {
+                    ApiDirection::Backward => pos - 1,
+                    _ => pos,
+                };
+                let Some(p) = rooms::get_pdu(hs, id.as_str()).await? else {
+                    continue;
+                };
+                if filter_matches(&req.filter, &p) && view.allows(&p) {
+                    chunk.push(p);
+                }
             }
         }
+        if matches!(req.dir, ApiDirection::Backward)
+            && exhausted
+            && chunk.len() < limit
+            && to.is_none()
+            && !backfilled
+        {
+            backfilled = true;
+            match crate::room::backfill::backfill(hs, &req.room_id, limit - chunk.len()).await {
+                Ok(Some(resume)) => {
+                    cursor = resume;
+                    exhausted = false;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::info!(room = %req.room_id, error = %e, "backfill failed"),
+            }
+        }
+        break;
     }
     let now = hs.now_ms();
     let mut resp = get_message_events::v3::Response::new();

@@ -155,6 +155,7 @@ impl<'a> RoomTxn<'a> {
                 depth: 0,
                 created_ts: hs.now_ms(),
                 current_group: None,
+                backfill: None,
             },
             version,
             rules,
@@ -456,6 +457,18 @@ impl<'a> RoomTxn<'a> {
         let pdu = Rc::new(pdu);
         self.pending.insert(pdu.event_id.clone(), pdu.clone());
         Ok(pdu)
+    }
+
+    /// Keeps an already written event in this transaction's view (and the cache after the
+    /// commit).
+    pub(crate) fn add_outlier_cached(&mut self, pdu: Pdu) -> Rc<Pdu> {
+        let pdu = Rc::new(pdu);
+        self.pending.insert(pdu.event_id.clone(), pdu.clone());
+        pdu
+    }
+
+    pub(crate) fn set_backfill(&mut self, lowest: u64, floor: u64) {
+        self.record.backfill = Some((lowest, floor));
     }
 
     pub fn hs(&self) -> &'a Homeserver {

@@ -279,6 +279,11 @@ pub struct RoomRecord {
     /// The state group of the current state: the resolved state after the extremities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_group: Option<u64>,
+    /// For a room joined over federation: the lowest timeline position in use and the lowest
+    /// it may use. History fetched by backfill takes the positions below the first, so that
+    /// `/messages` finds it going backwards (see `room::backfill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<(u64, u64)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

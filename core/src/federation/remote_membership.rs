@@ -207,6 +207,11 @@ async fn persist_join(
         Err(e) => return Err(e),
     };
     txn.skip_outbound = true;
+    // Room below the join for the history before it, fetched later by backfill.
+    let floor = hs.current_pos().max(txn.hs().alloc_pos());
+    hs.skip_positions(crate::room::backfill::SPACE);
+    let first = hs.alloc_pos();
+    txn.record.backfill = Some((first, floor));
     let mut all = chain;
     all.extend(state_events.iter().cloned());
     let stored = ingest::store_outliers(&mut txn, all).await?;

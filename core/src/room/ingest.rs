@@ -237,7 +237,7 @@ pub async fn accept(
 }
 
 /// Step 4: the auth rules against the event's own auth events.
-fn check_auth_events(
+pub fn check_auth_events(
     rules: &RoomVersionRules,
     pdu: &Pdu,
     auth: &HashMap<OwnedEventId, Rc<Pdu>>,

@@ -11,5 +11,6 @@
 //! The client API (`client/`) and the federation API (`federation/`) both call down into
 //! here; neither calls the other.
 
+pub mod backfill;
 pub mod graph;
 pub mod ingest;

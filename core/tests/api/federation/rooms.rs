@@ -116,6 +116,7 @@ async fn invite_join_talk_leave_and_ban_across_servers() {
         .collect();
     assert_eq!(names[0]["content"]["name"], "across");
 
+    say(&alice, &room, "before bob").await;
     bob.post(
         &format!("/_matrix/client/v3/join/{}", enc(&room)),
         json!({}),
@@ -134,9 +135,19 @@ async fn invite_join_talk_leave_and_ban_across_servers() {
     settle(&[&a, &b]).await;
     say(&bob, &room, "hello from b").await;
     settle(&[&a, &b]).await;
-    let expected = vec!["hello from a".to_owned(), "hello from b".to_owned()];
+    // Bob's server fetches what was said before it joined (backfill) as he pages back.
+    let expected = vec![
+        "before bob".to_owned(),
+        "hello from a".to_owned(),
+        "hello from b".to_owned(),
+    ];
     assert_eq!(bodies(&alice, &room).await, expected);
     assert_eq!(bodies(&bob, &room).await, expected);
+    assert_eq!(
+        bodies(&bob, &room).await,
+        expected,
+        "a second read needs no fetch"
+    );
 
     // Bob leaves; alice bans him afterwards; both servers agree.
     bob.post(
