@@ -235,7 +235,8 @@ class SynapsePeer:
         for attempt in range(1, attempts + 1):
             self._write_config()
             try:
-                self._spawn_and_wait()
+                self._spawn()
+                self._wait_ready()
                 return self
             except SynapseError:
                 self.stop()
@@ -275,7 +276,7 @@ class SynapsePeer:
         )
         (d / "homeserver.yaml").write_text(json.dumps(config, indent=1))
 
-    def _spawn_and_wait(self) -> None:
+    def _spawn(self) -> None:
         out = (self.directory / "stdout.log").open("ab")
         self.proc = subprocess.Popen(
             [str(self.python), "-m", "synapse.app.homeserver", "-c", str(self.directory / "homeserver.yaml")],
@@ -286,6 +287,9 @@ class SynapsePeer:
             preexec_fn=_die_with_parent,
         )
         out.close()
+
+    def _wait_ready(self) -> None:
+        assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT_S
         insecure = ssl.create_default_context()
         insecure.check_hostname = False
@@ -342,6 +346,20 @@ class SynapsePeer:
             f"synapse listening on {self.client_url} server_name={self.server_name} "
             f"federation={self.federation_url} pid={self.pid}"
         )
+
+
+def start_together(peers: list[SynapsePeer]) -> None:
+    """Starts several peers at once, so that their slow starts overlap. One whose first attempt
+    fails (a port taken meanwhile) is started again on its own."""
+    for p in peers:
+        p._write_config()
+        p._spawn()
+    for p in peers:
+        try:
+            p._wait_ready()
+        except SynapseError:
+            p.stop()
+            p.start()
 
 
 def _serve(args: argparse.Namespace) -> int:
