@@ -21,7 +21,7 @@ for arg in "$@"; do
     case "$arg" in
     --rooms) scenarios+=(rooms) ;;
     -h | --help)
-        sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+        sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
