@@ -182,21 +182,43 @@ fn npm_up_to_date(dir: &Path) -> bool {
 
 /// The Python venv the interop runner uses for matrix-nio (same path as tests/interop/run.sh).
 pub fn ensure_interop_venv() -> Result<()> {
-    let nio = root().join("tests/interop/nio");
-    let requirements = nio.join("requirements.txt");
+    ensure_venv(&root().join("tests/interop/nio"), "import nio")
+}
+
+/// The venv of tests/interop/synapse/run.sh (matrix-synapse and matrix-nio, same path as the
+/// runner's), and the openssl CLI that makes each Synapse's certificate.
+pub fn ensure_synapse_venv() -> Result<()> {
+    let dir = root().join("tests/interop/synapse");
+    if !dir.join("requirements.txt").is_file() {
+        return Ok(());
+    }
+    if !cmd::on_path("openssl") {
+        apt_install(&["openssl"])?;
+    }
+    ensure_venv(&dir, "import synapse, nio, signedjson")
+}
+
+/// A venv in `dir/.venv` from `dir/requirements.txt`, unless one is there that passes `check`
+/// (Python code) and was installed from the same requirements (a copy of them is kept in the
+/// venv, so a changed pin reinstalls).
+fn ensure_venv(dir: &Path, check: &str) -> Result<()> {
+    let requirements = dir.join("requirements.txt");
     if !requirements.is_file() {
         return Ok(());
     }
-    let python = nio.join(".venv/bin/python");
-    if cmd::output(&mut cmd::new(&python, &["-c", "import nio"], &nio)).is_some() {
+    let installed = dir.join(".venv/requirements.installed");
+    let wanted = std::fs::read(&requirements)?;
+    let python = dir.join(".venv/bin/python");
+    let same = std::fs::read(&installed).is_ok_and(|had| had == wanted);
+    if same && cmd::output(&mut cmd::new(&python, &["-c", check], dir)).is_some() {
         return Ok(());
     }
-    if cmd::output(&mut cmd::new("python3", &["-c", "import ensurepip"], &nio)).is_none() {
+    if cmd::output(&mut cmd::new("python3", &["-c", "import ensurepip"], dir)).is_none() {
         apt_install(&["python3-venv"])?;
     }
-    cmd::run(&mut cmd::new("python3", &["-m", "venv", ".venv"], &nio))?;
+    cmd::run(&mut cmd::new("python3", &["-m", "venv", ".venv"], dir))?;
     cmd::run(&mut cmd::new(
-        nio.join(".venv/bin/pip"),
+        dir.join(".venv/bin/pip"),
         &[
             "install",
             "--quiet",
@@ -204,8 +226,10 @@ pub fn ensure_interop_venv() -> Result<()> {
             "-r",
             "requirements.txt",
         ],
-        &nio,
-    ))
+        dir,
+    ))?;
+    std::fs::write(installed, wanted)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use ruma::api::client::profile::{get_avatar_url, get_display_name, get_profile};
 use ruma::events::room::member::{MembershipState, RoomMemberEventContent};
+use ruma::profile::ProfileFieldName;
 use ruma::{OwnedMxcUri, UserId};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::client::profile_fields;
 use crate::db::rooms;
@@ -28,7 +29,7 @@ pub fn routes(r: &mut Router) {
 }
 
 /// The profile of a user of this server; users of other servers are `404` like unknown users
-/// (only `GET /profile/{userId}` asks their server so far).
+/// (the `GET` endpoints ask their server instead: [`remote_field`]).
 pub(crate) async fn local_profile(hs: &Homeserver, user: &UserId) -> Result<UserRecord> {
     let not_found = || MatrixError::not_found("Profile not found");
     if user.server_name() != hs.server_name() {
@@ -76,15 +77,48 @@ async fn profile(
     Ok(resp)
 }
 
+/// One field of a user of another server's profile, from their server's federation profile
+/// query. A field the answer lacks or gives as `null` (Synapse's way to say "not set") is `404`
+/// like a local user's missing field.
+pub(crate) async fn remote_field(hs: &Homeserver, user: &UserId, field: &str) -> Result<Value> {
+    let remote = federation::client::query_profile(hs, user, Some(ProfileFieldName::from(field)))
+        .await
+        .map_err(|e| e.to_client_error())?;
+    remote
+        .get(field)
+        .filter(|v| !v.is_null())
+        .cloned()
+        .ok_or_else(|| MatrixError::not_found(format!("this user has no {field}")))
+}
+
+/// A string field of a remote profile; anything else is the remote server's fault.
+async fn remote_string(hs: &Homeserver, user: &UserId, field: &str) -> Result<String> {
+    match remote_field(hs, user, field).await? {
+        Value::String(s) => Ok(s),
+        other => Err(MatrixError::new(
+            http::StatusCode::BAD_GATEWAY,
+            "M_UNKNOWN",
+            format!(
+                "{} sent a {field} that is not a string: {other}",
+                user.server_name()
+            ),
+        )),
+    }
+}
+
 async fn display_name(
     hs: &Homeserver,
     _ctx: Ctx,
     req: get_display_name::v3::Request,
 ) -> Result<get_display_name::v3::Response> {
-    let name = local_profile(hs, &req.user_id)
-        .await?
-        .displayname
-        .ok_or_else(|| MatrixError::not_found("this user has no display name"))?;
+    let name = if req.user_id.server_name() != hs.server_name() {
+        remote_string(hs, &req.user_id, "displayname").await?
+    } else {
+        local_profile(hs, &req.user_id)
+            .await?
+            .displayname
+            .ok_or_else(|| MatrixError::not_found("this user has no display name"))?
+    };
     let mut resp = get_display_name::v3::Response::default();
     resp.displayname = Some(name);
     Ok(resp)
@@ -95,10 +129,14 @@ async fn avatar_url(
     _ctx: Ctx,
     req: get_avatar_url::v3::Request,
 ) -> Result<get_avatar_url::v3::Response> {
-    let url = local_profile(hs, &req.user_id)
-        .await?
-        .avatar_url
-        .ok_or_else(|| MatrixError::not_found("this user has no avatar"))?;
+    let url = if req.user_id.server_name() != hs.server_name() {
+        remote_string(hs, &req.user_id, "avatar_url").await?
+    } else {
+        local_profile(hs, &req.user_id)
+            .await?
+            .avatar_url
+            .ok_or_else(|| MatrixError::not_found("this user has no avatar"))?
+    };
     let mut resp = get_avatar_url::v3::Response::default();
     resp.avatar_url = Some(OwnedMxcUri::from(url));
     Ok(resp)

@@ -120,6 +120,9 @@ pub fn profile_size(record: &UserRecord, custom: &BTreeMap<String, Value>) -> Re
 async fn get(hs: &Homeserver, user: &str, field: &str) -> Result<Value> {
     let user = parse_user(user)?;
     check_key(field)?;
+    if user.server_name() != hs.server_name() {
+        return Ok(json!({ field: profile::remote_field(hs, user, field).await? }));
+    }
     let record = profile::local_profile(hs, user).await?;
     let missing = || MatrixError::not_found(format!("this user has no {field}"));
     let value = match field {

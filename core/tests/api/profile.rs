@@ -98,7 +98,7 @@ async fn display_name_and_avatar_can_be_set_read_and_cleared() {
 }
 
 #[tokio::test]
-async fn unknown_and_remote_users_have_no_profile() {
+async fn unknown_users_have_no_profile_and_remote_ones_need_their_server() {
     let (hs, _) = test_server(1).await;
     let anon = TestClient::anonymous(&hs);
     let nobody = format!("@nobody:{}", hs.server_name());
@@ -108,9 +108,17 @@ async fn unknown_and_remote_users_have_no_profile() {
     anon.get(&profile_path(&nobody, "displayname"))
         .await
         .assert_error(404, "M_NOT_FOUND");
-    anon.get(&profile_path("@alice:elsewhere.example", "displayname"))
+    // A remote user's profile, whole or one field, is their server's answer; this server has
+    // no federation transport, so that server cannot be reached: 502, not "no such user".
+    let remote = "@alice:elsewhere.example";
+    anon.get(&format!("/_matrix/client/v3/profile/{}", enc(remote)))
         .await
-        .assert_error(404, "M_NOT_FOUND");
+        .assert_error(502, "M_UNKNOWN");
+    for field in ["displayname", "avatar_url", "m.tz"] {
+        anon.get(&profile_path(remote, field))
+            .await
+            .assert_error(502, "M_UNKNOWN");
+    }
     anon.get(&format!(
         "/_matrix/client/v3/profile/{}",
         enc("not-a-user-id")

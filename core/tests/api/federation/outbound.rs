@@ -1,13 +1,16 @@
 //! This server asking others: the federation client, and the Client-Server endpoints that use
-//! it (`GET /profile/{userId}`, `/keys/query`, `/keys/claim` for users of other servers).
+//! it (`GET /profile/{userId}` and its single fields, `/keys/query`, `/keys/claim` for users of
+//! other servers).
 
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hearth_core::federation::client::{self, FederationError};
 use hearth_core::federation::transport::TransportError;
 use hearth_core::testing::TestClient;
 use hearth_core::testing::network::{Link, Network};
-use ruma::{OwnedRoomAliasId, OwnedUserId};
+use http::Response;
+use ruma::{OwnedRoomAliasId, OwnedUserId, ServerName};
 use serde_json::json;
 
 use super::enc;
@@ -47,6 +50,89 @@ async fn remote_profile_is_asked_of_the_users_server() {
         net.count(a.server_name(), "/_matrix/federation/v1/query/profile"),
         2
     );
+}
+
+/// `GET /profile/{userId}/{keyName}` of a remote user asks their server for that one field
+/// (found by the Synapse interop test: the single-field endpoints answered `404` for every
+/// user of another server).
+#[tokio::test]
+async fn remote_profile_fields_are_asked_of_the_users_server() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.named_server("b.test", 2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let base = format!("/_matrix/client/v3/profile/{}", enc(&bob.user_id));
+    for (field, value) in [
+        ("displayname", json!("Bob")),
+        ("avatar_url", json!("mxc://b.test/bob")),
+        ("m.tz", json!("Europe/Paris")),
+    ] {
+        bob.put(&format!("{base}/{field}"), json!({ field: value.clone() }))
+            .await
+            .assert_ok();
+        assert_eq!(
+            alice.get(&format!("{base}/{field}")).await.assert_ok(),
+            &json!({ field: value }),
+            "{field}"
+        );
+        let asked = net
+            .deliveries()
+            .iter()
+            .filter(|d| {
+                d.to == b.server_name()
+                    && d.path.starts_with("/_matrix/federation/v1/query/profile?")
+                    && d.path.ends_with(&format!("&field={field}"))
+            })
+            .count();
+        assert_eq!(asked, 1, "{field}: {:?}", net.deliveries());
+    }
+    alice
+        .get(&format!("{base}/org.example.unset"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    let nobody = format!("@nobody:{}", b.server_name());
+    alice
+        .get(&format!(
+            "/_matrix/client/v3/profile/{}/displayname",
+            enc(&nobody)
+        ))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+}
+
+/// Synapse answers a query for a field that is not set with `{"displayname": null}`: not set,
+/// so `404`. A value of the wrong type is the remote server's failure, `502`.
+#[tokio::test]
+async fn remote_profile_field_null_is_not_found_and_garbage_is_a_gateway_error() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let peer = <&ServerName>::try_from("synapse.test").unwrap();
+    net.add_handler(
+        peer,
+        Rc::new(|req| {
+            let body = if req.uri().query().unwrap_or("").contains("field=avatar_url") {
+                json!({ "avatar_url": 7 })
+            } else {
+                json!({ "displayname": null })
+            };
+            Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&body).unwrap())
+                .unwrap()
+        }),
+    );
+    let base = format!("/_matrix/client/v3/profile/{}", enc("@sam:synapse.test"));
+    alice
+        .get(&format!("{base}/displayname"))
+        .await
+        .assert_error(404, "M_NOT_FOUND");
+    alice
+        .get(&format!("{base}/avatar_url"))
+        .await
+        .assert_error(502, "M_UNKNOWN");
 }
 
 #[tokio::test]
