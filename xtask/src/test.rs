@@ -239,7 +239,7 @@ fn interop() -> Outcome {
     interop_script("tests/interop/run.sh")
 }
 
-/// Without `--rooms`: the room scenario waits for room federation in the core.
+/// Both scenarios: federation.py, then rooms.py.
 fn interop_synapse() -> Outcome {
     interop_script("tests/interop/synapse/run.sh")
 }

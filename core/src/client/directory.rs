@@ -145,6 +145,18 @@ async fn get_alias_endpoint(
     _ctx: Ctx,
     req: get_alias::v3::Request,
 ) -> Result<get_alias::v3::Response> {
+    if req.room_alias.server_name() != hs.server_name() {
+        // Another server's alias: that server's directory answers.
+        let answer = crate::federation::client::query_directory(hs, &req.room_alias)
+            .await
+            .map_err(|e| match e {
+                crate::federation::client::FederationError::Remote { status: 404, .. } => {
+                    MatrixError::not_found(format!("room alias {} not found", req.room_alias))
+                }
+                other => other.to_client_error(),
+            })?;
+        return Ok(get_alias::v3::Response::new(answer.room_id, answer.servers));
+    }
     let room = resolve_local_alias(hs, &req.room_alias)
         .await?
         .ok_or_else(|| {

@@ -109,15 +109,17 @@ async fn unknown_users_have_no_profile_and_remote_ones_need_their_server() {
         .await
         .assert_error(404, "M_NOT_FOUND");
     // A remote user's profile, whole or one field, is their server's answer; this server has
-    // no federation transport, so that server cannot be reached: 502, not "no such user".
+    // no federation transport, so it does not federate at all: 403 (as Synapse answers for a
+    // server outside its federation whitelist), not "no such user". An unreachable peer is
+    // 502 (federation/outbound.rs).
     let remote = "@alice:elsewhere.example";
     anon.get(&format!("/_matrix/client/v3/profile/{}", enc(remote)))
         .await
-        .assert_error(502, "M_UNKNOWN");
+        .assert_error(403, "M_FORBIDDEN");
     for field in ["displayname", "avatar_url", "m.tz"] {
         anon.get(&profile_path(remote, field))
             .await
-            .assert_error(502, "M_UNKNOWN");
+            .assert_error(403, "M_FORBIDDEN");
     }
     anon.get(&format!(
         "/_matrix/client/v3/profile/{}",

@@ -2,8 +2,10 @@
 # Interop over federation: one Synapse and one hearth-testhost on loopback, with matrix-nio
 # clients on both sides.
 #
-#   tests/interop/synapse/run.sh            # federation.py: profiles, keys, room directory
-#   tests/interop/synapse/run.sh --rooms    # and rooms.py: joins, messages, typing, receipts, ...
+#   tests/interop/synapse/run.sh                # federation.py (profiles, keys, room directory)
+#                                               # then rooms.py (joins, messages, typing,
+#                                               # receipts, power levels, backfill, to-device, ...)
+#   tests/interop/synapse/run.sh --no-rooms     # federation.py only
 #
 # Installs matrix-synapse and matrix-nio into tests/interop/synapse/.venv from requirements.txt
 # when they are missing, builds the testhost (or takes HEARTH_TESTHOST_BIN), starts Synapse
@@ -16,16 +18,17 @@ set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
-scenarios=(federation)
+scenarios=(federation rooms)
 for arg in "$@"; do
     case "$arg" in
-    --rooms) scenarios+=(rooms) ;;
+    --rooms) ;;
+    --no-rooms) scenarios=(federation) ;;
     -h | --help)
         sed -n '2,14p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
         exit 0
         ;;
     *)
-        echo "interop-synapse: unknown argument '$arg' (only --rooms)" >&2
+        echo "interop-synapse: unknown argument '$arg' (--rooms, --no-rooms)" >&2
         exit 2
         ;;
     esac

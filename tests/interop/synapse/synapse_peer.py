@@ -145,6 +145,9 @@ def synapse_config(
         "macaroon_secret_key": secrets.token_hex(32),
         "form_secret": secrets.token_hex(32),
         "registration_shared_secret": secrets.token_hex(32),
+        # Synapse 1.163 makes version 12 rooms by default; Hearth implements versions 6-11
+        # (12 changes room ids to the create event's id and privileges creators).
+        "default_room_version": "11",
         "enable_registration": True,
         "enable_registration_without_verification": True,
         # bcrypt's default 12 rounds cost ~0.3 s per registration and login.
