@@ -226,7 +226,7 @@ async fn a_server_that_was_unreachable_catches_up_from_the_queue() {
 }
 
 #[tokio::test]
-async fn a_forged_pdu_is_refused_and_the_rest_of_the_transaction_is_kept() {
+async fn a_tampered_pdu_fails_its_signature_check() {
     let net = Network::new();
     let (a, _) = net.server(1).await;
     let (b, _) = net.server(2).await;
@@ -472,4 +472,111 @@ async fn another_servers_directory_lists_its_rooms_and_its_aliases_lead_in() {
     assert_eq!(joined.assert_ok()["room_id"], room.as_str());
     settle(&[&a, &b]).await;
     assert_eq!(members(&alice, &room).await.len(), 2);
+}
+
+/// Re-signs `pdu` as `hs` after `edit`, as a server that means it would.
+fn resign(hs: &Homeserver, pdu: &Value, edit: impl FnOnce(&mut Value)) -> Value {
+    let mut v = pdu.clone();
+    edit(&mut v);
+    if let Some(o) = v.as_object_mut() {
+        o.remove("signatures");
+        o.remove("hashes");
+        o.remove("unsigned");
+    }
+    let ruma::CanonicalJsonValue::Object(mut object) =
+        ruma::canonical_json::to_canonical_value(&v).unwrap()
+    else {
+        panic!("not an object")
+    };
+    let rules = ruma::RoomVersionId::V10.rules().unwrap();
+    ruma::signatures::hash_and_sign_event(
+        hs.server_name().as_str(),
+        &hs.key.pair,
+        &mut object,
+        &rules.redaction,
+    )
+    .unwrap();
+    serde_json::to_value(&object).unwrap()
+}
+
+#[tokio::test]
+async fn a_pdu_from_a_sender_the_room_does_not_allow_is_refused() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = create_room(
+        &alice,
+        json!({ "preset": "public_chat", "room_version": "10" }),
+    )
+    .await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    let id = say(&alice, &room, "genuine").await;
+    settle(&[&a, &b]).await;
+    let pdu = hearth_core::db::rooms::get_pdu(&a, &id)
+        .await
+        .unwrap()
+        .unwrap();
+    // Correctly signed by a's key, but sent as a user of a who never joined.
+    let mallory = format!("@mallory:{}", a.server_name());
+    let forged = resign(&a, &pdu.json, |v| {
+        v["sender"] = json!(mallory);
+        v["content"]["body"] = json!("from someone not in the room");
+        v["prev_events"] = json!([id]);
+    });
+    let outcome = hearth_core::federation::receive::receive_pdu(&b, a.server_name(), &forged).await;
+    let err = outcome.expect_err("an event from a non-member was accepted");
+    assert!(
+        err.1.contains("auth"),
+        "refused for another reason: {err:?}"
+    );
+    assert_eq!(bodies(&bob, &room).await, vec!["genuine".to_owned()]);
+}
+
+#[tokio::test]
+async fn a_gap_is_filled_with_get_missing_events() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    say(&alice, &room, "one").await;
+    say(&alice, &room, "two").await;
+    let three = say(&alice, &room, "three").await;
+    // Only the last reaches b (its transaction carried just that one); b asks a for the rest.
+    let pdu = hearth_core::db::rooms::get_pdu(&a, &three)
+        .await
+        .unwrap()
+        .unwrap();
+    hearth_core::federation::receive::receive_pdu(&b, a.server_name(), &pdu.json)
+        .await
+        .expect("the event and its gap are accepted");
+    assert!(
+        net.count(
+            a.server_name(),
+            "/_matrix/federation/v1/get_missing_events/"
+        ) >= 1
+    );
+    assert_eq!(
+        bodies(&bob, &room).await,
+        vec!["one".to_owned(), "two".to_owned(), "three".to_owned()]
+    );
+    // The queued copies arriving later change nothing.
+    settle(&[&a, &b]).await;
+    assert_eq!(bodies(&bob, &room).await.len(), 3);
 }
