@@ -362,9 +362,7 @@ async fn fetch(
     timeout: Duration,
 ) -> Result<(MediaRecord, Vec<u8>)> {
     if server != hs.server_name() {
-        return Err(MatrixError::not_found(format!(
-            "media on {server} is not available: this server does not fetch remote media yet"
-        )));
+        return fetch_remote(hs, server, media_id, timeout).await;
     }
     let unknown = || MatrixError::not_found("media not found");
     if !valid_media_id(media_id) {
@@ -394,6 +392,106 @@ async fn fetch(
             .sleep(PENDING_POLL.min(Duration::from_millis(deadline - now)))
             .await;
     }
+}
+
+/// Media of another server: the copy kept from an earlier fetch, or the server's own answer to
+/// the federation download (kept for next time; thumbnails are made here from it).
+async fn fetch_remote(
+    hs: &Homeserver,
+    server: &ServerName,
+    media_id: &str,
+    timeout: Duration,
+) -> Result<(MediaRecord, Vec<u8>)> {
+    if !valid_media_id(media_id) {
+        return Err(MatrixError::not_found("media not found"));
+    }
+    if let Some(rec) = store::get(hs, server, media_id).await?
+        && !rec.is_pending()
+    {
+        let bytes = store::read_content(hs, server, media_id, &rec).await?;
+        return Ok((rec, bytes));
+    }
+    let mut req = ruma::api::federation::authenticated_media::get_content::v1::Request::new(
+        media_id.to_owned(),
+    );
+    req.timeout_ms = timeout.min(MAX_DOWNLOAD_WAIT);
+    let answer = crate::federation::client::send(hs, server, req)
+        .await
+        .map_err(|e| match e {
+            // Without federation there is no other server's media to be had: not found.
+            crate::federation::client::FederationError::Transport(
+                crate::federation::transport::TransportError::Disabled { .. },
+            ) => MatrixError::not_found(format!(
+                "media on {server} is not available: this server does not federate"
+            )),
+            other => other.to_client_error(),
+        })?;
+    let content = match answer.content {
+        ruma::api::federation::authenticated_media::FileOrLocation::File(c) => c,
+        _ => {
+            return Err(MatrixError::new(
+                http::StatusCode::BAD_GATEWAY,
+                "M_UNKNOWN",
+                format!("{server} answered with a redirect, which this server does not follow"),
+            ));
+        }
+    };
+    check_size(hs, content.file.len()).map_err(|_| {
+        MatrixError::too_large(format!("the media on {server} exceeds this server's limit"))
+    })?;
+    // Remote media has no local uploader; the record names the server it came from.
+    let uploader = ruma::OwnedUserId::try_from(format!("@_media:{server}"))
+        .map_err(|e| MatrixError::unknown(format!("remote media owner: {e}")))?;
+    let filename = content
+        .content_disposition
+        .as_ref()
+        .and_then(|d| d.filename.clone());
+    let mut rec = new_record(
+        &uploader,
+        hs.now_ms(),
+        content.content_type.clone(),
+        filename,
+    );
+    let mut batch = Batch::new();
+    write_content(&mut batch, server, media_id, &mut rec, &content.file)?;
+    hs.store.write(batch).await?;
+    Ok((rec, content.file))
+}
+
+/// The answer to another server's `GET /_matrix/federation/v1/media/download/{mediaId}`.
+pub(crate) async fn download_for_federation(
+    hs: &Homeserver,
+    media_id: &str,
+    timeout: Duration,
+) -> Result<(Vec<u8>, String, ContentDisposition)> {
+    let s = download(hs, hs.server_name(), media_id, None, timeout).await?;
+    Ok((s.file, s.content_type, s.disposition))
+}
+
+/// The answer to another server's thumbnail request for local media.
+pub(crate) async fn thumbnail_for_federation(
+    hs: &Homeserver,
+    media_id: &str,
+    width: UInt,
+    height: UInt,
+    method: Option<ruma::media::Method>,
+    animated: Option<bool>,
+    timeout: Duration,
+) -> Result<(Vec<u8>, String, ContentDisposition)> {
+    let s = serve_thumbnail(
+        hs,
+        ThumbnailQuery {
+            server: hs.server_name(),
+            media_id,
+            width,
+            height,
+            method,
+            animated,
+            timeout,
+        },
+    )
+    .await?;
+    Ok((s.file, s.content_type, s.disposition))
 }
 
 /// `text/plain; charset=utf-8` → `text/plain`.

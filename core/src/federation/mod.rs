@@ -15,6 +15,7 @@ pub mod devices;
 pub mod edus;
 pub mod events;
 pub mod key_server;
+pub mod media;
 pub mod membership;
 pub mod openid;
 pub mod outbox;
@@ -46,5 +47,6 @@ pub fn register_routes(r: &mut Router) {
     public_rooms::routes(r);
     events::routes(r);
     membership::routes(r);
+    media::routes(r);
     receive::routes(r);
 }

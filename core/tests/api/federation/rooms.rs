@@ -580,3 +580,45 @@ async fn a_gap_is_filled_with_get_missing_events() {
     settle(&[&a, &b]).await;
     assert_eq!(bodies(&bob, &room).await.len(), 3);
 }
+
+#[tokio::test]
+async fn media_of_another_server_is_fetched_once_and_kept() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let bytes = b"hello from a's media store".to_vec();
+    let up = alice
+        .request_raw(
+            http::Method::POST,
+            "/_matrix/media/v3/upload?filename=note.txt",
+            bytes.clone(),
+            "text/plain",
+        )
+        .await;
+    let mxc = up.assert_ok()["content_uri"].as_str().unwrap().to_owned();
+    let (server, id) = mxc.trim_start_matches("mxc://").split_once('/').unwrap();
+    assert_eq!(server, a.server_name().as_str());
+    let path = format!("/_matrix/client/v1/media/download/{server}/{id}");
+    for _ in 0..2 {
+        let got = bob.get(&path).await;
+        assert_eq!(got.status, 200, "{:?}", got.body);
+        assert_eq!(got.raw, bytes);
+        assert_eq!(
+            got.headers.get("content-type").unwrap().to_str().unwrap(),
+            "text/plain"
+        );
+    }
+    assert_eq!(
+        net.count(a.server_name(), "/_matrix/federation/v1/media/download/"),
+        1,
+        "the second download came from b's copy"
+    );
+    let missing = bob
+        .get(&format!(
+            "/_matrix/client/v1/media/download/{server}/nosuchmedia"
+        ))
+        .await;
+    missing.assert_error(404, "M_NOT_FOUND");
+}
