@@ -15,7 +15,7 @@ use ruma::room::{AllowRule, JoinRule, Restricted};
 use ruma::{OwnedUserId, RoomId, UserId};
 use serde_json::{Value, json};
 
-use super::membership::{member_content, resolve_room};
+use super::membership::member_content;
 use super::raw;
 use crate::db::append::{NewEvent, RoomTxn};
 use crate::db::rooms::{self, MembershipRecord};
@@ -45,17 +45,20 @@ async fn knock(
     req: knock_room::v3::Request,
 ) -> Result<knock_room::v3::Response> {
     let user = ctx.user_id()?;
-    let room = resolve_room(hs, &req.room_id_or_alias).await?;
-    let _lock = hs.write_lock().await;
-    let mut txn = RoomTxn::open(hs, &room).await.map_err(|e| {
-        if e.errcode == "M_NOT_FOUND" {
-            MatrixError::not_found(
-                "that room does not appear to exist on this server (no federation)",
-            )
-        } else {
-            e
+    let (room, mut via) =
+        super::membership::resolve_room_and_servers(hs, &req.room_id_or_alias).await?;
+    if rooms::room_record(hs, &room).await?.is_none() {
+        // A room of other servers: knock through them.
+        via.splice(0..0, req.via.iter().cloned());
+        if let Some(s) = room.server_name() {
+            via.push(s.to_owned());
         }
-    })?;
+        let content = member_content(hs, user, "knock", req.reason.as_deref()).await?;
+        crate::federation::remote_membership::knock(hs, user, &room, &via, content).await?;
+        return Ok(knock_room::v3::Response::new(room));
+    }
+    let _lock = hs.write_lock().await;
+    let mut txn = RoomTxn::open(hs, &room).await?;
     match txn.membership(user).await? {
         // Knocking twice changes nothing; the first knock stands.
         Some(MembershipState::Knock) => return Ok(knock_room::v3::Response::new(room)),
@@ -94,6 +97,21 @@ pub async fn knocked_room(
     rec: &MembershipRecord,
 ) -> Result<KnockedRoom> {
     let mut events = Vec::new();
+    if let Some(knock) = rooms::get_pdu(hs, rec.event_id.as_str()).await?
+        && let Some(state) = &knock.meta.invite_state
+    {
+        // A knock on a room this server is not in: the state the room's server sent back.
+        for v in state {
+            events.push(raw(v)?);
+        }
+        let mut v = knock.to_stripped();
+        v["event_id"] = json!(knock.event_id);
+        v["origin_server_ts"] = json!(knock.origin_server_ts);
+        events.push(raw(&v)?);
+        let mut r = KnockedRoom::new();
+        r.knock_state.events = events;
+        return Ok(r);
+    }
     for t in KNOCK_STATE_TYPES {
         if let Some(p) = rooms::state_event(hs, room, t, "").await? {
             events.push(raw(&p.to_stripped())?);

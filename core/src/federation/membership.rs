@@ -7,7 +7,8 @@
 //! the room.
 
 use ruma::api::federation::membership::{
-    create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+    RawStrippedState, create_invite, create_join_event, create_knock_event, create_leave_event,
+    prepare_join_event, prepare_knock_event, prepare_leave_event,
 };
 use ruma::canonical_json::CanonicalJsonValue;
 use ruma::events::room::member::MembershipState;
@@ -30,6 +31,62 @@ pub fn routes(r: &mut Router) {
     route!(r, prepare_leave_event::v1::Request, make_leave);
     route!(r, create_leave_event::v2::Request, send_leave);
     route!(r, create_invite::v2::Request, invite);
+    route!(r, prepare_knock_event::v1::Request, make_knock);
+    route!(r, create_knock_event::v1::Request, send_knock);
+}
+
+/// The state types a knocking user may see (the spec's recommendation for stripped state).
+const KNOCK_STATE: &[&str] = &[
+    "m.room.create",
+    "m.room.join_rules",
+    "m.room.name",
+    "m.room.avatar",
+    "m.room.canonical_alias",
+    "m.room.encryption",
+    "m.room.topic",
+];
+
+async fn make_knock(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: prepare_knock_event::v1::Request,
+) -> Result<prepare_knock_event::v1::Response> {
+    check_origin_user(ctx.origin()?, &req.user_id)?;
+    let record = rooms::room_record(hs, &req.room_id)
+        .await?
+        .ok_or_else(|| MatrixError::not_found("this server is not in that room"))?;
+    if !req.ver.contains(&record.version) {
+        return Err(incompatible(&record.version));
+    }
+    let (version, pdu) = template(hs, &req.room_id, &req.user_id, "knock").await?;
+    Ok(prepare_knock_event::v1::Response::new(
+        version,
+        serde_json::value::to_raw_value(&pdu)?,
+    ))
+}
+
+async fn send_knock(
+    hs: &Homeserver,
+    ctx: Ctx,
+    req: create_knock_event::v1::Request,
+) -> Result<create_knock_event::v1::Response> {
+    let origin = ctx.origin()?.to_owned();
+    accept_membership(
+        hs,
+        &origin,
+        &req.room_id,
+        &req.event_id,
+        &req.pdu,
+        MembershipState::Knock,
+    )
+    .await?;
+    let mut state = Vec::new();
+    for t in KNOCK_STATE {
+        if let Some(p) = rooms::state_event(hs, &req.room_id, t, "").await? {
+            state.push(RawStrippedState::Pdu(pdu_raw(&p)?));
+        }
+    }
+    Ok(create_knock_event::v1::Response::new(state))
 }
 
 fn incompatible(version: &RoomVersionId) -> MatrixError {
@@ -245,7 +302,9 @@ async fn send_leave(
 /// An entry of `invite_room_state` as the client API's stripped state. Since Matrix 1.16 the
 /// entries are full PDUs; older servers send stripped events.
 #[allow(deprecated)]
-fn stripped_of(s: &ruma::api::federation::membership::RawStrippedState) -> Option<Value> {
+pub(crate) fn stripped_of(
+    s: &ruma::api::federation::membership::RawStrippedState,
+) -> Option<Value> {
     use ruma::api::federation::membership::RawStrippedState;
     let v: Value = match s {
         RawStrippedState::Stripped(raw) => serde_json::from_str(raw.json().get()).ok()?,

@@ -6,7 +6,8 @@ use std::rc::Rc;
 
 use ruma::api::federation::membership::RawStrippedState;
 use ruma::api::federation::membership::{
-    create_invite, create_join_event, create_leave_event, prepare_join_event, prepare_leave_event,
+    create_invite, create_join_event, create_knock_event, create_leave_event, prepare_join_event,
+    prepare_knock_event, prepare_leave_event,
 };
 use ruma::canonical_json::CanonicalJsonValue;
 use ruma::events::room::member::MembershipState;
@@ -427,6 +428,87 @@ pub async fn reject_invite(
             key(&[user.as_bytes(), room.as_bytes()]),
             to_json(&MembershipRecord {
                 membership: MembershipState::Leave,
+                event_id,
+                pos,
+                forgotten: false,
+            })?,
+        );
+        hs.commit(batch).await?;
+        return Ok(());
+    }
+    Err(last)
+}
+
+/// Knocks on a room this server is not in, through the first of `via` that answers. The knock
+/// is remembered with the room's stripped state, for `/sync`'s `knock` section.
+pub async fn knock(
+    hs: &Homeserver,
+    user: &UserId,
+    room: &RoomId,
+    via: &[OwnedServerName],
+    content: Value,
+) -> Result<()> {
+    let mut last = MatrixError::not_found("no server to knock through: give one with `via`");
+    for server in via.iter().filter(|s| *s != hs.server_name()) {
+        let mut req = prepare_knock_event::v1::Request::new(room.to_owned(), user.to_owned());
+        req.ver = SUPPORTED_VERSIONS
+            .iter()
+            .filter_map(|v| RoomVersionId::try_from(*v).ok())
+            .collect();
+        let made = match client::send(hs, server, req).await {
+            Ok(m) => m,
+            Err(e) => {
+                last = remote_error(e);
+                continue;
+            }
+        };
+        let rules = supported_version(&made.room_version).ok_or_else(|| {
+            MatrixError::unsupported_room_version(format!(
+                "room version {} is not supported",
+                made.room_version
+            ))
+        })?;
+        let template: Value = serde_json::from_str(made.event.get())
+            .map_err(|e| MatrixError::unknown(format!("make_knock answer: {e}")))?;
+        let (signed, event_id) = sign_template(hs, &rules, &template, user, room, content.clone())?;
+        let req = create_knock_event::v1::Request::new(
+            room.to_owned(),
+            event_id.clone(),
+            serde_json::value::to_raw_value(&signed)?,
+        );
+        let answer = match client::send(hs, server, req).await {
+            Ok(a) => a,
+            Err(e) => {
+                last = remote_error(e);
+                continue;
+            }
+        };
+        let stripped: Vec<Value> = answer
+            .knock_room_state
+            .iter()
+            .filter_map(super::membership::stripped_of)
+            .collect();
+        let mut pdu = Pdu::from_parts(event_id.clone(), signed, Default::default())?;
+        let _lock = hs.write_lock().await;
+        let pos = hs.alloc_pos();
+        pdu.meta.outlier = true;
+        pdu.meta.pos = pos;
+        pdu.meta.invite_state = Some(stripped);
+        pdu.meta.invite_via = Some(server.clone());
+        let mut batch = Batch::new();
+        batch.put(
+            "events",
+            event_id.as_bytes(),
+            to_json(&StoredEvent {
+                pdu: pdu.json.clone(),
+                meta: pdu.meta.clone(),
+            })?,
+        );
+        batch.put(
+            "memberships",
+            key(&[user.as_bytes(), room.as_bytes()]),
+            to_json(&MembershipRecord {
+                membership: MembershipState::Knock,
                 event_id,
                 pos,
                 forgotten: false,

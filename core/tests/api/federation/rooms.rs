@@ -622,3 +622,64 @@ async fn media_of_another_server_is_fetched_once_and_kept() {
         .await;
     missing.assert_error(404, "M_NOT_FOUND");
 }
+
+#[tokio::test]
+async fn a_knock_from_another_server_is_let_in() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = create_room(
+        &alice,
+        json!({ "preset": "private_chat", "name": "knock knock",
+                "initial_state": [{ "type": "m.room.join_rules", "state_key": "",
+                                    "content": { "join_rule": "knock" } }] }),
+    )
+    .await;
+    bob.post(
+        &format!(
+            "/_matrix/client/v3/knock/{}?via={}",
+            enc(&room),
+            a.server_name()
+        ),
+        json!({ "reason": "let me in" }),
+    )
+    .await
+    .assert_ok();
+    let sync = bob.get("/_matrix/client/v3/sync").await;
+    let knock = &sync.assert_ok()["rooms"]["knock"][&room]["knock_state"]["events"];
+    assert!(
+        knock
+            .as_array()
+            .expect("a knock in bob's sync")
+            .iter()
+            .any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "knock knock"),
+        "{knock}"
+    );
+    assert!(
+        members(&alice, &room)
+            .await
+            .contains(&(bob.user_id.clone(), "knock".to_owned()))
+    );
+
+    alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/invite", enc(&room)),
+            json!({ "user_id": bob.user_id }),
+        )
+        .await
+        .assert_ok();
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    assert!(
+        members(&alice, &room)
+            .await
+            .contains(&(bob.user_id.clone(), "join".to_owned()))
+    );
+}
