@@ -443,8 +443,9 @@ impl<'a> RoomTxn<'a> {
         // Index the searchable text for `/search` (layout in client/search.rs).
         crate::client::search::index_event(&mut self.batch, &pdu);
         let pdu = Rc::new(pdu);
-        self.after_append(&pdu).await?;
+        // Visible to this transaction first: a redaction waiting for it finds it.
         self.pending.insert(pdu.event_id.clone(), pdu.clone());
+        self.after_append(&pdu).await?;
         self.appended.push(pdu.clone());
         Ok(pdu)
     }
@@ -563,9 +564,54 @@ impl<'a> RoomTxn<'a> {
         let members = self.joined_members().await?;
         crate::client::push::evaluate_event(self.hs, &mut self.batch, pdu, &members).await?;
         if let Some(target) = pdu.redacts.clone() {
-            self.apply_redaction(pdu, &target).await?;
+            match self.fetch(&target).await? {
+                Some(t) => {
+                    if self.may_redact(pdu, &t).await? {
+                        self.apply_redaction(pdu, &target).await?;
+                    } else {
+                        tracing::info!(redaction = %pdu.event_id, %target, "redaction not allowed: ignored");
+                    }
+                }
+                // Its target has not arrived (a remote redaction can overtake it): it takes
+                // effect when the target comes.
+                None => self.batch.put(
+                    "pending_redactions",
+                    key(&[target.as_bytes(), pdu.event_id.as_bytes()]),
+                    Vec::new(),
+                ),
+            }
+        }
+        if pdu.sender.server_name() != self.hs.server_name() {
+            let pfx = super::prefix(&[pdu.event_id.as_bytes()]);
+            for (k, _) in self.hs.scan_prefix("pending_redactions", &pfx).await? {
+                let Ok(id) =
+                    OwnedEventId::try_from(String::from_utf8_lossy(&k[pfx.len()..]).as_ref())
+                else {
+                    continue;
+                };
+                self.batch.delete("pending_redactions", k.clone());
+                if let Some(redaction) = self.fetch(&id).await?
+                    && self.may_redact(&redaction, pdu).await?
+                {
+                    self.apply_redaction(&redaction, &pdu.event_id).await?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The spec's redaction check, which the auth rules leave to servers: a user may redact
+    /// events of their own server's users (their server vouches for them), or anything when
+    /// their power level reaches `redact`. Local redactions were checked by the endpoint too.
+    async fn may_redact(&self, redaction: &Pdu, target: &Pdu) -> Result<bool> {
+        if redaction.room_id != target.room_id {
+            return Ok(false);
+        }
+        if redaction.sender.server_name() == target.sender.server_name() {
+            return Ok(true);
+        }
+        let power = self.power_levels().await?;
+        Ok(power.user(&redaction.sender) >= power.redact())
     }
 
     /// Joined members as of the working state.

@@ -69,6 +69,7 @@ pub const TREES: &[&str] = &[
     "outbox",
     "inbound_txns",
     "destinations",
+    "pending_redactions",
     "test",
 ];
 

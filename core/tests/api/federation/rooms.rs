@@ -683,3 +683,64 @@ async fn a_knock_from_another_server_is_let_in() {
             .contains(&(bob.user_id.clone(), "join".to_owned()))
     );
 }
+
+#[tokio::test]
+async fn a_redaction_that_overtakes_its_target_applies_when_the_target_arrives() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = create_room(
+        &alice,
+        json!({ "preset": "public_chat", "room_version": "10" }),
+    )
+    .await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    let base = say(&alice, &room, "base").await;
+    settle(&[&a, &b]).await;
+    net.partition(a.server_name(), b.server_name());
+    let secret = say(&alice, &room, "secret").await;
+    let secret_pdu = hearth_core::db::rooms::get_pdu(&a, &secret)
+        .await
+        .unwrap()
+        .unwrap();
+    // A redaction on a branch beside its target (built on `base`, not on the target), so that
+    // nothing makes b fetch the target first.
+    let base_pdu = hearth_core::db::rooms::get_pdu(&a, &base)
+        .await
+        .unwrap()
+        .unwrap();
+    let redaction = resign(&a, &base_pdu.json, |v| {
+        v["type"] = json!("m.room.redaction");
+        v["content"] = json!({ "reason": "oops" });
+        v["redacts"] = json!(secret);
+        v["prev_events"] = json!([base]);
+        v["depth"] = json!(base_pdu.depth + 1);
+    });
+    hearth_core::federation::receive::receive_pdu(&b, a.server_name(), &redaction)
+        .await
+        .expect("the redaction is accepted");
+    hearth_core::federation::receive::receive_pdu(&b, a.server_name(), &secret_pdu.json)
+        .await
+        .expect("the target is accepted");
+    let seen = bob
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/event/{}",
+            enc(&room),
+            enc(&secret)
+        ))
+        .await;
+    let seen = seen.assert_ok();
+    assert!(
+        seen["content"].get("body").is_none(),
+        "the target kept its content: {seen}"
+    );
+    assert!(seen["unsigned"]["redacted_because"].is_object(), "{seen}");
+}
