@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use crate::client::misc::add_json_route;
 use crate::client::room::DEFAULT_ROOM_VERSION;
-use crate::db::append::supported_version;
 use crate::error::Result;
+use crate::room::txn::supported_version;
 use crate::router::Router;
 
 /// Every room version ruma knows. Which of them this server offers is decided by the rooms

@@ -24,9 +24,9 @@ use serde_json::json;
 
 use crate::client::devices::remove_device;
 use crate::client::uia::{self, Operation, UiaError};
-use crate::db::append::{NewEvent, RoomTxn};
 use crate::db::{backup, e2ee, prefix, rooms, to_json, users};
 use crate::error::{MatrixError, Result};
+use crate::room::txn::{NewEvent, RoomTxn};
 use crate::router::Router;
 use crate::storage::Batch;
 use crate::{Ctx, Homeserver, uia_route};

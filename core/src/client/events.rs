@@ -15,9 +15,9 @@ use ruma::{OwnedEventId, RoomId, UserId};
 use serde_json::{Value, json};
 
 use super::{raw, tokens};
-use crate::db::append::{NewEvent, RoomTxn};
 use crate::db::rooms::{self, Pdu};
 use crate::error::{MatrixError, Result};
+use crate::room::txn::{NewEvent, RoomTxn};
 use crate::router::Router;
 use crate::storage::Direction;
 use crate::visibility::{self, RoomView};

@@ -17,9 +17,9 @@ use serde_json::{Value, json};
 
 use super::membership::member_content;
 use super::raw;
-use crate::db::append::{NewEvent, RoomTxn};
 use crate::db::rooms::{self, MembershipRecord};
 use crate::error::{MatrixError, Result};
+use crate::room::txn::{NewEvent, RoomTxn};
 use crate::router::Router;
 use crate::{Ctx, Homeserver, route};
 

@@ -10,10 +10,10 @@ use ruma::{OwnedRoomId, OwnedServerName, OwnedUserId, RoomId, RoomOrAliasId, Use
 use serde_json::{Value, json};
 
 use super::{directory, raw, tokens};
-use crate::db::append::{NewEvent, RoomTxn};
 use crate::db::rooms::{self, MembershipRecord};
 use crate::db::{key, to_json, users};
 use crate::error::{MatrixError, Result};
+use crate::room::txn::{NewEvent, RoomTxn};
 use crate::router::Router;
 use crate::{Ctx, Homeserver, route};
 

@@ -113,26 +113,7 @@ async fn set_suspended(
     Ok(suspend_user::v1::Response::new(req.suspended))
 }
 
-/// `(locked, suspended)` for a local user, cached: checked on every authenticated request.
-pub async fn flags(hs: &Homeserver, user: &UserId) -> Result<(bool, bool)> {
-    if let Some(f) = hs.caches.user_flags.borrow().get(user) {
-        return Ok(*f);
-    }
-    let f = users::get_user(hs, user)
-        .await?
-        .map(|r| (r.locked, r.suspended))
-        .unwrap_or((false, false));
-    hs.caches.user_flags.borrow_mut().insert(user.to_owned(), f);
-    Ok(f)
-}
-
-pub fn suspended_error() -> MatrixError {
-    MatrixError::new(
-        http::StatusCode::FORBIDDEN,
-        "M_USER_SUSPENDED",
-        "this account is suspended",
-    )
-}
+pub use crate::db::users::{flags, suspended_error};
 
 /// Registration here takes no tokens: with registration open every token is simply not valid
 /// (`200 {"valid": false}`); with registration closed the spec's answer is `403 M_FORBIDDEN`.

@@ -6,9 +6,9 @@ use ruma::api::client::room::{create_room, upgrade_room};
 use ruma::{OwnedRoomId, RoomVersionId, UserId};
 use serde_json::{Map, Value, json};
 
-use crate::db::append::{NewEvent, RoomTxn, supported_version};
 use crate::db::rooms;
 use crate::error::{MatrixError, Result};
+use crate::room::txn::{NewEvent, RoomTxn, supported_version};
 use crate::router::Router;
 use crate::{Ctx, Homeserver, route};
 

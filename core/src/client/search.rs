@@ -1,7 +1,7 @@
 //! Server-side search: `POST /search` (the `room_events` category).
 //!
 //! **Index.** Tree `search`: `room · word · pos → event id`, written at append time (in the
-//! event's own batch, see `db/append.rs`) for the searchable keys: `content.body` of
+//! event's own batch, see `db/search_index.rs` and `room/txn.rs`) for the searchable keys: `content.body` of
 //! `m.room.message`, `content.name` of `m.room.name`, `content.topic` of `m.room.topic`. Words
 //! are the text's alphanumeric runs, lowercased, cut at [`MAX_WORD_CHARS`]. Cost: one small
 //! record per distinct word of such an event (a 15-word message adds 15 puts to its batch;
@@ -40,19 +40,16 @@ use serde_json::Value;
 use super::events::filter_matches;
 use super::{raw, tokens};
 use crate::db::rooms::{self, Pdu};
-use crate::db::{key, pos_bytes, pos_from};
+pub use crate::db::search_index::{
+    MAX_WORD_CHARS, SEARCH_TREE, index_event, searchable, unindex_event, words,
+};
+use crate::db::{key, pos_from};
 use crate::error::{MatrixError, Result};
 use crate::router::Router;
-use crate::storage::{Batch, Direction, KeyRange};
+use crate::storage::{Direction, KeyRange};
 use crate::visibility::{RoomView, Views};
 use crate::{Ctx, Homeserver, Session, route};
 
-/// The index tree.
-pub const SEARCH_TREE: &str = "search";
-/// Longer words are indexed (and searched) by their first this many characters.
-pub const MAX_WORD_CHARS: usize = 40;
-/// Distinct words indexed per event; the rest of a very long text is not searchable.
-const MAX_WORDS_PER_EVENT: usize = 256;
 /// Index entries read per (room, query word).
 const MAX_POSTINGS: usize = 5_000;
 /// Candidates checked against their event per request.
@@ -65,50 +62,6 @@ const MAX_CONTEXT: usize = 50;
 
 pub fn routes(r: &mut Router) {
     route!(r, Request, search);
-}
-
-/// The searchable key and text of an event, if it has one.
-fn searchable<'a>(event_type: &str, content: &'a Value) -> Option<(&'static str, &'a str)> {
-    let (k, field) = match event_type {
-        "m.room.message" => ("content.body", "body"),
-        "m.room.name" => ("content.name", "name"),
-        "m.room.topic" => ("content.topic", "topic"),
-        _ => return None,
-    };
-    content.get(field).and_then(Value::as_str).map(|t| (k, t))
-}
-
-/// The words of a text, as indexed and searched: alphanumeric runs, lowercased, truncated.
-pub fn words(text: &str) -> Vec<String> {
-    text.split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(|w| w.to_lowercase().chars().take(MAX_WORD_CHARS).collect())
-        .collect()
-}
-
-fn index_keys(pdu: &Pdu) -> Vec<Vec<u8>> {
-    let Some((_, text)) = searchable(&pdu.event_type, &pdu.content) else {
-        return Vec::new();
-    };
-    let distinct: BTreeSet<String> = words(text).into_iter().take(MAX_WORDS_PER_EVENT).collect();
-    distinct
-        .iter()
-        .map(|w| key(&[pdu.room_id.as_bytes(), w.as_bytes(), &pos_bytes(pdu.pos)]))
-        .collect()
-}
-
-/// Adds a new event's words to the index, in the batch that appends it.
-pub fn index_event(batch: &mut Batch, pdu: &Pdu) {
-    for k in index_keys(pdu) {
-        batch.put(SEARCH_TREE, k, pdu.event_id.as_bytes());
-    }
-}
-
-/// Removes an event's words from the index (on redaction), given its original content.
-pub fn unindex_event(batch: &mut Batch, pdu: &Pdu) {
-    for k in index_keys(pdu) {
-        batch.delete(SEARCH_TREE, k);
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

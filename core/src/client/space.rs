@@ -27,9 +27,9 @@ use serde_json::{Value, json};
 
 use super::knock::{meets_allow, parse_join_rule};
 use super::membership::resolve_room;
-use crate::db::append::supported_version;
 use crate::db::rooms;
 use crate::error::{MatrixError, Result};
+use crate::room::txn::supported_version;
 use crate::router::Router;
 use crate::{Ctx, Homeserver, route};
 

@@ -1,7 +1,6 @@
 //! The data layer: how the server's records are laid out in storage trees, and the
 //! in-memory caches in front of them. Endpoint modules in `client/` call into here.
 
-pub mod append;
 pub mod backup;
 pub mod changes;
 pub mod e2ee;
@@ -10,6 +9,7 @@ pub mod power;
 pub mod push;
 pub mod relations;
 pub mod rooms;
+pub mod search_index;
 pub mod state_groups;
 pub mod users;
 

@@ -3,7 +3,7 @@
 //!
 //! Layout (keys 0x00-separated, positions big-endian u64):
 //! - `relations`: parent event id, rel_type, pos → child event id. Written by
-//!   [`RoomTxn::append`](super::append::RoomTxn::append) for every event with a `rel_type`; an
+//!   [`RoomTxn::append`](crate::room::txn::RoomTxn::append) for every event with a `rel_type`; an
 //!   entry outlives a redaction of its child, so readers check that the child still relates.
 //! - `threads`: room id, pos → thread root id, one entry per `m.thread` child. The newest
 //!   entries of a room name its most recently active threads, so `/threads` reads them

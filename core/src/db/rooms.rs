@@ -512,9 +512,9 @@ pub async fn send_state_event(
     content: Value,
 ) -> Result<OwnedEventId> {
     let _lock = hs.write_lock().await;
-    let mut txn = super::append::RoomTxn::open(hs, room).await?;
+    let mut txn = crate::room::txn::RoomTxn::open(hs, room).await?;
     let pdu = txn
-        .append(super::append::NewEvent::state(
+        .append(crate::room::txn::NewEvent::state(
             sender, event_type, state_key, content,
         ))
         .await?;

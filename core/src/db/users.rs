@@ -173,7 +173,7 @@ pub async fn session_for_token(hs: &Homeserver, token: &str) -> Result<Session> 
     if let Some(old) = &rec.revokes_refresh_token {
         revoke_replaced_refresh_token(hs, token, old).await?;
     }
-    if crate::client::moderation::flags(hs, &rec.user_id).await?.0 {
+    if flags(hs, &rec.user_id).await?.0 {
         return Err(MatrixError::new(
             http::StatusCode::UNAUTHORIZED,
             "M_USER_LOCKED",
@@ -414,4 +414,25 @@ pub fn new_device(
     let issued = mint_tokens(hs, batch, user_id, &mut dev, with_refresh, None)?;
     put_device(batch, user_id, &dev)?;
     Ok((dev, issued))
+}
+
+/// `(locked, suspended)` for a local user, cached: checked on every authenticated request.
+pub async fn flags(hs: &Homeserver, user: &UserId) -> Result<(bool, bool)> {
+    if let Some(f) = hs.caches.user_flags.borrow().get(user) {
+        return Ok(*f);
+    }
+    let f = get_user(hs, user)
+        .await?
+        .map(|r| (r.locked, r.suspended))
+        .unwrap_or((false, false));
+    hs.caches.user_flags.borrow_mut().insert(user.to_owned(), f);
+    Ok(f)
+}
+
+pub fn suspended_error() -> MatrixError {
+    MatrixError::new(
+        http::StatusCode::FORBIDDEN,
+        "M_USER_SUSPENDED",
+        "this account is suspended",
+    )
 }

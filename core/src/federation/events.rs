@@ -14,11 +14,11 @@ use ruma::events::room::member::MembershipState;
 use ruma::{MilliSecondsSinceUnixEpoch, OwnedEventId, RoomId, ServerName, UInt};
 use serde_json::value::RawValue;
 
-use crate::db::append::RoomTxn;
 use crate::db::rooms::{self, Pdu, get_pdu};
 use crate::db::state_groups::StateMap;
 use crate::error::{MatrixError, Result};
 use crate::room::graph;
+use crate::room::txn::RoomTxn;
 use crate::router::Router;
 use crate::{Ctx, Homeserver, route};
 

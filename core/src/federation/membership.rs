@@ -17,11 +17,11 @@ use serde_json::{Value, json};
 
 use super::events::{auth_chain, pdu_raw, servers_in_room};
 use super::outbox::{self, Item};
-use crate::db::append::{NewEvent, RoomTxn, supported_version};
 use crate::db::rooms::{self, Pdu};
 use crate::db::state_groups;
 use crate::error::{MatrixError, Result};
 use crate::room::ingest::{self, AcceptError, Accepted};
+use crate::room::txn::{NewEvent, RoomTxn, supported_version};
 use crate::router::Router;
 use crate::{Ctx, Homeserver, route};
 

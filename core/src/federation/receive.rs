@@ -19,12 +19,12 @@ use ruma::{OwnedEventId, OwnedRoomId, RoomId, ServerName, UInt};
 use serde_json::Value;
 
 use super::client;
-use crate::db::append::{RoomTxn, supported_version};
 use crate::db::rooms::{self, Pdu};
 use crate::db::state_groups;
 use crate::db::{key, to_json};
 use crate::error::{MatrixError, Result};
 use crate::room::ingest::{self, AcceptError, Accepted, Refusal};
+use crate::room::txn::{RoomTxn, supported_version};
 use crate::router::Router;
 use crate::storage::Batch;
 use crate::{Ctx, Homeserver, route};

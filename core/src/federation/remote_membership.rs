@@ -18,12 +18,12 @@ use serde_json::{Value, json};
 
 use super::client;
 use crate::Homeserver;
-use crate::db::append::{NewEvent, RoomTxn, SUPPORTED_VERSIONS, supported_version};
 use crate::db::rooms::{MembershipRecord, Pdu, StoredEvent};
 use crate::db::state_groups::{self, StateMap};
 use crate::db::{key, to_json};
 use crate::error::{MatrixError, Result};
 use crate::room::ingest::{self, AcceptError, Accepted};
+use crate::room::txn::{NewEvent, RoomTxn, SUPPORTED_VERSIONS, supported_version};
 use crate::storage::Batch;
 
 /// The state types an invite carries as stripped state (the spec's recommendation).

@@ -17,9 +17,9 @@ use serde_json::Value;
 
 use super::ingest;
 use crate::Homeserver;
-use crate::db::append::{RoomTxn, supported_version};
 use crate::db::rooms::{self, Pdu};
 use crate::error::{MatrixError, Result};
+use crate::room::txn::{RoomTxn, supported_version};
 use crate::storage::Direction;
 
 /// Positions left free below a remote join.
@@ -140,7 +140,7 @@ async fn store(hs: &Homeserver, room: &RoomId, events: Vec<Pdu>) -> Result<Optio
             crate::db::key(&[room.as_bytes(), &crate::db::pos_bytes(lowest)]),
             pdu.event_id.as_bytes(),
         );
-        crate::client::search::index_event(&mut txn.batch, &pdu);
+        crate::db::search_index::index_event(&mut txn.batch, &pdu);
         let pdu = txn.add_outlier_cached(pdu);
         known.insert(pdu.event_id.clone(), pdu);
         added += 1;

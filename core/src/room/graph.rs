@@ -8,10 +8,10 @@ use ruma::events::StateEventType;
 use ruma::room_version_rules::StateResolutionVersion;
 use ruma::state_res::utils::event_id_set::EventIdSet;
 
-use crate::db::append::RoomTxn;
 use crate::db::rooms::{Pdu, state_at};
 use crate::db::state_groups::{self, StateMap};
 use crate::error::{MatrixError, Result};
+use crate::room::txn::RoomTxn;
 
 /// The room state after `pdu`, and its group (`None` for an event older than state groups,
 /// whose state is rebuilt from the state history of its line-shaped room).

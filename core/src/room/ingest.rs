@@ -26,10 +26,10 @@ use ruma::{OwnedEventId, RoomId};
 
 use super::graph;
 use crate::Homeserver;
-use crate::db::append::RoomTxn;
 use crate::db::rooms::{EventMeta, Pdu, StateKey, get_pdu};
 use crate::db::state_groups::{self, StateMap};
 use crate::error::{MatrixError, Result};
+use crate::room::txn::RoomTxn;
 
 /// Why a PDU was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -1,6 +1,6 @@
 //! A room's event graph, and the one way events enter it.
 //!
-//! `db::append::RoomTxn` is the write side: it holds a room's working state and the batch that
+//! `room::txn::RoomTxn` is the write side: it holds a room's working state and the batch that
 //! makes new events durable. This module is what sits on top of it for both APIs:
 //! - [`graph`]: the state before and after any event, and state resolution v2 (ruma's
 //!   `state-res`) wherever branches of the graph merge;
@@ -14,3 +14,4 @@
 pub mod backfill;
 pub mod graph;
 pub mod ingest;
+pub mod txn;

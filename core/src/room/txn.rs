@@ -1,4 +1,4 @@
-//! Creating local events: build the PDU, hash and sign it, check it against the auth rules
+//! The room write path, shared by the client and federation APIs. Creating local events: build the PDU, hash and sign it, check it against the auth rules
 //! with ruma's `state-res`, and append it to the room — all of one API call in one batch.
 
 use std::collections::{BTreeMap, HashMap};
@@ -15,12 +15,12 @@ use ruma::state_res::{
 use ruma::{OwnedEventId, OwnedRoomId, OwnedUserId, RoomId, RoomVersionId, UserId};
 use serde_json::{Value, json};
 
-use super::rooms::{
+use crate::Homeserver;
+use crate::db::rooms::{
     EventMeta, MembershipRecord, Pdu, RoomRecord, RoomState, StateKey, StoredEvent, get_pdu,
 };
-use super::state_groups::{self, PendingGroups};
-use super::{key, pos_bytes, to_json};
-use crate::Homeserver;
+use crate::db::state_groups::{self, PendingGroups};
+use crate::db::{key, pos_bytes, to_json};
 use crate::error::{MatrixError, Result};
 use crate::storage::Batch;
 
@@ -117,7 +117,7 @@ pub struct RoomTxn<'a> {
 impl<'a> RoomTxn<'a> {
     /// Opens an existing room. `M_NOT_FOUND` when this server does not know it.
     pub async fn open(hs: &'a Homeserver, room: &RoomId) -> Result<Self> {
-        let rs = super::rooms::room_state(hs, room)
+        let rs = crate::db::rooms::room_state(hs, room)
             .await?
             .ok_or_else(|| MatrixError::not_found("this server does not know that room"))?;
         let rules = supported_version(&rs.record.version)
@@ -204,13 +204,13 @@ impl<'a> RoomTxn<'a> {
     }
 
     /// Power levels in the working state.
-    pub async fn power_levels(&self) -> Result<super::power::PowerLevels> {
+    pub async fn power_levels(&self) -> Result<crate::db::power::PowerLevels> {
         let pl = self.state_content("m.room.power_levels", "").await?;
         let creator = self
             .state_event("m.room.create", "")
             .await?
             .map(|c| c.sender.clone());
-        Ok(super::power::PowerLevels::new(
+        Ok(crate::db::power::PowerLevels::new(
             pl.as_ref(),
             creator.as_deref(),
         ))
@@ -307,7 +307,7 @@ impl<'a> RoomTxn<'a> {
             crate::limits::state_key(sk)?;
         }
         if ev.sender.server_name() == hs.server_name()
-            && crate::client::moderation::flags(hs, &ev.sender).await?.1
+            && crate::db::users::flags(hs, &ev.sender).await?.1
         {
             // A suspended account may still leave rooms and redact its own events.
             let leaving = ev.event_type == "m.room.member"
@@ -321,7 +321,7 @@ impl<'a> RoomTxn<'a> {
                 None => false,
             };
             if !leaving && !own_redaction {
-                return Err(crate::client::moderation::suspended_error());
+                return Err(crate::db::users::suspended_error());
             }
         }
         let (pdu_json, auth_state, skip, depth) = self.prepare(&ev).await?;
@@ -431,8 +431,8 @@ impl<'a> RoomTxn<'a> {
                 pdu.event_id.as_bytes(),
             );
             // Thread activity per room, for `/threads` (layout in db/relations.rs).
-            if rel_type == super::relations::THREAD {
-                super::relations::index_thread_activity(
+            if rel_type == crate::db::relations::THREAD {
+                crate::db::relations::index_thread_activity(
                     &mut self.batch,
                     &self.room_id,
                     pos,
@@ -441,7 +441,7 @@ impl<'a> RoomTxn<'a> {
             }
         }
         // Index the searchable text for `/search` (layout in client/search.rs).
-        crate::client::search::index_event(&mut self.batch, &pdu);
+        crate::db::search_index::index_event(&mut self.batch, &pdu);
         let pdu = Rc::new(pdu);
         // Visible to this transaction first: a redaction waiting for it finds it.
         self.pending.insert(pdu.event_id.clone(), pdu.clone());
@@ -562,7 +562,7 @@ impl<'a> RoomTxn<'a> {
     /// Side effects of a new event that belong in the same batch: notifications and redaction.
     async fn after_append(&mut self, pdu: &Rc<Pdu>) -> Result<()> {
         let members = self.joined_members().await?;
-        crate::client::push::evaluate_event(self.hs, &mut self.batch, pdu, &members).await?;
+        crate::db::push::evaluate_event(self.hs, &mut self.batch, pdu, &members).await?;
         if let Some(target) = pdu.redacts.clone() {
             match self.fetch(&target).await? {
                 Some(t) => {
@@ -582,7 +582,7 @@ impl<'a> RoomTxn<'a> {
             }
         }
         if pdu.sender.server_name() != self.hs.server_name() {
-            let pfx = super::prefix(&[pdu.event_id.as_bytes()]);
+            let pfx = crate::db::prefix(&[pdu.event_id.as_bytes()]);
             for (k, _) in self.hs.scan_prefix("pending_redactions", &pfx).await? {
                 let Ok(id) =
                     OwnedEventId::try_from(String::from_utf8_lossy(&k[pfx.len()..]).as_ref())
@@ -616,7 +616,7 @@ impl<'a> RoomTxn<'a> {
 
     /// Joined members as of the working state.
     pub async fn joined_members(&self) -> Result<Vec<OwnedUserId>> {
-        let mut joined: Vec<OwnedUserId> = super::rooms::joined_members(self.hs, &self.room_id)
+        let mut joined: Vec<OwnedUserId> = crate::db::rooms::joined_members(self.hs, &self.room_id)
             .await?
             .into_iter()
             .filter(|u| !self.pending_members.contains_key(u))
@@ -640,7 +640,7 @@ impl<'a> RoomTxn<'a> {
             return Ok(());
         }
         // A redacted text is no longer searchable.
-        crate::client::search::unindex_event(&mut self.batch, &orig);
+        crate::db::search_index::unindex_event(&mut self.batch, &orig);
         let CanonicalJsonValue::Object(mut object) =
             ruma::canonical_json::to_canonical_value(&orig.json)
                 .map_err(|e| MatrixError::unknown(format!("stored event: {e}")))?
