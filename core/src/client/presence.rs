@@ -82,6 +82,84 @@ async fn write(
     };
     let mut batch = Batch::new();
     batch.put("presence", user.as_bytes(), to_json(&rec)?);
+    hs.commit(batch).await?;
+    if user.server_name() == hs.server_name() {
+        announce(hs, user, &rec).await?;
+    }
+    Ok(())
+}
+
+/// Tells every server sharing a room with `user` of their presence (`m.presence` EDU).
+async fn announce(hs: &Homeserver, user: &UserId, rec: &PresenceRecord) -> Result<()> {
+    let mut servers = std::collections::BTreeSet::new();
+    for room in crate::db::rooms::joined_rooms(hs, user).await? {
+        servers.extend(crate::federation::events::servers_in_room(hs, &room).await?);
+    }
+    if servers.is_empty() {
+        return Ok(());
+    }
+    let now = hs.now_ms();
+    let mut entry = json!({
+        "user_id": user,
+        "presence": rec.presence,
+        "last_active_ago": rec.last_active_ago(now),
+        "currently_active": rec.currently_active(now),
+    });
+    if let Some(m) = &rec.status_msg {
+        entry["status_msg"] = json!(m);
+    }
+    let edu = json!({ "edu_type": "m.presence", "content": { "push": [entry] } });
+    crate::federation::outbox::send_edu(hs, servers.iter().map(|s| &**s), edu).await
+}
+
+/// Presence of users of `origin`, from an `m.presence` EDU.
+pub async fn receive_remote(
+    hs: &Homeserver,
+    origin: &ruma::ServerName,
+    content: &serde_json::Value,
+) -> Result<()> {
+    let Some(push) = content.get("push").and_then(serde_json::Value::as_array) else {
+        return Ok(());
+    };
+    let _g = hs.write_lock().await;
+    let mut batch = Batch::new();
+    let now = hs.now_ms();
+    for entry in push {
+        let Some(user) = entry
+            .get("user_id")
+            .and_then(serde_json::Value::as_str)
+            .and_then(|u| <&UserId>::try_from(u).ok())
+        else {
+            continue;
+        };
+        let Some(presence) = entry
+            .get("presence")
+            .and_then(serde_json::Value::as_str)
+            .map(PresenceState::from)
+        else {
+            continue;
+        };
+        if user.server_name() != origin || check_state(&presence).is_err() {
+            continue;
+        }
+        let ago = entry
+            .get("last_active_ago")
+            .and_then(serde_json::Value::as_u64)
+            .unwrap_or(0);
+        let rec = PresenceRecord {
+            presence,
+            status_msg: entry
+                .get("status_msg")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
+            last_active_ts: now.saturating_sub(ago),
+            pos: hs.alloc_pos(),
+        };
+        batch.put("presence", user.as_bytes(), to_json(&rec)?);
+    }
+    if batch.is_empty() {
+        return Ok(());
+    }
     hs.commit(batch).await
 }
 

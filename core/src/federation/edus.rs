@@ -27,8 +27,7 @@ pub async fn receive(hs: &Homeserver, origin: &ServerName, edu: &Value) -> Resul
             device_list(hs, origin, content).await
         }
         Some("m.receipt") => crate::client::receipts::receive_remote(hs, origin, content).await,
-        // Presence of remote users is not tracked yet: accepted and dropped.
-        Some("m.presence") => Ok(()),
+        Some("m.presence") => crate::client::presence::receive_remote(hs, origin, content).await,
         other => {
             tracing::debug!(?other, "ignored EDU type");
             Ok(())

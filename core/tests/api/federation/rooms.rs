@@ -360,7 +360,7 @@ async fn conflicting_changes_during_a_partition_converge_after_it() {
 }
 
 #[tokio::test]
-async fn typing_receipts_and_to_device_cross_servers() {
+async fn typing_receipts_presence_and_to_device_cross_servers() {
     let net = Network::new();
     let (a, _) = net.server(1).await;
     let (b, _) = net.server(2).await;
@@ -405,6 +405,13 @@ async fn typing_receipts_and_to_device_cross_servers() {
         )
         .await
         .assert_ok();
+    alice
+        .put(
+            &format!("/_matrix/client/v3/presence/{}/status", enc(&alice.user_id)),
+            json!({ "presence": "unavailable", "status_msg": "lunch" }),
+        )
+        .await
+        .assert_ok();
     settle(&[&a, &b]).await;
 
     let on_b = bob.get("/_matrix/client/v3/sync").await;
@@ -419,6 +426,17 @@ async fn typing_receipts_and_to_device_cross_servers() {
     let to_device = &on_b["to_device"]["events"];
     assert_eq!(to_device[0]["content"]["hello"], "bob", "{to_device}");
     assert_eq!(to_device[0]["sender"], alice.user_id.as_str());
+    let presence: Vec<&Value> = on_b["presence"]["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["sender"] == alice.user_id.as_str())
+        .collect();
+    assert_eq!(
+        presence[0]["content"]["presence"], "unavailable",
+        "{presence:?}"
+    );
+    assert_eq!(presence[0]["content"]["status_msg"], "lunch");
 
     let on_a = alice.get("/_matrix/client/v3/sync").await;
     let receipts: Vec<&Value> = on_a.assert_ok()["rooms"]["join"][&room]["ephemeral"]["events"]
