@@ -19,7 +19,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
-use futures::future::{Either, join_all, select};
+use futures::StreamExt;
+use futures::future::{join_all, select};
+use futures::stream::FuturesUnordered;
 use ruma::api::federation::transactions::send_transaction_message;
 use ruma::{MilliSecondsSinceUnixEpoch, OwnedServerName, OwnedTransactionId, ServerName, UInt};
 use serde::{Deserialize, Serialize};
@@ -158,12 +160,11 @@ async fn pending_destinations(hs: &Homeserver) -> Result<HashSet<OwnedServerName
     Ok(found)
 }
 
-/// Sends one transaction to every destination that has items, is not already being sent to,
-/// and is not backing off; concurrently. Returns how many transactions were acknowledged.
-pub async fn flush(hs: &Homeserver) -> Result<usize> {
+/// Destinations with items that are not being sent to and not backing off.
+async fn due(hs: &Homeserver) -> Result<Vec<OwnedServerName>> {
     let now = hs.now_ms();
     let outbox = &hs.federation.outbox;
-    let due: Vec<OwnedServerName> = pending_destinations(hs)
+    Ok(pending_destinations(hs)
         .await?
         .into_iter()
         .filter(|d| !outbox.in_flight.borrow().contains(d))
@@ -174,9 +175,14 @@ pub async fn flush(hs: &Homeserver) -> Result<usize> {
                 .get(d)
                 .is_none_or(|b| b.retry_at <= now)
         })
-        .collect();
-    let sends = due.iter().map(|d| send_one(hs, d));
-    let results = join_all(sends).await;
+        .collect())
+}
+
+/// Sends one transaction to every destination that is due, concurrently, and waits for them
+/// all (tests drive delivery with this). Returns how many were acknowledged.
+pub async fn flush(hs: &Homeserver) -> Result<usize> {
+    let due = due(hs).await?;
+    let results = join_all(due.iter().map(|d| send_one(hs, d))).await;
     Ok(results
         .into_iter()
         .filter(|r| matches!(r, Ok(true)))
@@ -194,24 +200,49 @@ fn next_retry(hs: &Homeserver) -> Option<u64> {
         .min()
 }
 
-/// The background sender: flushes whenever something was queued or a retry is due. Runs
-/// until the host drops it.
+/// The background sender. Each destination's transaction runs on its own: a peer that hangs
+/// holds only its own queue (until [`SEND_TIMEOUT`]), while new items for others go out as
+/// soon as they are queued. Runs until the host drops it.
 pub async fn run(hs: Homeserver) {
+    let hs = &hs;
+    let mut sending = FuturesUnordered::new();
     loop {
         let seen = hs.federation.outbox.enqueued.get();
         let generation = hs.notifier.generation();
-        if let Err(e) = flush(&hs).await {
-            tracing::warn!(error = %e, "federation sender: reading the queue failed");
+        match due(hs).await {
+            Ok(dests) => {
+                for d in dests {
+                    // Marked before the first poll, so the next round does not start it twice.
+                    hs.federation
+                        .outbox
+                        .in_flight
+                        .borrow_mut()
+                        .insert(d.clone());
+                    sending.push(async move {
+                        let r = send_batch(hs, &d).await;
+                        hs.federation.outbox.in_flight.borrow_mut().remove(&d);
+                        if let Err(e) = r {
+                            tracing::warn!(destination = %d, error = %e, "federation sender failed");
+                        }
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "federation sender: reading the queue failed"),
         }
         if hs.federation.outbox.enqueued.get() != seen {
             continue;
         }
-        let wait = next_retry(&hs)
+        let wait = next_retry(hs)
             .map(|at| Duration::from_millis(at.saturating_sub(hs.now_ms()).max(10)))
             .unwrap_or(Duration::from_secs(30));
-        let woken = hs.notifier.changed_since(generation);
-        match select(Box::pin(woken), hs.world.sleep(wait)).await {
-            Either::Left(_) | Either::Right(_) => {}
+        let woken = Box::pin(hs.notifier.changed_since(generation));
+        let timer = hs.world.sleep(wait);
+        let wake = select(woken, timer);
+        if sending.is_empty() {
+            wake.await;
+        } else {
+            // A finished send may leave more items behind (over 50 PDUs): look again.
+            select(sending.next(), wake).await;
         }
     }
 }

@@ -25,6 +25,9 @@ use crate::storage::Direction;
 /// Positions left free below a remote join.
 pub const SPACE: u64 = 1 << 20;
 
+/// How long one server may take to answer, while a client waits.
+const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Most events asked for at once.
 const MAX_BATCH: usize = 100;
 
@@ -60,7 +63,17 @@ pub async fn backfill(hs: &Homeserver, room: &RoomId, limit: usize) -> Result<Op
     if from.is_empty() {
         return Ok(None);
     }
-    let servers = crate::federation::events::servers_in_room(hs, room).await?;
+    // A client waits on this: ask the room's own server first, then those not known to be
+    // failing, each for a short while.
+    let in_room = crate::federation::events::servers_in_room(hs, room).await?;
+    let failing = crate::federation::outbox::backoffs(hs);
+    let mut servers: Vec<_> = in_room.iter().cloned().collect();
+    servers.sort_by_key(|s| {
+        (
+            Some(s.as_ref()) != room.server_name(),
+            failing.contains_key(s),
+        )
+    });
     let limit = limit.clamp(1, MAX_BATCH);
     for server in &servers {
         let req = get_backfill::v1::Request::new(
@@ -68,13 +81,14 @@ pub async fn backfill(hs: &Homeserver, room: &RoomId, limit: usize) -> Result<Op
             from.clone(),
             UInt::new_saturating(limit as u64),
         );
-        let answer = match crate::federation::client::send(hs, server, req).await {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::info!(%room, %server, error = %e, "backfill request failed");
-                continue;
-            }
-        };
+        let answer =
+            match crate::federation::client::send_with_timeout(hs, server, req, TIMEOUT).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::info!(%room, %server, error = %e, "backfill request failed");
+                    continue;
+                }
+            };
         let mut events: Vec<Pdu> = Vec::new();
         for raw in &answer.pdus {
             let Ok(value) = serde_json::from_str::<Value>(raw.get()) else {

@@ -762,3 +762,63 @@ async fn a_redaction_that_overtakes_its_target_applies_when_the_target_arrives()
     );
     assert!(seen["unsigned"]["redacted_because"].is_object(), "{seen}");
 }
+
+#[tokio::test]
+async fn a_peer_that_hangs_does_not_hold_up_the_others() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let (c, _) = net.server(3).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let carol = TestClient::register(&c, "carol").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    for u in [&bob, &carol] {
+        u.post(
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    }
+    settle(&[&a, &b, &c]).await;
+
+    // b takes every request and never answers.
+    net.hold(hearth_core::testing::network::Link::to(b.server_name()));
+    let sender = outbox::run(a.clone());
+    let check = async {
+        say(&alice, &room, "first").await;
+        let started = std::time::Instant::now();
+        while bodies(&carol, &room).await != vec!["first".to_owned()] {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "carol never got it"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // b's transaction is still out; a second message reaches carol all the same.
+        say(&alice, &room, "second").await;
+        while bodies(&carol, &room).await.len() < 2 {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(10),
+                "the second never came"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        // Meanwhile alice's own requests are answered.
+        alice
+            .get("/_matrix/client/v3/sync?timeout=0")
+            .await
+            .assert_ok();
+    };
+    futures::pin_mut!(sender);
+    futures::pin_mut!(check);
+    match futures::future::select(sender, check).await {
+        futures::future::Either::Right(((), _)) => {}
+        futures::future::Either::Left(_) => panic!("the sender stopped"),
+    }
+    assert!(
+        !net.held().is_empty(),
+        "b's transaction is held, not answered"
+    );
+}
