@@ -141,9 +141,10 @@ fn receive_with_budget<'a>(
 ) -> Pin<Box<dyn Future<Output = Received> + 'a>> {
     Box::pin(async move {
         let (room, rules) = room_of(hs, value).await.map_err(|e| (None, e))?;
+        // A PDU that fails its checks is still answered by id when one can be computed.
         let pdu = ingest::verify(hs, &rules, &room, value)
             .await
-            .map_err(|e| (None, e.to_string()))?;
+            .map_err(|e| (ingest::event_id_of(value, &rules), e.to_string()))?;
         let id = pdu.event_id.clone();
         let fail = |e: String| (Some(id.clone()), e);
         for round in 0..MAX_ROUNDS {

@@ -822,3 +822,85 @@ async fn a_peer_that_hangs_does_not_hold_up_the_others() {
         "b's transaction is held, not answered"
     );
 }
+
+#[tokio::test]
+async fn garbage_in_a_transaction_fails_only_itself() {
+    use ruma::api::federation::transactions::send_transaction_message::v1 as send_txn;
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    net.partition(a.server_name(), b.server_name());
+    let good = say(&alice, &room, "good").await;
+    net.heal(a.server_name(), b.server_name());
+    let good_pdu = hearth_core::db::rooms::get_pdu(&a, &good)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut oversize = good_pdu.json.clone();
+    oversize["content"]["body"] = json!("x".repeat(70_000));
+    let mut other_room = good_pdu.json.clone();
+    other_room["room_id"] = json!("!nowhere:example.org");
+    let raws: Vec<Value> = vec![
+        json!("not an object"),
+        json!({ "type": "m.room.message" }),
+        oversize,
+        other_room,
+        good_pdu.json.clone(),
+    ];
+    let mut req = send_txn::Request::new(
+        "garbage-1".into(),
+        a.owned_server_name(),
+        ruma::MilliSecondsSinceUnixEpoch::now(),
+    );
+    req.pdus = raws
+        .iter()
+        .map(|v| serde_json::value::to_raw_value(v).unwrap())
+        .collect();
+    let answer = hearth_core::federation::client::send(&a, b.server_name(), req)
+        .await
+        .expect("the transaction is answered");
+    assert_eq!(
+        answer.pdus.get(&good_pdu.event_id),
+        Some(&Ok(())),
+        "{:?}",
+        answer.pdus
+    );
+    // Nothing else was accepted. The garbage has no id to be answered by (no room this server
+    // is in to take a version from, or too large to hash), so it is dropped, as Synapse does.
+    assert_eq!(
+        answer.pdus.values().filter(|r| r.is_ok()).count(),
+        1,
+        "{:?}",
+        answer.pdus
+    );
+    assert_eq!(bodies(&bob, &room).await, vec!["good".to_owned()]);
+
+    // Over the spec's 50 PDUs: the whole transaction is refused, nothing is applied.
+    let mut req = send_txn::Request::new(
+        "garbage-2".into(),
+        a.owned_server_name(),
+        ruma::MilliSecondsSinceUnixEpoch::now(),
+    );
+    req.pdus = (0..51)
+        .map(|_| serde_json::value::to_raw_value(&good_pdu.json).unwrap())
+        .collect();
+    let refused = hearth_core::federation::client::send(&a, b.server_name(), req).await;
+    match refused {
+        Err(hearth_core::federation::client::FederationError::Remote {
+            status, errcode, ..
+        }) => {
+            assert_eq!((status, errcode.as_str()), (400, "M_BAD_JSON"));
+        }
+        other => panic!("expected 400 M_BAD_JSON, got {other:?}"),
+    }
+}
