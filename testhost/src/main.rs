@@ -20,6 +20,7 @@
 //! tells which.
 
 mod https;
+mod relay;
 mod resolve;
 mod serve;
 mod tls;
@@ -42,14 +43,16 @@ use tokio_rustls::TlsAcceptor;
 use crate::serve::Scope;
 
 const USAGE: &str = "usage: hearth-testhost [--listen ADDR:PORT] [--server-name NAME] \
-[--federation-listen ADDR:PORT [--tls-cert PEM --tls-key PEM]] [--federation-insecure-tls]
+[--federation-listen ADDR:PORT [--tls-cert PEM --tls-key PEM]] [--federation-insecure-tls] [--relay URL]
   --listen                   plain HTTP for clients (default 127.0.0.1:8448; port 0 picks a free port)
   --server-name              a named server (DNS name or IP literal, optional port; port 0 takes
                              the federation listener's); without it the name is the key's hex
   --federation-listen        serve the federation and key APIs over HTTPS there
   --tls-cert, --tls-key      the federation listener's certificate chain and key (PEM); without
                              them a self-signed certificate is made at start
-  --federation-insecure-tls  accept any certificate from peers (tests only)";
+  --federation-insecure-tls  accept any certificate from peers (tests only)
+  --relay                    federate through the Hearth relay at URL (http://host:port), as a
+                             browser server does: a key-named server only";
 
 /// How long a TLS handshake on the federation port may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -78,6 +81,7 @@ struct Args {
     federation_listen: Option<SocketAddr>,
     tls_files: Option<(PathBuf, PathBuf)>,
     insecure_tls: bool,
+    relay: Option<String>,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, HostError> {
@@ -86,6 +90,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, HostError>
     let mut federation_listen = None;
     let (mut cert, mut key) = (None, None);
     let mut insecure_tls = false;
+    let mut relay = None;
     let addr = |flag: &str, v: Option<String>| -> Result<SocketAddr, HostError> {
         let v = v.ok_or_else(|| HostError::Usage(format!("{flag} needs ADDR:PORT")))?;
         v.parse()
@@ -116,6 +121,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, HostError>
                 })?));
             }
             "--federation-insecure-tls" => insecure_tls = true,
+            "--relay" => {
+                relay = Some(
+                    args.next()
+                        .ok_or_else(|| HostError::Usage("--relay needs a URL".into()))?,
+                );
+            }
             "-h" | "--help" => return Err(HostError::Usage("help".into())),
             other => return Err(HostError::Usage(format!("unknown argument {other:?}"))),
         }
@@ -140,12 +151,19 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, HostError>
                 .into(),
         ));
     }
+    if relay.is_some() && (server_name.is_some() || federation_listen.is_some()) {
+        return Err(HostError::Usage(
+            "--relay is for a key-named server: without --server-name and --federation-listen"
+                .into(),
+        ));
+    }
     Ok(Args {
         listen,
         server_name,
         federation_listen,
         tls_files,
         insecure_tls,
+        relay,
     })
 }
 
@@ -196,9 +214,16 @@ async fn run(args: Args) -> Result<(), HostError> {
     };
     // Even a key-named server without a federation listener can ask named servers: they
     // verify its requests from its name.
-    let transport: Rc<dyn Transport> = Rc::new(https::HttpsTransport::new(tls::client_config(
-        args.insecure_tls,
-    )?));
+    let relayed = args
+        .relay
+        .as_ref()
+        .map(|_| relay::RelayTransport::default());
+    let transport: Rc<dyn Transport> = match &relayed {
+        Some(r) => Rc::new(r.clone()),
+        None => Rc::new(https::HttpsTransport::new(tls::client_config(
+            args.insecure_tls,
+        )?)),
+    };
     let config = Config {
         server_name,
         ..Config::default()
@@ -243,6 +268,10 @@ async fn run(args: Args) -> Result<(), HostError> {
         }
         writeln!(out)?;
         out.flush()?;
+    }
+    if let (Some(r), Some(url)) = (relayed, args.relay.clone()) {
+        tokio::task::spawn_local(relay::run(hs.clone(), r, url));
+        tokio::task::spawn_local(hearth_core::federation::outbox::run(hs.clone()));
     }
     if let (Some(listener), Some(acceptor)) = (federation, acceptor) {
         tokio::task::spawn_local(serve_federation(hs.clone(), listener, acceptor));

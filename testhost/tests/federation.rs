@@ -1,6 +1,7 @@
 //! Two testhosts federating over real loopback HTTPS: named servers (`127.0.0.1:<port>`) with
 //! self-signed certificates, each fetching the other's key and checking its X-Matrix
-//! signatures.
+//! signatures. And two key-named testhosts federating through a Hearth relay, as browser
+//! servers do.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -71,6 +72,98 @@ impl Host {
             federation,
             server_name,
         }
+    }
+}
+
+/// A relay on a free loopback port, killed on drop.
+struct Relay {
+    child: Child,
+    url: String,
+    _www: std::path::PathBuf,
+}
+
+impl Relay {
+    fn start() -> Self {
+        let bin = relay_binary();
+        let www = std::env::temp_dir().join(format!("hearth-relay-test-{}", std::process::id()));
+        std::fs::create_dir_all(&www).expect("www dir");
+        let mut child = Command::new(bin)
+            .args(["--listen", "127.0.0.1:0", "--www"])
+            .arg(&www)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("relay starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("relay prints its address");
+        let url = line
+            .trim()
+            .strip_prefix("hearth-relay listening on ")
+            .unwrap_or_else(|| panic!("unexpected relay line {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            url,
+            _www: www,
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The relay binary of this workspace, built if `cargo test` has not built it yet.
+fn relay_binary() -> std::path::PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/hearth-relay");
+    if !bin.is_file() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = Command::new(cargo)
+            .args(["build", "-p", "hearth-relay"])
+            .status()
+            .expect("cargo runs");
+        assert!(ok.success(), "building hearth-relay failed");
+    }
+    bin
+}
+
+/// A key-named testhost that federates through `relay` (it has no federation listener: its
+/// `federation` address is the client one, unused).
+fn start_relayed(relay: &Relay) -> Host {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth-testhost"))
+        .args(["--listen", "127.0.0.1:0", "--relay", &relay.url])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("testhost starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("startup line");
+    let rest = line
+        .trim_end()
+        .strip_prefix("hearth-testhost listening on http://")
+        .unwrap_or_else(|| panic!("unexpected startup line {line:?}"));
+    let mut parts = rest.split(' ');
+    let http = parts.next().expect("address").parse().expect("ip:port");
+    let server_name = parts
+        .next()
+        .and_then(|p| p.strip_prefix("server_name="))
+        .expect("server name")
+        .to_owned();
+    Host {
+        child,
+        http,
+        federation: http,
+        server_name,
     }
 }
 
@@ -401,6 +494,74 @@ fn a_room_spans_two_testhosts_over_https() {
     times.sort();
     println!(
         "hearth→hearth delivery over loopback HTTPS (send → peer /sync): p50 {:?}, p99 {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
+}
+
+#[test]
+fn two_key_named_testhosts_share_a_room_through_the_relay() {
+    let relay = Relay::start();
+    let a = start_relayed(&relay);
+    let b = start_relayed(&relay);
+    let (alice_token, _alice) = register(&a, "alice");
+    let (bob_token, bob) = register(&b, "bob");
+    assert_eq!(b.server_name.len(), 64, "a key-named server");
+    assert!(bob.ends_with(&b.server_name));
+
+    // Both must have said hello to the relay before the first request can cross it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let room = loop {
+        let r = client(
+            &a,
+            "POST",
+            "/_matrix/client/v3/createRoom",
+            Some(&alice_token),
+            Some(json!({ "preset": "private_chat", "invite": [bob] })),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let room = r.body["room_id"].as_str().expect("room id").to_owned();
+        let j = client(
+            &b,
+            "POST",
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            Some(&bob_token),
+            Some(json!({})),
+        );
+        if j.status == 200 {
+            break room;
+        }
+        assert!(Instant::now() < deadline, "bob could not join: {}", j.body);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let send = |h: &Host, token: &str, txn: &str, body: &str| {
+        let r = client(
+            h,
+            "PUT",
+            &format!(
+                "/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+                enc(&room)
+            ),
+            Some(token),
+            Some(json!({ "msgtype": "m.text", "body": body })),
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+    };
+    send(&b, &bob_token, "b0", "hello through the relay");
+    wait_for_body(&a, &alice_token, &room, "", "hello through the relay");
+
+    let mut since = wait_for_body(&b, &bob_token, &room, "", "hello through the relay");
+    let mut times = Vec::new();
+    for i in 0..40 {
+        let body = format!("r{i}");
+        let start = Instant::now();
+        send(&a, &alice_token, &format!("a{i}"), &body);
+        since = wait_for_body(&b, &bob_token, &room, &since, &body);
+        times.push(start.elapsed());
+    }
+    times.sort();
+    println!(
+        "hearth→hearth delivery through the relay (send → peer /sync): p50 {:?}, p99 {:?}",
         times[times.len() / 2],
         times[times.len() * 99 / 100]
     );

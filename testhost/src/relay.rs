@@ -1,0 +1,191 @@
+//! Federation through a Hearth relay (`--relay URL`): the transport a key-named server uses
+//! when no one can reach it directly, as the browser does. One WebSocket to the relay, the
+//! protocol of `hearth-relay-proto`: the relay's challenge signed with the server's key, then
+//! requests both ways as binary frames. A transaction the relay stored for an offline peer
+//! counts as delivered (the relay now owns it). The socket is reopened with backoff when it
+//! drops; requests made meanwhile fail at once, and the outbound queue retries them.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::channel::{mpsc, oneshot};
+use futures::{SinkExt, StreamExt};
+use hearth_core::Homeserver;
+use hearth_core::federation::transport::{Transport, TransportError};
+use hearth_core::world::LocalBoxFuture;
+use hearth_relay_proto::client::{
+    Client, Incoming, is_handed_over, request_to_http, response_frame, response_to_http,
+};
+use http::{Request, Response};
+use ruma::ServerName;
+use ruma::signatures::KeyPair;
+use tokio_tungstenite::tungstenite::Message;
+
+/// Longest wait between reconnection attempts.
+const MAX_RECONNECT: Duration = Duration::from_secs(30);
+
+#[derive(Default)]
+struct Connection {
+    client: Option<Client>,
+    /// Frames to write, while a socket is open and welcomed.
+    out: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    pending: HashMap<u32, oneshot::Sender<Response<Vec<u8>>>>,
+}
+
+/// The transport half: requests go out on the current connection.
+#[derive(Clone, Default)]
+pub struct RelayTransport {
+    conn: Rc<RefCell<Connection>>,
+}
+
+impl Transport for RelayTransport {
+    fn send<'a>(
+        &'a self,
+        destination: &'a ServerName,
+        request: Request<Vec<u8>>,
+    ) -> LocalBoxFuture<'a, Result<Response<Vec<u8>>, TransportError>> {
+        Box::pin(async move {
+            let answer = {
+                let mut c = self.conn.borrow_mut();
+                let Connection {
+                    client,
+                    out,
+                    pending,
+                } = &mut *c;
+                let (Some(client), Some(out)) = (client.as_mut(), out.as_ref()) else {
+                    return Err(TransportError::unreachable(
+                        destination,
+                        "not connected to the relay",
+                    ));
+                };
+                let (id, frame) = client
+                    .request(destination.as_str(), &request)
+                    .map_err(|e| TransportError::connection(destination, e.to_string()))?;
+                let (tx, rx) = oneshot::channel();
+                pending.insert(id, tx);
+                if out.unbounded_send(frame).is_err() {
+                    pending.remove(&id);
+                    return Err(TransportError::connection(
+                        destination,
+                        "relay socket closed",
+                    ));
+                }
+                rx
+            };
+            let response = answer
+                .await
+                .map_err(|_| TransportError::connection(destination, "relay socket closed"))?;
+            if is_handed_over(&response) {
+                // The relay keeps the transaction for the peer: as good as delivered.
+                return Ok(Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(br#"{"pdus":{}}"#.to_vec())
+                    .unwrap_or_default());
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Keeps a connection to the relay at `url` open for `hs`, forever.
+pub async fn run(hs: Homeserver, transport: RelayTransport, url: String) {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match connect_once(&hs, &transport, &url).await {
+            Ok(()) => delay = Duration::from_millis(250),
+            Err(e) => tracing::warn!(relay = %url, error = %e, "relay connection failed"),
+        }
+        {
+            let mut c = transport.conn.borrow_mut();
+            c.out = None;
+            // Answers that will never come: fail them now.
+            c.pending.clear();
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_RECONNECT);
+    }
+}
+
+async fn connect_once(
+    hs: &Homeserver,
+    transport: &RelayTransport,
+    url: &str,
+) -> Result<(), String> {
+    let client = Client::new(url, hs.server_name().as_str()).map_err(|e| e.to_string())?;
+    let (socket, _) = tokio_tungstenite::connect_async(client.socket_url())
+        .await
+        .map_err(|e| e.to_string())?;
+    transport.conn.borrow_mut().client = Some(client);
+    let conn = &transport.conn;
+    let (mut sink, mut stream) = socket.split();
+    let (tx, mut rx) = mpsc::unbounded::<Vec<u8>>();
+    let writer = async move {
+        while let Some(frame) = rx.next().await {
+            if sink.send(Message::Binary(frame.into())).await.is_err() {
+                break;
+            }
+        }
+    };
+    let reader = async {
+        while let Some(message) = stream.next().await {
+            let bytes = match message.map_err(|e| e.to_string())? {
+                Message::Binary(b) => b,
+                Message::Close(_) => return Ok(()),
+                _ => continue,
+            };
+            let incoming = match conn.borrow_mut().client.as_mut() {
+                Some(client) => client.on_frame(&bytes).map_err(|e| e.to_string())?,
+                None => return Err("no protocol state".into()),
+            };
+            match incoming {
+                Incoming::Challenge(c) => {
+                    let hello = conn
+                        .borrow()
+                        .client
+                        .as_ref()
+                        .ok_or("no protocol state")?
+                        .hello(&c, |msg| {
+                            let sig = hs.key.pair.sign(msg);
+                            let mut out = [0u8; 64];
+                            out.copy_from_slice(&sig.as_bytes()[..64]);
+                            out
+                        })
+                        .map_err(|e| e.to_string())?;
+                    let _ = tx.unbounded_send(hello);
+                }
+                Incoming::Welcome { queued } => {
+                    tracing::info!(relay = %url, queued, "connected to the relay");
+                    conn.borrow_mut().out = Some(tx.clone());
+                }
+                Incoming::Request(r) => {
+                    let id = r.id;
+                    let request = request_to_http(&r).map_err(|e| e.to_string())?;
+                    let (hs, tx) = (hs.clone(), tx.clone());
+                    tokio::task::spawn_local(async move {
+                        let answer = hs.handle(request).await;
+                        if let Ok(frame) = response_frame(id, &answer) {
+                            let _ = tx.unbounded_send(frame);
+                        }
+                    });
+                }
+                Incoming::Response(r) => {
+                    let answer = response_to_http(&r).map_err(|e| e.to_string())?;
+                    let waiting = conn.borrow_mut().pending.remove(&r.id);
+                    if let Some(waiting) = waiting {
+                        let _ = waiting.send(answer);
+                    }
+                }
+            }
+        }
+        Ok::<(), String>(())
+    };
+    futures::pin_mut!(writer);
+    futures::pin_mut!(reader);
+    match futures::future::select(reader, writer).await {
+        futures::future::Either::Left((result, _)) => result,
+        futures::future::Either::Right(((), _)) => Err("the relay socket closed".into()),
+    }
+}
