@@ -78,6 +78,8 @@ async function boot() {
       try {
         server = await HearthServer.start(DB_NAME);
         bootTimings.startMs = performance.now() - starting;
+        // The relay that served this page carries federation for it.
+        server.connectRelay(self.location.origin);
         break;
       } catch (e) {
         reportError(e);

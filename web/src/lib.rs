@@ -41,6 +41,8 @@ pub mod read_cache;
 #[cfg(target_arch = "wasm32")]
 mod indexeddb;
 #[cfg(target_arch = "wasm32")]
+mod relay;
+#[cfg(target_arch = "wasm32")]
 mod server;
 #[cfg(target_arch = "wasm32")]
 mod thumbnail;

@@ -15,14 +15,13 @@ use tracing_subscriber::layer::SubscriberExt;
 use wasm_bindgen::prelude::*;
 
 use crate::indexeddb::{IndexedDbStorage, OpStats, StorageFailure};
+use crate::relay::RelayTransport;
 use crate::world::BrowserWorld;
-
-/// Shown in the status until the federation relay client exists.
-const RELAY_NOT_CONNECTED: &str = "not connected";
 
 struct Inner {
     hs: Homeserver,
     store: Rc<IndexedDbStorage>,
+    relay: RelayTransport,
     boot_ms: f64,
 }
 
@@ -46,17 +45,38 @@ impl HearthServer {
                 .await
                 .map_err(storage_js_error)?,
         );
-        let hs = Homeserver::new(store.clone(), Rc::new(BrowserWorld), Config::default())
-            .await
-            .map_err(|e| match e {
-                StartError::Storage(e) => storage_js_error(e),
-                other => tagged_error("backend", &other.to_string()),
-            })?;
+        // Other servers are reached through the relay once `connectRelay` is called; until
+        // then every request to them fails and the outbound queue waits.
+        let relay = RelayTransport::default();
+        let hs = Homeserver::with_transport(
+            store.clone(),
+            Rc::new(BrowserWorld),
+            Rc::new(relay.clone()),
+            Config::default(),
+        )
+        .await
+        .map_err(|e| match e {
+            StartError::Storage(e) => storage_js_error(e),
+            other => tagged_error("backend", &other.to_string()),
+        })?;
         let boot_ms = js_sys::Date::now() - began;
         tracing::info!(server_name = %hs.server_name(), boot_ms, "hearth-web started");
+        wasm_bindgen_futures::spawn_local(hearth_core::federation::outbox::run(hs.clone()));
         Ok(HearthServer {
-            inner: Rc::new(Inner { hs, store, boot_ms }),
+            inner: Rc::new(Inner {
+                hs,
+                store,
+                relay,
+                boot_ms,
+            }),
         })
+    }
+
+    /// Federates through the Hearth relay at `url` (the page's origin: the relay serves the
+    /// page), keeping the socket open for as long as the worker lives.
+    #[wasm_bindgen(js_name = connectRelay)]
+    pub fn connect_relay(&self, url: String) {
+        crate::relay::connect(self.inner.hs.clone(), self.inner.relay.clone(), url);
     }
 
     /// The server's name: the lowercase hex of its ed25519 public key.
@@ -109,7 +129,7 @@ impl HearthServer {
             set(&status, "users", &(users as f64).into())?;
             let rooms = inner.store.count("rooms").await.map_err(storage_js_error)?;
             set(&status, "rooms", &(rooms as f64).into())?;
-            set(&status, "relay", &RELAY_NOT_CONNECTED.into())?;
+            set(&status, "relay", &inner.relay.status().into())?;
             set(&status, "bootMs", &inner.boot_ms.into())?;
             let error = inner
                 .store

@@ -1,0 +1,232 @@
+//! Federation from the browser: one WebSocket to the Hearth relay that served the page
+//! (`hearth-relay-proto`). The relay's challenge is signed with the server's key, which its
+//! name spells; then requests travel both ways as binary frames: this server's requests to
+//! other servers out, other servers' requests to this one in (answered by `Homeserver::handle`
+//! like a client's). A transaction the relay stored for an offline peer counts as delivered.
+//! When the socket drops, requests in flight fail (the outbound queue retries them) and the
+//! socket is reopened with backoff.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use futures::channel::oneshot;
+use hearth_core::Homeserver;
+use hearth_core::federation::transport::{Transport, TransportError};
+use hearth_core::world::LocalBoxFuture;
+use hearth_relay_proto::client::{
+    Client, Incoming, is_handed_over, request_to_http, response_frame, response_to_http,
+};
+use http::{Request, Response};
+use js_sys::{ArrayBuffer, Uint8Array};
+use ruma::ServerName;
+use ruma::signatures::KeyPair;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{BinaryType, MessageEvent, WebSocket};
+
+/// Longest wait between reconnection attempts, in milliseconds.
+const MAX_RECONNECT_MS: u32 = 30_000;
+
+#[derive(Default)]
+struct State {
+    client: Option<Client>,
+    /// The socket, once the relay has welcomed this server.
+    socket: Option<WebSocket>,
+    pending: HashMap<u32, oneshot::Sender<Response<Vec<u8>>>>,
+    /// Kept alive with the socket they are attached to.
+    handlers: Vec<Closure<dyn FnMut(JsValue)>>,
+}
+
+/// The transport half; [`connect`] keeps the socket.
+#[derive(Clone, Default)]
+pub struct RelayTransport {
+    state: Rc<RefCell<State>>,
+}
+
+impl RelayTransport {
+    /// `connected`, `connecting` or `not connected`, for the status page.
+    pub fn status(&self) -> &'static str {
+        let s = self.state.borrow();
+        match (&s.socket, &s.client) {
+            (Some(_), _) => "connected",
+            (None, Some(_)) => "connecting",
+            (None, None) => "not connected",
+        }
+    }
+}
+
+impl Transport for RelayTransport {
+    fn send<'a>(
+        &'a self,
+        destination: &'a ServerName,
+        request: Request<Vec<u8>>,
+    ) -> LocalBoxFuture<'a, Result<Response<Vec<u8>>, TransportError>> {
+        Box::pin(async move {
+            let answer = {
+                let mut s = self.state.borrow_mut();
+                let State {
+                    client,
+                    socket,
+                    pending,
+                    ..
+                } = &mut *s;
+                let (Some(client), Some(socket)) = (client.as_mut(), socket.as_ref()) else {
+                    return Err(TransportError::unreachable(
+                        destination,
+                        "not connected to the relay",
+                    ));
+                };
+                let (id, frame) = client
+                    .request(destination.as_str(), &request)
+                    .map_err(|e| TransportError::connection(destination, e.to_string()))?;
+                let (tx, rx) = oneshot::channel();
+                if socket.send_with_u8_array(&frame).is_err() {
+                    return Err(TransportError::connection(
+                        destination,
+                        "relay socket closed",
+                    ));
+                }
+                pending.insert(id, tx);
+                rx
+            };
+            let response = answer
+                .await
+                .map_err(|_| TransportError::connection(destination, "relay socket closed"))?;
+            if is_handed_over(&response) {
+                return Ok(Response::builder()
+                    .status(200)
+                    .header("content-type", "application/json")
+                    .body(br#"{"pdus":{}}"#.to_vec())
+                    .unwrap_or_default());
+            }
+            Ok(response)
+        })
+    }
+}
+
+/// Opens the socket to the relay at `relay` (the page's origin) for `hs`, and reopens it
+/// whenever it closes.
+pub fn connect(hs: Homeserver, transport: RelayTransport, relay: String) {
+    open(hs, transport, relay, 250);
+}
+
+fn open(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32) {
+    let client = match Client::new(&relay, hs.server_name().as_str()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(%relay, error = %e, "no relay to connect to");
+            return;
+        }
+    };
+    let socket = match WebSocket::new(&client.socket_url()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(%relay, error = ?e, "cannot open the relay socket");
+            retry(hs, transport, relay, delay_ms);
+            return;
+        }
+    };
+    socket.set_binary_type(BinaryType::Arraybuffer);
+    {
+        let mut s = transport.state.borrow_mut();
+        s.client = Some(client);
+        s.socket = None;
+        s.handlers.clear();
+    }
+
+    let on_message = {
+        let (hs, transport, socket) = (hs.clone(), transport.clone(), socket.clone());
+        Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+            let Some(event) = event.dyn_ref::<MessageEvent>() else {
+                return;
+            };
+            let Ok(buffer) = event.data().dyn_into::<ArrayBuffer>() else {
+                return;
+            };
+            let bytes = Uint8Array::new(&buffer).to_vec();
+            if let Err(e) = on_frame(&hs, &transport, &socket, &bytes) {
+                tracing::warn!(error = %e, "bad frame from the relay; reconnecting");
+                let _ = socket.close();
+            }
+        })
+    };
+    let on_close = {
+        let (hs, transport, relay) = (hs.clone(), transport.clone(), relay.clone());
+        Closure::<dyn FnMut(JsValue)>::new(move |_event: JsValue| {
+            {
+                let mut s = transport.state.borrow_mut();
+                s.socket = None;
+                // Answers that will never come fail now; the queue retries.
+                s.pending.clear();
+            }
+            retry(hs.clone(), transport.clone(), relay.clone(), delay_ms);
+        })
+    };
+    socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    socket.set_onclose(Some(on_close.as_ref().unchecked_ref()));
+    let mut s = transport.state.borrow_mut();
+    s.handlers.push(on_message);
+    s.handlers.push(on_close);
+}
+
+fn retry(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32) {
+    wasm_bindgen_futures::spawn_local(async move {
+        gloo_timers::future::TimeoutFuture::new(delay_ms).await;
+        let next = (delay_ms * 2).min(MAX_RECONNECT_MS);
+        open(hs, transport, relay, next);
+    });
+}
+
+fn on_frame(
+    hs: &Homeserver,
+    transport: &RelayTransport,
+    socket: &WebSocket,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let incoming = {
+        let mut s = transport.state.borrow_mut();
+        let client = s.client.as_mut().ok_or("no protocol state")?;
+        client.on_frame(bytes).map_err(|e| e.to_string())?
+    };
+    match incoming {
+        Incoming::Challenge(c) => {
+            let s = transport.state.borrow();
+            let client = s.client.as_ref().ok_or("no protocol state")?;
+            let hello = client
+                .hello(&c, |msg| {
+                    let sig = hs.key.pair.sign(msg);
+                    let mut out = [0u8; 64];
+                    out.copy_from_slice(&sig.as_bytes()[..64]);
+                    out
+                })
+                .map_err(|e| e.to_string())?;
+            socket
+                .send_with_u8_array(&hello)
+                .map_err(|e| format!("{e:?}"))?;
+        }
+        Incoming::Welcome { queued } => {
+            tracing::info!(queued, "connected to the relay");
+            transport.state.borrow_mut().socket = Some(socket.clone());
+        }
+        Incoming::Request(r) => {
+            let id = r.id;
+            let request = request_to_http(&r).map_err(|e| e.to_string())?;
+            let (hs, socket) = (hs.clone(), socket.clone());
+            wasm_bindgen_futures::spawn_local(async move {
+                let answer = hs.handle(request).await;
+                if let Ok(frame) = response_frame(id, &answer) {
+                    let _ = socket.send_with_u8_array(&frame);
+                }
+            });
+        }
+        Incoming::Response(r) => {
+            let answer = response_to_http(&r).map_err(|e| e.to_string())?;
+            let waiting = transport.state.borrow_mut().pending.remove(&r.id);
+            if let Some(waiting) = waiting {
+                let _ = waiting.send(answer);
+            }
+        }
+    }
+    Ok(())
+}
