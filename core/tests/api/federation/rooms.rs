@@ -904,3 +904,105 @@ async fn garbage_in_a_transaction_fails_only_itself() {
         other => panic!("expected 400 M_BAD_JSON, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn three_servers_converge_on_conflicting_membership_changes() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let (c, _) = net.server(3).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let carol = TestClient::register(&c, "carol").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    for u in [&bob, &carol] {
+        u.post(
+            &format!("/_matrix/client/v3/join/{}", enc(&room)),
+            json!({}),
+        )
+        .await
+        .assert_ok();
+        settle(&[&a, &b, &c]).await;
+    }
+    let all = [&a, &b, &c];
+    put_state(
+        &alice,
+        &room,
+        "m.room.power_levels",
+        json!({ "users": { alice.user_id.clone(): 100, bob.user_id.clone(): 50 } }),
+    )
+    .await;
+    settle(&all).await;
+    for (x, y) in [(&a, &b), (&a, &c), (&b, &c)] {
+        net.partition(x.server_name(), y.server_name());
+    }
+    // Alice bans carol; carol, unaware, changes her display name (a new join event); bob
+    // changes the topic.
+    alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/ban", enc(&room)),
+            json!({ "user_id": carol.user_id }),
+        )
+        .await
+        .assert_ok();
+    carol
+        .put(
+            &format!(
+                "/_matrix/client/v3/profile/{}/displayname",
+                enc(&carol.user_id)
+            ),
+            json!({ "displayname": "Carol the unbanned" }),
+        )
+        .await
+        .assert_ok();
+    put_state(&bob, &room, "m.room.topic", json!({ "topic": "bob's" })).await;
+    settle(&all).await;
+
+    for (x, y) in [(&a, &b), (&a, &c), (&b, &c)] {
+        net.heal(x.server_name(), y.server_name());
+    }
+    for s in all {
+        outbox::forget_backoff(s);
+    }
+    settle(&all).await;
+    say(&alice, &room, "after a").await;
+    say(&bob, &room, "after b").await;
+    settle(&all).await;
+
+    let on_a = state_ids(&alice, &room).await;
+    assert_eq!(on_a, state_ids(&bob, &room).await, "a and b disagree");
+    let carol_member = on_a
+        .iter()
+        .find(|(t, k, _)| t == "m.room.member" && *k == carol.user_id)
+        .expect("carol's membership");
+    let ev = alice
+        .get(&format!(
+            "/_matrix/client/v3/rooms/{}/event/{}",
+            enc(&room),
+            enc(&carol_member.2)
+        ))
+        .await;
+    assert_eq!(
+        ev.assert_ok()["content"]["membership"],
+        "ban",
+        "the ban stands"
+    );
+    assert!(
+        on_a.iter().any(|(t, _, _)| t == "m.room.topic"),
+        "bob's topic counts"
+    );
+    // Carol's server, banned, hears of the ban too and holds the same state for the room.
+    let on_c =
+        hearth_core::db::rooms::room_state(&c, <&ruma::RoomId>::try_from(room.as_str()).unwrap())
+            .await
+            .unwrap()
+            .unwrap();
+    let mut c_state: Vec<(String, String, String)> = on_c
+        .state
+        .iter()
+        .map(|((t, k), id)| (t.clone(), k.clone(), id.to_string()))
+        .collect();
+    c_state.sort();
+    // c did not get "after a"/"after b" states beyond these (messages are not state).
+    assert_eq!(c_state, on_a, "c disagrees");
+}
