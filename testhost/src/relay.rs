@@ -104,7 +104,10 @@ pub async fn run(hs: Homeserver, transport: RelayTransport, url: String) {
             // Answers that will never come: fail them now.
             c.pending.clear();
         }
-        tokio::time::sleep(delay).await;
+        // Jitter, so that servers the same relay dropped do not all come back at once.
+        let mut byte = [0u8; 1];
+        let _ = getrandom::fill(&mut byte);
+        tokio::time::sleep(delay.mul_f64(0.5 + f64::from(byte[0]) / 255.0)).await;
         delay = (delay * 2).min(MAX_RECONNECT);
     }
 }
@@ -159,6 +162,9 @@ async fn connect_once(
                 Incoming::Welcome { queued } => {
                     tracing::info!(relay = %url, queued, "connected to the relay");
                     conn.borrow_mut().out = Some(tx.clone());
+                    // Whatever waited for the relay goes out now, not at its backoff's end.
+                    hearth_core::federation::outbox::forget_backoff(hs);
+                    hs.notifier.notify();
                 }
                 Incoming::Request(r) => {
                     let id = r.id;

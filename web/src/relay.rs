@@ -172,7 +172,9 @@ fn open(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32)
 
 fn retry(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32) {
     wasm_bindgen_futures::spawn_local(async move {
-        gloo_timers::future::TimeoutFuture::new(delay_ms).await;
+        // Jitter, so that servers the same relay dropped do not all come back at once.
+        let jittered = (f64::from(delay_ms) * (0.5 + js_sys::Math::random())) as u32;
+        gloo_timers::future::TimeoutFuture::new(jittered).await;
         let next = (delay_ms * 2).min(MAX_RECONNECT_MS);
         open(hs, transport, relay, next);
     });
@@ -208,6 +210,9 @@ fn on_frame(
         Incoming::Welcome { queued } => {
             tracing::info!(queued, "connected to the relay");
             transport.state.borrow_mut().socket = Some(socket.clone());
+            // Whatever waited for the relay goes out now, not at its backoff's end.
+            hearth_core::federation::outbox::forget_backoff(hs);
+            hs.notifier.notify();
         }
         Incoming::Request(r) => {
             let id = r.id;
