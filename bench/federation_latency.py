@@ -180,6 +180,9 @@ async def measure(a: Endpoint, b: Endpoint, n: int, warmup: int, sync_filter: st
             )
         )["room_id"]
         rq = quote(room, safe="")
+        create = await alice.call("GET", f"rooms/{rq}/state/m.room.create/")
+        if create.get("room_version") != ROOM_VERSION:
+            raise RuntimeError(f"{a.label} made a version {create.get('room_version')} room, not {ROOM_VERSION}")
         # Both tokens are taken before the invite, so that the invite and the join are ahead.
         alice_since = (await alice.sync(None, 0))["next_batch"]
         since = (await bob.sync(None, 0))["next_batch"]
