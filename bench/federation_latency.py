@@ -464,6 +464,8 @@ async def main() -> int:
             "cores": os.cpu_count(),
             "system": f"{platform.system()} {platform.release()} {platform.machine()}",
             "loadavg_before": [round(x, 2) for x in load_before],
+            # Synapse's figures move 2-4x with the machine's load; read them against this.
+            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         },
         "wall_s": round(time.monotonic() - started, 1),
     }
