@@ -1,6 +1,7 @@
 //! Reading a room's graph: `event`, `state`, `state_ids`, `event_auth`, `get_missing_events`
 //! and `backfill`. A server may read a room only while one of its users is joined to it, or
-//! when the room is world-readable.
+//! when the room is world-readable; events its users could not see (history visibility at the
+//! event) reach it redacted.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::rc::Rc;
@@ -20,6 +21,7 @@ use crate::error::{MatrixError, Result};
 use crate::room::graph;
 use crate::room::txn::RoomTxn;
 use crate::router::Router;
+use crate::visibility::HistoryVisibility;
 use crate::{Ctx, Homeserver, route};
 
 /// Most events one `get_missing_events` or `backfill` answer carries.
@@ -35,6 +37,69 @@ pub fn routes(r: &mut Router) {
     route!(r, get_event_authorization::v1::Request, event_auth);
     route!(r, get_missing_events::v1::Request, missing_events);
     route!(r, get_backfill::v1::Request, backfill);
+}
+
+/// Whether `server` may see `pdu`, by the room's history visibility at the event (the spec's
+/// rule for servers): `world_readable` and `shared` history is visible to any server in the
+/// room; `invited` to a server with a user invited or joined at the event; `joined` to one
+/// with a user joined at it.
+pub async fn server_may_see(hs: &Homeserver, server: &ServerName, pdu: &Pdu) -> Result<bool> {
+    let Some(group) = pdu.meta.state_before else {
+        // Before state groups, or the room's first event: nothing to hide it by.
+        return Ok(true);
+    };
+    let txn = RoomTxn::open(hs, &pdu.room_id).await?;
+    let (_, state) = crate::db::state_groups::load(hs, &txn.groups, group).await?;
+    let hv = match state.get(&("m.room.history_visibility".to_owned(), String::new())) {
+        Some(id) => match get_pdu(hs, id.as_str()).await? {
+            Some(p) => HistoryVisibility::from_content(&p.content),
+            None => HistoryVisibility::Shared,
+        },
+        // The spec's default when the room has none.
+        None => HistoryVisibility::Shared,
+    };
+    let allowed: &[MembershipState] = match hv {
+        HistoryVisibility::WorldReadable | HistoryVisibility::Shared => return Ok(true),
+        HistoryVisibility::Invited => &[MembershipState::Join, MembershipState::Invite],
+        HistoryVisibility::Joined => &[MembershipState::Join],
+    };
+    for ((t, k), id) in state.iter() {
+        if t != "m.room.member" || !k.ends_with(&format!(":{server}")) {
+            continue;
+        }
+        if let Some(m) = get_pdu(hs, id.as_str()).await?.and_then(|p| p.membership())
+            && allowed.contains(&m)
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// `pdu` as `server` may have it: whole, or redacted when history visibility hides it (the
+/// graph stays whole, the content does not leak).
+async fn pdu_for(hs: &Homeserver, server: &ServerName, pdu: &Pdu) -> Result<Box<RawValue>> {
+    if server_may_see(hs, server, pdu).await? {
+        return pdu_raw(pdu);
+    }
+    let rules = rooms::room_record(hs, &pdu.room_id)
+        .await?
+        .and_then(|r| crate::room::txn::supported_version(&r.version))
+        .ok_or_else(|| MatrixError::unknown("room version not supported"))?;
+    let mut json = pdu.json.clone();
+    if let Some(o) = json.as_object_mut() {
+        o.remove("unsigned");
+        o.remove("event_id");
+    }
+    let ruma::CanonicalJsonValue::Object(mut object) =
+        ruma::canonical_json::to_canonical_value(&json)
+            .map_err(|e| MatrixError::unknown(format!("stored event: {e}")))?
+    else {
+        return Err(MatrixError::unknown("stored event is not an object"));
+    };
+    ruma::canonical_json::redact_in_place(&mut object, &rules.redaction, None)
+        .map_err(|e| MatrixError::unknown(format!("redaction: {e}")))?;
+    Ok(serde_json::value::to_raw_value(&object)?)
 }
 
 /// The PDU as it travels between servers.
@@ -108,7 +173,7 @@ async fn event(
     Ok(get_event::v1::Response::new(
         hs.owned_server_name(),
         MilliSecondsSinceUnixEpoch(UInt::new_saturating(hs.now_ms())),
-        pdu_raw(&pdu)?,
+        pdu_for(hs, &origin, &pdu).await?,
     ))
 }
 
@@ -223,7 +288,8 @@ async fn missing_events(
     ctx: Ctx,
     req: get_missing_events::v1::Request,
 ) -> Result<get_missing_events::v1::Response> {
-    check_server_in_room(hs, &req.room_id, ctx.origin()?).await?;
+    let origin = ctx.origin()?.to_owned();
+    check_server_in_room(hs, &req.room_id, &origin).await?;
     let limit = usize::try_from(u64::from(req.limit))
         .unwrap_or(MAX_EVENTS)
         .min(MAX_EVENTS);
@@ -256,9 +322,11 @@ async fn missing_events(
         out.push(p);
     }
     out.sort_by_key(|p| p.depth);
-    Ok(get_missing_events::v1::Response::new(
-        out.iter().map(|p| pdu_raw(p)).collect::<Result<_>>()?,
-    ))
+    let mut events = Vec::with_capacity(out.len());
+    for p in &out {
+        events.push(pdu_for(hs, &origin, p).await?);
+    }
+    Ok(get_missing_events::v1::Response::new(events))
 }
 
 /// Events before `v` (included), newest first, through `prev_events`.
@@ -267,7 +335,8 @@ async fn backfill(
     ctx: Ctx,
     req: get_backfill::v1::Request,
 ) -> Result<get_backfill::v1::Response> {
-    check_server_in_room(hs, &req.room_id, ctx.origin()?).await?;
+    let origin = ctx.origin()?.to_owned();
+    check_server_in_room(hs, &req.room_id, &origin).await?;
     let limit = usize::try_from(u64::from(req.limit))
         .unwrap_or(MAX_EVENTS)
         .min(MAX_EVENTS);
@@ -291,9 +360,13 @@ async fn backfill(
         out.push(p);
     }
     out.sort_by_key(|p| std::cmp::Reverse(p.depth));
+    let mut pdus = Vec::with_capacity(out.len());
+    for p in &out {
+        pdus.push(pdu_for(hs, &origin, p).await?);
+    }
     Ok(get_backfill::v1::Response::new(
         hs.owned_server_name(),
         MilliSecondsSinceUnixEpoch(UInt::new_saturating(hs.now_ms())),
-        out.iter().map(|p| pdu_raw(p)).collect::<Result<_>>()?,
+        pdus,
     ))
 }

@@ -1006,3 +1006,51 @@ async fn three_servers_converge_on_conflicting_membership_changes() {
     // c did not get "after a"/"after b" states beyond these (messages are not state).
     assert_eq!(c_state, on_a, "c disagrees");
 }
+
+#[tokio::test]
+async fn history_a_server_may_not_see_reaches_it_redacted() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = create_room(
+        &alice,
+        json!({ "preset": "public_chat",
+                "initial_state": [{ "type": "m.room.history_visibility", "state_key": "",
+                                    "content": { "history_visibility": "joined" } }] }),
+    )
+    .await;
+    let secret = say(&alice, &room, "before anyone from b").await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    say(&alice, &room, "after bob").await;
+    settle(&[&a, &b]).await;
+    // Paging back makes b backfill; the earlier message comes redacted.
+    assert_eq!(bodies(&bob, &room).await, vec!["after bob".to_owned()]);
+    let kept = hearth_core::db::rooms::get_pdu(&b, &secret).await.unwrap();
+    if let Some(p) = kept {
+        assert!(
+            p.content.get("body").is_none(),
+            "b holds the hidden text: {}",
+            p.content
+        );
+    }
+    // Asked directly, a's server answers with the redacted event as well.
+    let got = hearth_core::federation::client::send(
+        &b,
+        a.server_name(),
+        ruma::api::federation::event::get_event::v1::Request::new(
+            secret.as_str().try_into().unwrap(),
+        ),
+    )
+    .await
+    .expect("the event is served");
+    let v: Value = serde_json::from_str(got.pdu.get()).unwrap();
+    assert!(v["content"].get("body").is_none(), "served whole: {v}");
+}
