@@ -116,12 +116,15 @@ async fn template(
     membership: &str,
 ) -> Result<(RoomVersionId, Value)> {
     let txn = RoomTxn::open(hs, room).await?;
-    let mut ev = NewEvent::state(
-        user,
-        "m.room.member",
-        user.as_str(),
-        json!({ "membership": membership }),
-    );
+    let mut content = json!({ "membership": membership });
+    if membership == "join"
+        && let Some(via) = crate::client::knock::join_authoriser(hs, &txn, user).await?
+    {
+        // A restricted room: one of our members vouches for the join (and this server signs
+        // it in `send_join`).
+        content["join_authorised_via_users_server"] = json!(via);
+    }
+    let mut ev = NewEvent::state(user, "m.room.member", user.as_str(), content);
     ev.ts = Some(hs.now_ms());
     let pdu = txn.template(&ev).await?;
     Ok((txn.version.clone(), pdu))
@@ -174,8 +177,32 @@ async fn accept_membership(
         .ok_or_else(|| MatrixError::not_found("this server is not in that room"))?;
     let rules = supported_version(&record.version)
         .ok_or_else(|| MatrixError::unsupported_room_version("room version not supported"))?;
-    let value: Value = serde_json::from_str(raw.get())
+    let mut value: Value = serde_json::from_str(raw.get())
         .map_err(|e| MatrixError::bad_json(format!("the event is not JSON: {e}")))?;
+    // A restricted join vouched for by one of our users carries this server's signature too.
+    let authoriser = value
+        .get("content")
+        .and_then(|c| c.get("join_authorised_via_users_server"))
+        .and_then(Value::as_str)
+        .and_then(|u| ruma::OwnedUserId::try_from(u).ok());
+    if membership == MembershipState::Join
+        && authoriser.is_some_and(|u| u.server_name() == hs.server_name())
+    {
+        let CanonicalJsonValue::Object(mut object) =
+            ruma::canonical_json::to_canonical_value(&value)
+                .map_err(|e| MatrixError::bad_json(e.to_string()))?
+        else {
+            return Err(MatrixError::bad_json("the event is not an object"));
+        };
+        ruma::signatures::sign_event(
+            hs.server_name().as_str(),
+            &hs.key.pair,
+            &mut object,
+            &rules.redaction,
+        )
+        .map_err(|e| MatrixError::unknown(format!("signing the join: {e}")))?;
+        value = serde_json::to_value(&object)?;
+    }
     let pdu = ingest::verify(hs, &rules, room, &value)
         .await
         .map_err(|e| MatrixError::bad_json(e.to_string()))?;

@@ -1054,3 +1054,61 @@ async fn history_a_server_may_not_see_reaches_it_redacted() {
     let v: Value = serde_json::from_str(got.pdu.get()).unwrap();
     assert!(v["content"].get("body").is_none(), "served whole: {v}");
 }
+
+#[tokio::test]
+async fn a_restricted_room_is_joined_from_another_server_on_a_members_word() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let space = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let restricted = create_room(
+        &alice,
+        json!({ "preset": "private_chat", "room_version": "10",
+                "initial_state": [{ "type": "m.room.join_rules", "state_key": "",
+                                    "content": { "join_rule": "restricted",
+                                                 "allow": [{ "type": "m.room_membership", "room_id": space }] } }] }),
+    )
+    .await;
+    // Not yet a member of the allowed room: refused.
+    bob.post(
+        &format!(
+            "/_matrix/client/v3/join/{}?via={}",
+            enc(&restricted),
+            a.server_name()
+        ),
+        json!({}),
+    )
+    .await
+    .assert_error(403, "M_FORBIDDEN");
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&space)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    bob.post(
+        &format!(
+            "/_matrix/client/v3/join/{}?via={}",
+            enc(&restricted),
+            a.server_name()
+        ),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    let joined = members(&alice, &restricted).await;
+    assert!(
+        joined.contains(&(bob.user_id.clone(), "join".to_owned())),
+        "{joined:?}"
+    );
+    say(&bob, &restricted, "in on alice's word").await;
+    settle(&[&a, &b]).await;
+    assert_eq!(
+        bodies(&alice, &restricted).await,
+        vec!["in on alice's word".to_owned()]
+    );
+}
