@@ -64,6 +64,16 @@ impl std::fmt::Debug for ServerKey {
 }
 
 impl ServerKey {
+    /// The raw ed25519 signature of `message` (what the relay's hello asks for).
+    pub fn sign_raw(&self, message: &[u8]) -> [u8; 64] {
+        let sig = ruma::signatures::KeyPair::sign(&self.pair, message);
+        let mut out = [0u8; 64];
+        for (o, b) in out.iter_mut().zip(sig.as_bytes()) {
+            *o = *b;
+        }
+        out
+    }
+
     /// A key-named server's key: its name is the hex of the public key.
     pub fn from_seed(seed: &[u8]) -> Result<Self, KeyError> {
         Self::from_seed_named(seed, None)

@@ -207,6 +207,19 @@ pub fn is_handed_over(resp: &http::Response<Vec<u8>>) -> bool {
     )
 }
 
+/// The answer as the sender's outbound queue should take it: a transaction the relay stored for
+/// later delivery becomes the receiver's empty `200 {"pdus":{}}`, since the relay now owns it.
+pub fn as_delivered(resp: http::Response<Vec<u8>>) -> http::Response<Vec<u8>> {
+    if !is_handed_over(&resp) {
+        return resp;
+    }
+    http::Response::builder()
+        .status(200)
+        .header("content-type", "application/json")
+        .body(br#"{"pdus":{}}"#.to_vec())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

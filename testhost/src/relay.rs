@@ -16,11 +16,10 @@ use hearth_core::Homeserver;
 use hearth_core::federation::transport::{Transport, TransportError};
 use hearth_core::world::LocalBoxFuture;
 use hearth_relay_proto::client::{
-    Client, Incoming, is_handed_over, request_to_http, response_frame, response_to_http,
+    Client, Incoming, as_delivered, request_to_http, response_frame, response_to_http,
 };
 use http::{Request, Response};
 use ruma::ServerName;
-use ruma::signatures::KeyPair;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Longest wait between reconnection attempts.
@@ -77,15 +76,8 @@ impl Transport for RelayTransport {
             let response = answer
                 .await
                 .map_err(|_| TransportError::connection(destination, "relay socket closed"))?;
-            if is_handed_over(&response) {
-                // The relay keeps the transaction for the peer: as good as delivered.
-                return Ok(Response::builder()
-                    .status(200)
-                    .header("content-type", "application/json")
-                    .body(br#"{"pdus":{}}"#.to_vec())
-                    .unwrap_or_default());
-            }
-            Ok(response)
+            // A transaction the relay keeps for the peer is as good as delivered.
+            Ok(as_delivered(response))
         })
     }
 }
@@ -150,12 +142,7 @@ async fn connect_once(
                         .client
                         .as_ref()
                         .ok_or("no protocol state")?
-                        .hello(&c, |msg| {
-                            let sig = hs.key.pair.sign(msg);
-                            let mut out = [0u8; 64];
-                            out.copy_from_slice(&sig.as_bytes()[..64]);
-                            out
-                        })
+                        .hello(&c, |msg| hs.key.sign_raw(msg))
                         .map_err(|e| e.to_string())?;
                     let _ = tx.unbounded_send(hello);
                 }

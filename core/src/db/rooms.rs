@@ -502,6 +502,42 @@ pub async fn users_sharing_room_with(
     Ok(out)
 }
 
+/// Records `user`'s membership in a room this server is not in (an invite or knock from or to
+/// another server, or the rejection of one), keeping the event itself as an outlier. Call
+/// with the write lock held.
+pub async fn record_out_of_room_membership(
+    hs: &Homeserver,
+    user: &UserId,
+    mut pdu: Pdu,
+) -> Result<()> {
+    let membership = pdu
+        .membership()
+        .ok_or_else(|| MatrixError::unknown("not a membership event"))?;
+    let pos = hs.alloc_pos();
+    pdu.meta.outlier = true;
+    pdu.meta.pos = pos;
+    let mut batch = crate::storage::Batch::new();
+    batch.put(
+        "events",
+        pdu.event_id.as_bytes(),
+        super::to_json(&StoredEvent {
+            pdu: pdu.json.clone(),
+            meta: pdu.meta.clone(),
+        })?,
+    );
+    batch.put(
+        "memberships",
+        key(&[user.as_bytes(), pdu.room_id.as_bytes()]),
+        super::to_json(&MembershipRecord {
+            membership,
+            event_id: pdu.event_id.clone(),
+            pos,
+            forgotten: false,
+        })?,
+    );
+    hs.commit(batch).await
+}
+
 /// Builds, signs, auth-checks and appends a state event as `sender`.
 pub async fn send_state_event(
     hs: &Homeserver,

@@ -52,13 +52,7 @@ async fn make_knock(
     req: prepare_knock_event::v1::Request,
 ) -> Result<prepare_knock_event::v1::Response> {
     check_origin_user(ctx.origin()?, &req.user_id)?;
-    let record = rooms::room_record(hs, &req.room_id)
-        .await?
-        .ok_or_else(|| MatrixError::not_found("this server is not in that room"))?;
-    if !req.ver.contains(&record.version) {
-        return Err(incompatible(&record.version));
-    }
-    let (version, pdu) = template(hs, &req.room_id, &req.user_id, "knock").await?;
+    let (version, pdu) = template(hs, &req.room_id, &req.user_id, "knock", Some(&req.ver)).await?;
     Ok(prepare_knock_event::v1::Response::new(
         version,
         serde_json::value::to_raw_value(&pdu)?,
@@ -108,14 +102,22 @@ fn check_origin_user(origin: &ServerName, user: &UserId) -> Result<()> {
     Ok(())
 }
 
-/// A membership template for `user`, built on the current extremities.
+/// A membership template for `user`, built on the current extremities. `versions` are those
+/// the asking server supports, when it says (`make_join`, `make_knock`); without `ver` it
+/// supports only version 1, the spec's default.
 async fn template(
     hs: &Homeserver,
     room: &RoomId,
     user: &UserId,
     membership: &str,
+    versions: Option<&[RoomVersionId]>,
 ) -> Result<(RoomVersionId, Value)> {
     let txn = RoomTxn::open(hs, room).await?;
+    if let Some(v) = versions
+        && !v.contains(&txn.version)
+    {
+        return Err(incompatible(&txn.version));
+    }
     let mut content = json!({ "membership": membership });
     if membership == "join"
         && let Some(via) = crate::client::knock::join_authoriser(hs, &txn, user).await?
@@ -136,14 +138,7 @@ async fn make_join(
     req: prepare_join_event::v1::Request,
 ) -> Result<prepare_join_event::v1::Response> {
     check_origin_user(ctx.origin()?, &req.user_id)?;
-    let record = rooms::room_record(hs, &req.room_id)
-        .await?
-        .ok_or_else(|| MatrixError::not_found("this server is not in that room"))?;
-    // Without `ver` the joining server supports only version 1 (the spec's default).
-    if !req.ver.contains(&record.version) {
-        return Err(incompatible(&record.version));
-    }
-    let (version, pdu) = template(hs, &req.room_id, &req.user_id, "join").await?;
+    let (version, pdu) = template(hs, &req.room_id, &req.user_id, "join", Some(&req.ver)).await?;
     let mut resp = prepare_join_event::v1::Response::new(serde_json::value::to_raw_value(&pdu)?);
     resp.room_version = Some(version);
     Ok(resp)
@@ -155,7 +150,7 @@ async fn make_leave(
     req: prepare_leave_event::v1::Request,
 ) -> Result<prepare_leave_event::v1::Response> {
     check_origin_user(ctx.origin()?, &req.user_id)?;
-    let (version, pdu) = template(hs, &req.room_id, &req.user_id, "leave").await?;
+    let (version, pdu) = template(hs, &req.room_id, &req.user_id, "leave", None).await?;
     Ok(prepare_leave_event::v1::Response::new(
         Some(version),
         serde_json::value::to_raw_value(&pdu)?,
@@ -412,30 +407,9 @@ async fn invite(
         if !known_room {
             // Not in the room: the invite stands alone, with the state the inviter sent.
             pdu.json = signed.clone();
-            pdu.meta.outlier = true;
             pdu.meta.invite_state = Some(stripped);
             pdu.meta.invite_via = Some(origin.clone());
-            let pos = hs.alloc_pos();
-            let mut batch = crate::storage::Batch::new();
-            batch.put(
-                "events",
-                pdu.event_id.as_bytes(),
-                crate::db::to_json(&crate::db::rooms::StoredEvent {
-                    pdu: pdu.json.clone(),
-                    meta: pdu.meta.clone(),
-                })?,
-            );
-            batch.put(
-                "memberships",
-                crate::db::key(&[invitee.as_bytes(), req.room_id.as_bytes()]),
-                crate::db::to_json(&crate::db::rooms::MembershipRecord {
-                    membership: MembershipState::Invite,
-                    event_id: pdu.event_id.clone(),
-                    pos,
-                    forgotten: false,
-                })?,
-            );
-            hs.commit(batch).await?;
+            rooms::record_out_of_room_membership(hs, &invitee, pdu).await?;
         }
         // In the room: the invite arrives as a PDU in the inviting server's transaction.
     }

@@ -10,7 +10,6 @@ use ruma::api::federation::membership::{
     prepare_knock_event, prepare_leave_event,
 };
 use ruma::canonical_json::CanonicalJsonValue;
-use ruma::events::room::member::MembershipState;
 use ruma::room_version_rules::RoomVersionRules;
 use ruma::signatures::{hash_and_sign_event, reference_hash};
 use ruma::{OwnedEventId, OwnedRoomId, OwnedServerName, RoomId, RoomVersionId, ServerName, UserId};
@@ -18,13 +17,12 @@ use serde_json::{Value, json};
 
 use super::client;
 use crate::Homeserver;
-use crate::db::rooms::{MembershipRecord, Pdu, StoredEvent};
+use crate::db::key;
+use crate::db::rooms::{self, Pdu};
 use crate::db::state_groups::{self, StateMap};
-use crate::db::{key, to_json};
 use crate::error::{MatrixError, Result};
 use crate::room::ingest::{self, AcceptError, Accepted};
 use crate::room::txn::{NewEvent, RoomTxn, SUPPORTED_VERSIONS, supported_version};
-use crate::storage::Batch;
 
 /// The state types an invite carries as stripped state (the spec's recommendation).
 const INVITE_STATE: &[&str] = &[
@@ -408,32 +406,9 @@ pub async fn reject_invite(
             last = e.to_client_error();
             continue;
         }
-        let leave = Pdu::from_parts(event_id.clone(), signed, Default::default())?;
+        let leave = Pdu::from_parts(event_id, signed, Default::default())?;
         let _lock = hs.write_lock().await;
-        let mut batch = Batch::new();
-        let pos = hs.alloc_pos();
-        let mut meta = leave.meta.clone();
-        meta.outlier = true;
-        meta.pos = pos;
-        batch.put(
-            "events",
-            event_id.as_bytes(),
-            to_json(&StoredEvent {
-                pdu: leave.json.clone(),
-                meta,
-            })?,
-        );
-        batch.put(
-            "memberships",
-            key(&[user.as_bytes(), room.as_bytes()]),
-            to_json(&MembershipRecord {
-                membership: MembershipState::Leave,
-                event_id,
-                pos,
-                forgotten: false,
-            })?,
-        );
-        hs.commit(batch).await?;
+        rooms::record_out_of_room_membership(hs, user, leave).await?;
         return Ok(());
     }
     Err(last)
@@ -488,33 +463,11 @@ pub async fn knock(
             .iter()
             .filter_map(super::membership::stripped_of)
             .collect();
-        let mut pdu = Pdu::from_parts(event_id.clone(), signed, Default::default())?;
-        let _lock = hs.write_lock().await;
-        let pos = hs.alloc_pos();
-        pdu.meta.outlier = true;
-        pdu.meta.pos = pos;
+        let mut pdu = Pdu::from_parts(event_id, signed, Default::default())?;
         pdu.meta.invite_state = Some(stripped);
         pdu.meta.invite_via = Some(server.clone());
-        let mut batch = Batch::new();
-        batch.put(
-            "events",
-            event_id.as_bytes(),
-            to_json(&StoredEvent {
-                pdu: pdu.json.clone(),
-                meta: pdu.meta.clone(),
-            })?,
-        );
-        batch.put(
-            "memberships",
-            key(&[user.as_bytes(), room.as_bytes()]),
-            to_json(&MembershipRecord {
-                membership: MembershipState::Knock,
-                event_id,
-                pos,
-                forgotten: false,
-            })?,
-        );
-        hs.commit(batch).await?;
+        let _lock = hs.write_lock().await;
+        rooms::record_out_of_room_membership(hs, user, pdu).await?;
         return Ok(());
     }
     Err(last)
