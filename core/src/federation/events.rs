@@ -48,8 +48,13 @@ pub async fn server_may_see(hs: &Homeserver, server: &ServerName, pdu: &Pdu) -> 
         // Before state groups, or the room's first event: nothing to hide it by.
         return Ok(true);
     };
-    let txn = RoomTxn::open(hs, &pdu.room_id).await?;
-    let (_, state) = crate::db::state_groups::load(hs, &txn.groups, group).await?;
+    // Read-only: no transaction (and no copy of the room's state) per event.
+    let (_, state) = crate::db::state_groups::load(
+        hs,
+        &crate::db::state_groups::PendingGroups::default(),
+        group,
+    )
+    .await?;
     let hv = match state.get(&("m.room.history_visibility".to_owned(), String::new())) {
         Some(id) => match get_pdu(hs, id.as_str()).await? {
             Some(p) => HistoryVisibility::from_content(&p.content),
@@ -184,14 +189,18 @@ async fn state_before_event(
     event: &OwnedEventId,
 ) -> Result<Rc<StateMap>> {
     let pdu = room_event(hs, room, event).await?;
-    let txn = RoomTxn::open(hs, room).await?;
     match pdu.meta.state_before {
-        Some(group) => Ok(crate::db::state_groups::load(hs, &txn.groups, group)
-            .await?
-            .1),
+        Some(group) => Ok(crate::db::state_groups::load(
+            hs,
+            &crate::db::state_groups::PendingGroups::default(),
+            group,
+        )
+        .await?
+        .1),
         None if pdu.meta.state_after.is_some() || pdu.pos == 0 => Ok(Rc::new(StateMap::new())),
         None => {
             // A line-shaped room from before state groups: the state just before its position.
+            let txn = RoomTxn::open(hs, room).await?;
             let (_, after) = graph::state_after(&txn, &pdu).await?;
             let mut before = (*after).clone();
             if let Some(sk) = &pdu.state_key {

@@ -276,9 +276,12 @@ async fn send_join(
     )
     .await?;
     // The state before the join, and the auth chain of it and of the join.
-    let txn = RoomTxn::open(hs, &req.room_id).await?;
     let state = match pdu.meta.state_before {
-        Some(g) => state_groups::load(hs, &txn.groups, g).await?.1,
+        Some(g) => {
+            state_groups::load(hs, &state_groups::PendingGroups::default(), g)
+                .await?
+                .1
+        }
         None => return Err(MatrixError::unknown("the join has no state before it")),
     };
     let mut state_pdus = Vec::with_capacity(state.len());
