@@ -816,8 +816,10 @@ function dialog(id, onOpen, action) {
   const dlg = $(id);
   const form = dlg.querySelector('form');
   const err = form.querySelector('.error');
+  // Cancel is a plain button, so that Enter in a text field submits the dialog: implicit
+  // submission presses the form's first submit button.
+  form.querySelector('[data-close]')?.addEventListener('click', () => dlg.close());
   form.addEventListener('submit', async (ev) => {
-    if (ev.submitter?.value !== 'ok') return;
     ev.preventDefault();
     err.textContent = '';
     const buttons = form.querySelectorAll('button');
