@@ -207,6 +207,11 @@ pub fn is_handed_over(resp: &http::Response<Vec<u8>>) -> bool {
     )
 }
 
+/// Marks an answer the relay gave for an absent destination (`hearth_core::federation::
+/// transport::HELD_HEADER`, spelled out here since this crate does not depend on the core): the
+/// sender's queue then lets the next items gather instead of sending one transaction per event.
+pub const HELD_HEADER: &str = "hearth-held-for-absent-server";
+
 /// The answer as the sender's outbound queue should take it: a transaction the relay stored for
 /// later delivery becomes the receiver's empty `200 {"pdus":{}}`, since the relay now owns it.
 pub fn as_delivered(resp: http::Response<Vec<u8>>) -> http::Response<Vec<u8>> {
@@ -216,6 +221,7 @@ pub fn as_delivered(resp: http::Response<Vec<u8>>) -> http::Response<Vec<u8>> {
     http::Response::builder()
         .status(200)
         .header("content-type", "application/json")
+        .header(HELD_HEADER, "1")
         .body(br#"{"pdus":{}}"#.to_vec())
         .unwrap_or_default()
 }

@@ -182,3 +182,15 @@ async fn connect_once(
         futures::future::Either::Right(((), _)) => Err("the relay socket closed".into()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The relay's client marks held answers with the header the core's queue looks for.
+    #[test]
+    fn the_held_header_is_the_cores() {
+        assert_eq!(
+            hearth_relay_proto::client::HELD_HEADER,
+            hearth_core::federation::transport::HELD_HEADER
+        );
+    }
+}

@@ -160,6 +160,21 @@ where
     R: OutgoingRequest<PathBuilder = SinglePath>,
     R::Authentication: OutboundAuth,
 {
+    Ok(send_noting_held(hs, destination, request, timeout).await?.0)
+}
+
+/// [`send_with_timeout`], also telling whether the answer came from an intermediary that holds
+/// the request for an absent destination ([`super::transport::HELD_HEADER`]).
+pub async fn send_noting_held<R>(
+    hs: &Homeserver,
+    destination: &ServerName,
+    request: R,
+    timeout: Duration,
+) -> Result<(R::IncomingResponse, bool), FederationError>
+where
+    R: OutgoingRequest<PathBuilder = SinglePath>,
+    R::Authentication: OutboundAuth,
+{
     if destination == hs.server_name() {
         return Err(FederationError::Local(destination.to_string()));
     }
@@ -174,7 +189,10 @@ where
             reason: e.to_string(),
         })?;
     let response = send_raw(hs, destination, http_request, timeout).await?;
-    parse_response(destination, response)
+    let held = response
+        .headers()
+        .contains_key(super::transport::HELD_HEADER);
+    Ok((parse_response(destination, response)?, held))
 }
 
 /// Sends a finished request through the transport, within `timeout`.

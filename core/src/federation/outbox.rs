@@ -42,6 +42,11 @@ pub const MAX_EDUS: usize = 100;
 pub const MIN_BACKOFF_MS: u64 = 2_000;
 pub const MAX_BACKOFF_MS: u64 = 60 * 60 * 1000;
 
+/// After an intermediary held a transaction for an absent destination, the next one waits
+/// this long (unless the queue already fills a transaction). A server that comes back clears
+/// it along with every backoff ([`forget_backoff`]).
+pub const HELD_GATHER_MS: u64 = 500;
+
 /// How long one transaction may take before it counts as failed.
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -316,10 +321,11 @@ async fn send_batch(hs: &Homeserver, dest: &ServerName) -> Result<bool> {
     );
     request.pdus = pdus;
     request.edus = edus;
-    let answer = client::send_with_timeout(hs, dest, request, SEND_TIMEOUT).await;
+    let full = request.pdus.len() == MAX_PDUS || request.edus.len() == MAX_EDUS;
+    let answer = client::send_noting_held(hs, dest, request, SEND_TIMEOUT).await;
     let mut batch = Batch::new();
     let acknowledged = match answer {
-        Ok(resp) => {
+        Ok((resp, held)) => {
             for (id, r) in &resp.pdus {
                 if let Err(e) = r {
                     tracing::info!(%dest, event_id = %id, error = %e, "peer refused a PDU");
@@ -328,7 +334,19 @@ async fn send_batch(hs: &Homeserver, dest: &ServerName) -> Result<bool> {
             for k in taken {
                 batch.delete("outbox", k);
             }
-            hs.federation.outbox.backoff.borrow_mut().remove(dest);
+            let mut backoff = hs.federation.outbox.backoff.borrow_mut();
+            backoff.remove(dest);
+            if held && !full {
+                // The destination is away and nobody waits on its latency: let items gather,
+                // so its backlog arrives in a few full transactions instead of one per event.
+                backoff.insert(
+                    dest.to_owned(),
+                    Backoff {
+                        failures: 0,
+                        retry_at: hs.now_ms().saturating_add(HELD_GATHER_MS),
+                    },
+                );
+            }
             batch.delete("destinations", dest.as_bytes().to_vec());
             true
         }

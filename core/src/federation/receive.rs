@@ -1,6 +1,7 @@
 //! `PUT /send/{txnId}`: PDUs and EDUs from another server.
 //!
-//! Each PDU goes through `room::ingest` on its own: one bad PDU fails only itself. When its
+//! Each PDU goes through `room::ingest`: one bad PDU fails only itself (consecutive PDUs of a
+//! room share one write, see [`receive_pdus`]). When its
 //! predecessors are unknown, the gap is filled before the write lock is taken: first with
 //! `get_missing_events` (bounded), then, for what is still missing, with the state at the
 //! missing event (`/state`), whose events are kept as outliers. Auth events come from
@@ -67,12 +68,13 @@ async fn send(
         ));
     }
     let mut results: BTreeMap<OwnedEventId, Option<String>> = BTreeMap::new();
-    for raw in &req.pdus {
-        let value: Value = match serde_json::from_str(raw.get()) {
-            Ok(v) => v,
-            Err(_) => continue,
-        };
-        match receive_pdu(hs, &origin, &value).await {
+    let values: Vec<Value> = req
+        .pdus
+        .iter()
+        .filter_map(|raw| serde_json::from_str(raw.get()).ok())
+        .collect();
+    for outcome in receive_pdus(hs, &origin, &values).await? {
+        match outcome {
             Ok((id, _)) => {
                 results.insert(id, None);
             }
@@ -126,6 +128,72 @@ pub async fn room_of(
 }
 
 type Received = std::result::Result<(OwnedEventId, Accepted), (Option<OwnedEventId>, String)>;
+
+/// The PDUs of one transaction, in order. Consecutive PDUs of one room whose past is known
+/// are accepted in one room transaction, so a backlog costs one storage write per run rather
+/// than one per event (an IndexedDB commit costs far more than the puts in it). A PDU whose
+/// past is missing ends its run: the run so far is written, then it takes the one-PDU path
+/// that fills the gap, and the next run starts after it.
+pub async fn receive_pdus(
+    hs: &Homeserver,
+    origin: &ServerName,
+    values: &[Value],
+) -> Result<Vec<Received>> {
+    // Signatures and hashes first, outside the write lock: a key may have to be fetched.
+    let mut checked: Vec<std::result::Result<(OwnedRoomId, Pdu), Received>> =
+        Vec::with_capacity(values.len());
+    for value in values {
+        checked.push(match room_of(hs, value).await {
+            Err(e) => Err(Err((None, e))),
+            Ok((room, rules)) => match ingest::verify(hs, &rules, &room, value).await {
+                Ok(pdu) => Ok((room, pdu)),
+                Err(e) => Err(Err((ingest::event_id_of(value, &rules), e.to_string()))),
+            },
+        });
+    }
+    let mut out: Vec<Received> = Vec::with_capacity(values.len());
+    let mut i = 0;
+    while i < checked.len() {
+        let room = match &checked[i] {
+            Err(r) => {
+                out.push(r.clone());
+                i += 1;
+                continue;
+            }
+            Ok((room, _)) => room.clone(),
+        };
+        let mut gap = None;
+        {
+            let _lock = hs.write_lock().await;
+            let mut txn = RoomTxn::open(hs, &room).await?;
+            let mut run = Vec::new();
+            while let Some(Ok((r, pdu))) = checked.get(i) {
+                if *r != room {
+                    break;
+                }
+                match ingest::accept(&mut txn, pdu.clone()).await {
+                    Ok(a) => run.push(Ok((pdu.event_id.clone(), a))),
+                    Err(AcceptError::Refused(Refusal::Missing(_))) => {
+                        gap = Some(i);
+                        i += 1;
+                        break;
+                    }
+                    // Nothing of the run is written: the whole transaction fails and is
+                    // retried by its sender.
+                    Err(AcceptError::Server(e)) => return Err(e),
+                    Err(e) => run.push(Err((Some(pdu.event_id.clone()), e.to_string()))),
+                }
+                i += 1;
+            }
+            txn.commit().await?;
+            out.extend(run);
+        }
+        if let Some(at) = gap {
+            out.push(receive_pdu(hs, origin, &values[at]).await);
+        }
+    }
+    Ok(out)
+}
 
 /// One PDU from `origin`, with its gap filled from `origin` if needed.
 pub async fn receive_pdu(hs: &Homeserver, origin: &ServerName, value: &Value) -> Received {

@@ -12,6 +12,11 @@ use ruma::ServerName;
 
 use crate::world::LocalBoxFuture;
 
+/// A header on an answer that a store-and-forward intermediary (the Hearth relay) gave in the
+/// destination's place: the request is safe with it, and the destination is absent for now.
+/// Its value does not matter.
+pub const HELD_HEADER: &str = "hearth-held-for-absent-server";
+
 /// Why a request got no HTTP answer. A non-2xx answer is not a transport error: it is an
 /// answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

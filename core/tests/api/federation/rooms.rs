@@ -1112,3 +1112,123 @@ async fn a_restricted_room_is_joined_from_another_server_on_a_members_word() {
         vec!["in on alice's word".to_owned()]
     );
 }
+
+/// Memory storage that counts its writes (each one is an IndexedDB transaction in a browser).
+#[derive(Default)]
+struct CountedWrites {
+    inner: hearth_core::storage::MemoryStorage,
+    writes: std::cell::Cell<usize>,
+}
+
+#[async_trait::async_trait(?Send)]
+impl hearth_core::storage::Storage for CountedWrites {
+    async fn get(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+    ) -> hearth_core::storage::StorageResult<Option<Vec<u8>>> {
+        self.inner.get(tree, key).await
+    }
+
+    async fn scan(
+        &self,
+        tree: &'static str,
+        range: hearth_core::storage::KeyRange,
+        direction: hearth_core::storage::Direction,
+        limit: usize,
+    ) -> hearth_core::storage::StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.scan(tree, range, direction, limit).await
+    }
+
+    async fn write(
+        &self,
+        batch: hearth_core::storage::Batch,
+    ) -> hearth_core::storage::StorageResult<()> {
+        self.writes.set(self.writes.get() + 1);
+        self.inner.write(batch).await
+    }
+}
+
+#[tokio::test]
+async fn a_backlog_transaction_is_written_in_one_go() {
+    let net = Network::new();
+    let (a, world_a) = net.server(1).await;
+    let store = std::rc::Rc::new(CountedWrites::default());
+    let world_b = std::rc::Rc::new(hearth_core::testing::TestWorld::new(2));
+    let b = net
+        .server_on(store.clone(), world_b, hearth_core::testing::test_config())
+        .await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+
+    net.partition(a.server_name(), b.server_name());
+    for i in 0..40 {
+        say(&alice, &room, &format!("backlog {i}")).await;
+    }
+    assert_eq!(outbox::flush(&a).await.unwrap(), 0);
+    net.heal(a.server_name(), b.server_name());
+    world_a.advance(outbox::MAX_BACKOFF_MS);
+    let before = store.writes.get();
+    settle(&[&a, &b]).await;
+    let got = bodies(&bob, &room).await;
+    assert_eq!(got.len(), 40, "bob got {got:?}");
+    assert_eq!(got.first().map(String::as_str), Some("backlog 0"));
+    assert_eq!(got.last().map(String::as_str), Some("backlog 39"));
+    // The 40 PDUs in one room transaction, then the transaction's record: not 41 writes.
+    let writes = store.writes.get() - before;
+    assert!(writes <= 3, "receiving 40 PDUs took {writes} writes");
+}
+
+#[tokio::test]
+async fn a_relay_holding_for_an_absent_server_lets_its_items_gather() {
+    let net = Network::new();
+    let (a, world_a) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+
+    // b goes away; what stands in its place is a relay that holds everything for it.
+    net.add_handler(
+        b.server_name(),
+        std::rc::Rc::new(|_req| {
+            http::Response::builder()
+                .status(200)
+                .header(hearth_core::federation::transport::HELD_HEADER, "1")
+                .body(br#"{"pdus":{}}"#.to_vec())
+                .unwrap()
+        }),
+    );
+    let sends = || net.count(b.server_name(), "/_matrix/federation/v1/send/");
+    let start = sends();
+    say(&alice, &room, "first").await;
+    assert_eq!(outbox::flush(&a).await.unwrap(), 1);
+    assert_eq!(sends(), start + 1);
+    for i in 0..10 {
+        say(&alice, &room, &format!("more {i}")).await;
+        assert_eq!(outbox::flush(&a).await.unwrap(), 0, "sent at once: {i}");
+    }
+    assert_eq!(sends(), start + 1);
+    world_a.advance(outbox::HELD_GATHER_MS);
+    assert_eq!(outbox::flush(&a).await.unwrap(), 1);
+    assert_eq!(sends(), start + 2, "the ten went in one transaction");
+    // A server that comes back is sent to at once.
+    outbox::forget_backoff(&a);
+    say(&alice, &room, "welcome back").await;
+    assert_eq!(outbox::flush(&a).await.unwrap(), 1);
+}
