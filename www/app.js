@@ -149,6 +149,18 @@ function relayText(relay) {
   return String(relay);
 }
 
+function renderPeers(peers) {
+  $('st-peers-none').hidden = peers.length > 0;
+  $('st-peers').replaceChildren(
+    ...peers.map((p) => {
+      let note = `${p.rooms} room${p.rooms === 1 ? '' : 's'}`;
+      if (p.queued) note += ` · ${p.queued}${p.queued >= 1000 ? '+' : ''} waiting`;
+      if (p.failures) note += ` · unreachable, retry ${timeOf(p.retry_at)}`;
+      return el('li', { dataset: { server: p.server } }, el('code', { title: p.server }, shortName(p.server)), ` ${note}`);
+    }),
+  );
+}
+
 async function refreshStatus() {
   if (!window.hearth?.status) return;
   try {
@@ -159,6 +171,8 @@ async function refreshStatus() {
     $('st-users').textContent = s.users ?? '—';
     $('st-rooms').textContent = s.rooms ?? '—';
     $('st-relay').textContent = relayText(s.relay);
+    $('st-relay-url').textContent = s.relayUrl ?? '';
+    renderPeers(s.peers ?? []);
     const count = (n, word) => `${n ?? '?'} ${word}${n === 1 ? '' : 's'}`;
     $('status-summary').textContent =
       `${shortName(s.serverName)} · ${count(s.users, 'user')} · ${count(s.rooms, 'room')} · relay ${relayText(s.relay)}`;
@@ -187,6 +201,19 @@ function initStatus() {
   setInterval(() => {
     if (!document.hidden) refreshStatus();
   }, STATUS_EVERY_MS);
+  const openRelay = dialog(
+    'dlg-relay',
+    async () => {
+      const s = await window.hearth.status();
+      $('relay-url').value = s.relayUrl && s.relayUrl !== location.origin ? s.relayUrl : '';
+    },
+    async () => {
+      await window.hearth.setRelay($('relay-url').value.trim() || null);
+      toast('Relay saved');
+      refreshStatus();
+    },
+  );
+  $('st-relay-change').addEventListener('click', openRelay);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -8,8 +8,11 @@
 // window.hearth = {
 //   ready: Promise<{serverName}>   resolves once fetch('/_matrix/client/versions') answers 200
 //                                  through the service worker
-//   status(): Promise<{serverName, version, storageBytes, users, rooms, relay,
+//   status(): Promise<{serverName, version, storageBytes, users, rooms, relay, relayUrl,
+//                      peers: [{server, rooms, queued, failures, retry_at}],
 //                      instanceId, startedAt, ready, error}>
+//   setRelay(url | null): Promise<status>   federate through the relay at `url` from now on
+//                                  (kept across restarts); null: the relay that served the page
 //   onerror: null | (error: {kind, message}) => void   storage and start-up problems
 //   lastError: null | {kind, message}
 //   fetch(input, init): Promise<Response>   window.fetch with a short cut: same-origin
@@ -32,6 +35,7 @@ const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const hearth = {
   ready: null,
   status,
+  setRelay,
   fetch: hearthFetch,
   onerror: null,
   lastError: null,
@@ -89,6 +93,15 @@ function providePort(target) {
 }
 
 function status() {
+  return askWorker({ type: 'status' });
+}
+
+function setRelay(url) {
+  return askWorker({ type: 'set-relay', url: url || null });
+}
+
+/** Sends `message` to the server worker; resolves to the status it answers with. */
+function askWorker(message) {
   if (!worker) return Promise.reject(new Error('the Hearth server worker is not running'));
   const id = nextStatusId++;
   return new Promise((resolve, reject) => {
@@ -98,9 +111,10 @@ function status() {
     }, STATUS_TIMEOUT_MS);
     statusWaiters.set(id, (s) => {
       clearTimeout(timer);
-      resolve(s);
+      if (s?.failed) reject(new Error(s.failed));
+      else resolve(s);
     });
-    worker.port.postMessage({ type: 'status', id });
+    worker.port.postMessage({ ...message, id });
   });
 }
 

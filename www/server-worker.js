@@ -11,6 +11,9 @@
 //   {type: 'request', id, method, url, headers: [[k, v]...], body: ArrayBuffer}
 //     -> {type: 'response', id, status, headers, body: ArrayBuffer}
 //   {type: 'status', id} -> {type: 'status', id, status}
+//   {type: 'set-relay', id, url} -> {type: 'status', id, status}: federate through the relay at
+//     `url` (http(s), kept in the 'hearth-settings' database), or through the page's own
+//     origin when `url` is null; an invalid URL answers {status: {failed: why}}
 //   {type: 'bye'} / {type: 'back'}: the page is hidden away (closed, or into the back-forward
 //     cache) / restored from it: stop / resume broadcasting to it.
 //   {type: 'attach-sw'} with a MessagePort: that port becomes a request channel for the
@@ -20,6 +23,9 @@
 import init, { HearthServer } from './pkg/hearth_web.js';
 
 const DB_NAME = 'hearth';
+// The server's own settings, apart from the homeserver's data so that either can be read
+// without the other.
+const SETTINGS_DB = 'hearth-settings';
 const SERVER_LOCK = 'hearth-server';
 const INSTANCE_LOCK_PREFIX = 'hearth-instance-';
 // How long a request waits for the server to come up before it gets a retryable error.
@@ -78,8 +84,9 @@ async function boot() {
       try {
         server = await HearthServer.start(DB_NAME);
         bootTimings.startMs = performance.now() - starting;
-        // The relay that served this page carries federation for it.
-        server.connectRelay(self.location.origin);
+        // The relay that served this page carries federation for it, unless the settings
+        // name another.
+        server.connectRelay(await relayUrl());
         break;
       } catch (e) {
         reportError(e);
@@ -92,6 +99,53 @@ async function boot() {
     // Hold the lock for as long as this worker lives: one writer, always.
     await new Promise(() => {});
   });
+}
+
+/** Runs `fn(store)` in one transaction of the settings database; resolves to its request's result. */
+function settings(mode, fn) {
+  return new Promise((resolve, reject) => {
+    const open = indexedDB.open(SETTINGS_DB, 1);
+    open.onupgradeneeded = () => open.result.createObjectStore('settings');
+    open.onerror = () => reject(open.error);
+    open.onsuccess = () => {
+      const db = open.result;
+      const tx = db.transaction('settings', mode);
+      const req = fn(tx.objectStore('settings'));
+      tx.oncomplete = () => {
+        db.close();
+        resolve(req.result);
+      };
+      tx.onerror = tx.onabort = () => {
+        db.close();
+        reject(tx.error);
+      };
+    };
+  });
+}
+
+/** The relay this server federates through: the one named in the settings, else the page's origin. */
+async function relayUrl() {
+  try {
+    return (await settings('readonly', (s) => s.get('relay'))) || self.location.origin;
+  } catch {
+    return self.location.origin;
+  }
+}
+
+async function setRelay(url) {
+  if (url !== null) {
+    let parsed;
+    try {
+      parsed = new URL(url);
+    } catch {
+      return { failed: `not a URL: ${url}` };
+    }
+    if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') return { failed: 'a relay URL starts with http:// or https://' };
+    url = parsed.origin;
+  }
+  await settings('readwrite', (s) => (url === null ? s.delete('relay') : s.put(url, 'relay')));
+  if (server) server.connectRelay(url ?? self.location.origin);
+  return status();
 }
 
 function unavailable(message) {
@@ -161,6 +215,16 @@ function listen(port) {
           result = await status();
         } catch (e) {
           result = { instanceId, ready: Boolean(server), error: String(e?.message ?? e) };
+        }
+        port.postMessage({ type: 'status', id: message.id, status: result });
+        break;
+      }
+      case 'set-relay': {
+        let result;
+        try {
+          result = await setRelay(message.url);
+        } catch (e) {
+          result = { failed: String(e?.message ?? e) };
         }
         port.postMessage({ type: 'status', id: message.id, status: result });
         break;

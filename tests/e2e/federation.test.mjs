@@ -170,3 +170,59 @@ test('the chat UI invites and joins across servers, and shows remote names', asy
     await ctxB.close();
   }
 });
+
+/** The relay's `hearth_relay_connections` gauge. */
+async function relayConnections(url) {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return Number(/^hearth_relay_connections (\d+)$/m.exec(text)?.[1] ?? NaN);
+}
+
+test('the status lists the servers this one federates with, and the page can name another relay', async () => {
+  const ctxA = await browser.newContext();
+  const ctxB = await browser.newContext();
+  const other = await startRelay();
+  try {
+    const a = await openPage(ctxA, relay.url, { signedOut: true });
+    const b = await openPage(ctxB, relay.url, { signedOut: true });
+    await Promise.all([connected(a.page), connected(b.page)]);
+    const alice = await registerUi(a.page, 'alice');
+    const bob = await registerApi(b.page, 'bob');
+    const { accessToken: token } = await a.page.evaluate(() => JSON.parse(localStorage.getItem('hearth.session')));
+    const { room_id: room } = await apiOk(a.page, 'POST', '/_matrix/client/v3/createRoom', { preset: 'public_chat' }, token);
+    await apiOk(b.page, 'POST', `/_matrix/client/v3/join/${enc(room)}`, {}, bob.access_token);
+    assert.ok(alice);
+
+    // The status panel names b's server as a peer.
+    await a.page.bringToFront();
+    await a.page.click('#status-toggle');
+    await untilSelector(a.page, `#st-peers li[data-server="${b.serverName}"]`, { what: "b's server in the status panel" });
+    assert.match(await a.page.textContent(`#st-peers li[data-server="${b.serverName}"]`), /1 room/);
+
+    // Another relay, named in the status panel's dialog (Enter submits): a connects there,
+    // and stays there after a reload.
+    const before = await relayConnections(other.url);
+    await a.page.click('#st-relay-change');
+    await submitWithEnter(a.page, '#relay-url', other.url, 'dlg-relay');
+    await eventually('a to connect to the other relay', async () => {
+      const s = await a.page.evaluate(() => window.hearth.status());
+      return (s.relay === 'connected' && s.relayUrl === other.url && (await relayConnections(other.url)) === before + 1) || null;
+    });
+    await a.page.reload();
+    await a.page.evaluate(() => window.hearth.ready);
+    await eventually('a to be on the other relay after a reload', async () => {
+      const s = await a.page.evaluate(() => window.hearth.status());
+      return (s.relay === 'connected' && s.relayUrl === other.url) || null;
+    });
+    // An empty field goes back to the page's own relay.
+    assert.equal((await a.page.evaluate(() => window.hearth.setRelay('ftp://nope').catch((e) => e.message))), 'a relay URL starts with http:// or https://');
+    await a.page.evaluate(() => window.hearth.setRelay(null));
+    await eventually('a to be back on the page\'s relay', async () => {
+      const s = await a.page.evaluate(() => window.hearth.status());
+      return (s.relay === 'connected' && s.relayUrl === relay.url && (await relayConnections(other.url)) === before) || null;
+    });
+  } finally {
+    await ctxA.close();
+    await ctxB.close();
+    await other.stop();
+  }
+});

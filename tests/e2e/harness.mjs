@@ -147,9 +147,9 @@ export function copyWww() {
 }
 
 /** Starts the relay on a free loopback port; resolves to `{ url, stop() }`. */
-export async function startRelay({ www = WWW } = {}) {
+export async function startRelay({ www = WWW, args = [] } = {}) {
   checkBuilt(www);
-  const child = spawn(RELAY_BIN, ['--listen', '127.0.0.1:0', '--www', www], {
+  const child = spawn(RELAY_BIN, ['--listen', '127.0.0.1:0', '--www', www, ...args], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let stderr = '';

@@ -35,6 +35,10 @@ struct State {
     pending: HashMap<u32, oneshot::Sender<Response<Vec<u8>>>>,
     /// Kept alive with the socket they are attached to.
     handlers: Vec<Closure<dyn FnMut(JsValue)>>,
+    /// The relay in use, and which [`connect`] call is current: the sockets and retries of an
+    /// earlier one see a newer generation and stop.
+    url: Option<String>,
+    generation: u64,
 }
 
 /// The transport half; [`connect`] keeps the socket.
@@ -52,6 +56,11 @@ impl RelayTransport {
             (None, Some(_)) => "connecting",
             (None, None) => "not connected",
         }
+    }
+
+    /// The relay this server uses (or tries to), if any.
+    pub fn url(&self) -> Option<String> {
+        self.state.borrow().url.clone()
     }
 }
 
@@ -98,13 +107,32 @@ impl Transport for RelayTransport {
     }
 }
 
-/// Opens the socket to the relay at `relay` (the page's origin) for `hs`, and reopens it
-/// whenever it closes.
+/// Opens the socket to the relay at `relay` for `hs`, and reopens it whenever it closes. A
+/// later call moves the server to another relay: the earlier socket is closed and its retries
+/// end.
 pub fn connect(hs: Homeserver, transport: RelayTransport, relay: String) {
-    open(hs, transport, relay, 250);
+    let generation = {
+        let mut s = transport.state.borrow_mut();
+        s.generation += 1;
+        if let Some(old) = s.socket.take() {
+            let _ = old.close();
+        }
+        s.client = None;
+        s.pending.clear();
+        s.url = Some(relay.clone());
+        s.generation
+    };
+    open(hs, transport, relay, 250, generation);
 }
 
-fn open(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32) {
+fn current(transport: &RelayTransport, generation: u64) -> bool {
+    transport.state.borrow().generation == generation
+}
+
+fn open(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32, generation: u64) {
+    if !current(&transport, generation) {
+        return;
+    }
     let client = match Client::new(&relay, hs.server_name().as_str()) {
         Ok(c) => c,
         Err(e) => {
@@ -116,7 +144,7 @@ fn open(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32)
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(%relay, error = ?e, "cannot open the relay socket");
-            retry(hs, transport, relay, delay_ms);
+            retry(hs, transport, relay, delay_ms, generation);
             return;
         }
     };
@@ -131,6 +159,9 @@ fn open(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32)
     let on_message = {
         let (hs, transport, socket) = (hs.clone(), transport.clone(), socket.clone());
         Closure::<dyn FnMut(JsValue)>::new(move |event: JsValue| {
+            if !current(&transport, generation) {
+                return;
+            }
             let Some(event) = event.dyn_ref::<MessageEvent>() else {
                 return;
             };
@@ -147,13 +178,22 @@ fn open(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32)
     let on_close = {
         let (hs, transport, relay) = (hs.clone(), transport.clone(), relay.clone());
         Closure::<dyn FnMut(JsValue)>::new(move |_event: JsValue| {
+            if !current(&transport, generation) {
+                return;
+            }
             {
                 let mut s = transport.state.borrow_mut();
                 s.socket = None;
                 // Answers that will never come fail now; the queue retries.
                 s.pending.clear();
             }
-            retry(hs.clone(), transport.clone(), relay.clone(), delay_ms);
+            retry(
+                hs.clone(),
+                transport.clone(),
+                relay.clone(),
+                delay_ms,
+                generation,
+            );
         })
     };
     socket.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -163,13 +203,13 @@ fn open(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32)
     s.handlers.push(on_close);
 }
 
-fn retry(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32) {
+fn retry(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32, generation: u64) {
     wasm_bindgen_futures::spawn_local(async move {
         // Jitter, so that servers the same relay dropped do not all come back at once.
         let jittered = (f64::from(delay_ms) * (0.5 + js_sys::Math::random())) as u32;
         gloo_timers::future::TimeoutFuture::new(jittered).await;
         let next = (delay_ms * 2).min(MAX_RECONNECT_MS);
-        open(hs, transport, relay, next);
+        open(hs, transport, relay, next, generation);
     });
 }
 

@@ -108,7 +108,8 @@ impl HearthServer {
         })
     }
 
-    /// `{serverName, version, storageBytes, users, rooms, relay, bootMs, storageError}`.
+    /// `{serverName, version, storageBytes, users, rooms, relay, relayUrl, peers: [{server, rooms,
+    /// queued, failures, retry_at}], bootMs, storageError}`.
     pub fn status(&self) -> js_sys::Promise {
         let inner = self.inner.clone();
         wasm_bindgen_futures::future_to_promise(async move {
@@ -130,6 +131,17 @@ impl HearthServer {
             let rooms = inner.store.count("rooms").await.map_err(storage_js_error)?;
             set(&status, "rooms", &(rooms as f64).into())?;
             set(&status, "relay", &inner.relay.status().into())?;
+            set(
+                &status,
+                "relayUrl",
+                &inner.relay.url().map_or(JsValue::NULL, JsValue::from),
+            )?;
+            let peers = hearth_core::federation::peers::list(&inner.hs)
+                .await
+                .map_err(|e| JsValue::from_str(&e.to_string()))?;
+            let peers =
+                serde_json::to_string(&peers).map_err(|e| JsValue::from_str(&e.to_string()))?;
+            set(&status, "peers", &js_sys::JSON::parse(&peers)?)?;
             set(&status, "bootMs", &inner.boot_ms.into())?;
             let error = inner
                 .store

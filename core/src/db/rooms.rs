@@ -284,6 +284,11 @@ pub struct RoomRecord {
     /// `/messages` finds it going backwards (see `room::backfill`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backfill: Option<(u64, u64)>,
+    /// Redactions of this room waiting for their targets (`pending_redactions`), so that an
+    /// arriving event looks there only when some wait. `None` for a room recorded before the
+    /// count existed: every event looks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_redactions: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -19,6 +19,7 @@ pub mod media;
 pub mod membership;
 pub mod openid;
 pub mod outbox;
+pub mod peers;
 pub mod public_rooms;
 pub mod query;
 pub mod receive;

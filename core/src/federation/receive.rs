@@ -151,6 +151,14 @@ pub async fn receive_pdus(
             },
         });
     }
+    // Most of these events are new to this server, and each is looked up before it is
+    // accepted: one read for them all, where a browser would pay a read transaction for each.
+    let ids: Vec<Vec<u8>> = checked
+        .iter()
+        .filter_map(|c| c.as_ref().ok())
+        .map(|(_, pdu)| pdu.event_id.as_bytes().to_vec())
+        .collect();
+    hs.store.get_many("events", &ids).await?;
     let mut out: Vec<Received> = Vec::with_capacity(values.len());
     let mut i = 0;
     while i < checked.len() {

@@ -156,6 +156,7 @@ impl<'a> RoomTxn<'a> {
                 created_ts: hs.now_ms(),
                 current_group: None,
                 backfill: None,
+                pending_redactions: Some(0),
             },
             version,
             rules,
@@ -574,22 +575,52 @@ impl<'a> RoomTxn<'a> {
                 }
                 // Its target has not arrived (a remote redaction can overtake it): it takes
                 // effect when the target comes.
-                None => self.batch.put(
-                    "pending_redactions",
-                    key(&[target.as_bytes(), pdu.event_id.as_bytes()]),
-                    Vec::new(),
-                ),
+                None => {
+                    self.batch.put(
+                        "pending_redactions",
+                        key(&[target.as_bytes(), pdu.event_id.as_bytes()]),
+                        Vec::new(),
+                    );
+                    if let Some(n) = self.record.pending_redactions.as_mut() {
+                        *n = n.saturating_add(1);
+                    }
+                }
             }
         }
-        if pdu.sender.server_name() != self.hs.server_name() {
+        if pdu.sender.server_name() != self.hs.server_name()
+            && self.record.pending_redactions != Some(0)
+        {
             let pfx = crate::db::prefix(&[pdu.event_id.as_bytes()]);
-            for (k, _) in self.hs.scan_prefix("pending_redactions", &pfx).await? {
+            let mut waiting: Vec<Vec<u8>> = self
+                .hs
+                .scan_prefix("pending_redactions", &pfx)
+                .await?
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            // Those this transaction recorded itself are not in storage yet.
+            for op in &self.batch.ops {
+                if let crate::storage::Op::Put { tree, key, .. } = op
+                    && *tree == "pending_redactions"
+                    && key.starts_with(&pfx)
+                    && !waiting.contains(key)
+                {
+                    waiting.push(key.clone());
+                }
+            }
+            for k in waiting {
+                if self.batch.pending("pending_redactions", &k) == Some(None) {
+                    continue;
+                }
                 let Ok(id) =
                     OwnedEventId::try_from(String::from_utf8_lossy(&k[pfx.len()..]).as_ref())
                 else {
                     continue;
                 };
                 self.batch.delete("pending_redactions", k.clone());
+                if let Some(n) = self.record.pending_redactions.as_mut() {
+                    *n = n.saturating_sub(1);
+                }
                 if let Some(redaction) = self.fetch(&id).await?
                     && self.may_redact(&redaction, pdu).await?
                 {

@@ -326,6 +326,60 @@ pub async fn many_keys_in_one_batch(s: &dyn Storage) {
     assert_eq!(all[1999].1, 1999u32.to_le_bytes().to_vec());
 }
 
+pub async fn get_many_answers_in_order(s: &dyn Storage) {
+    put(s, "test", b"b", b"2").await;
+    put(s, "test", b"a", b"1").await;
+    let keys = vec![b"a".to_vec(), b"zz".to_vec(), b"b".to_vec(), b"a".to_vec()];
+    let got = s.get_many("test", &keys).await.expect("get_many");
+    assert_eq!(
+        got,
+        vec![
+            Some(b"1".to_vec()),
+            None,
+            Some(b"2".to_vec()),
+            Some(b"1".to_vec())
+        ]
+    );
+    assert_eq!(
+        s.get_many("test", &[]).await.expect("none"),
+        Vec::<Option<Vec<u8>>>::new()
+    );
+    // What a read found absent is written later, and read again as written.
+    put(s, "test", b"zz", b"3").await;
+    assert_eq!(
+        s.get_many("test", &[b"zz".to_vec()]).await.expect("after"),
+        vec![Some(b"3".to_vec())]
+    );
+    assert!(matches!(
+        s.get_many("no_such_tree", &keys).await,
+        Err(StorageError::UnknownTree(_))
+    ));
+}
+
+pub async fn a_batch_keeps_its_last_op_per_key(s: &dyn Storage) {
+    let mut b = Batch::new();
+    b.put("test", b"k".to_vec(), b"1".to_vec());
+    b.put("meta", b"k".to_vec(), b"x".to_vec());
+    b.put("test", b"k".to_vec(), b"2".to_vec());
+    b.delete("test", b"gone".to_vec());
+    b.put("test", b"gone".to_vec(), b"back".to_vec());
+    b.put("test", b"del".to_vec(), b"v".to_vec());
+    b.delete("test", b"del".to_vec());
+    let b = b.last_per_key();
+    assert_eq!(b.ops.len(), 4);
+    s.write(b).await.expect("write");
+    assert_eq!(s.get("test", b"k").await.expect("k"), Some(b"2".to_vec()));
+    assert_eq!(
+        s.get("meta", b"k").await.expect("meta"),
+        Some(b"x".to_vec())
+    );
+    assert_eq!(
+        s.get("test", b"gone").await.expect("gone"),
+        Some(b"back".to_vec())
+    );
+    assert_eq!(s.get("test", b"del").await.expect("del"), None);
+}
+
 /// Generates one test per conformance function for a backend.
 ///
 /// `storage_conformance_tests!(native, make)` emits `#[test]` functions driven by a local
@@ -338,14 +392,16 @@ macro_rules! storage_conformance_tests {
             get_missing_is_none, put_get_overwrite_delete, trees_are_separate,
             scan_orders_bytes_both_ways, scan_respects_limit, scan_bounds, prefix_scan,
             batch_spans_trees_and_applies_in_order, failed_batch_leaves_nothing,
-            unknown_tree_is_an_error, large_values_and_empty_values, many_keys_in_one_batch);
+            unknown_tree_is_an_error, large_values_and_empty_values, many_keys_in_one_batch,
+            get_many_answers_in_order, a_batch_keeps_its_last_op_per_key);
     };
     (wasm, $make:path) => {
         $crate::storage_conformance_tests!(@each wasm, $make,
             get_missing_is_none, put_get_overwrite_delete, trees_are_separate,
             scan_orders_bytes_both_ways, scan_respects_limit, scan_bounds, prefix_scan,
             batch_spans_trees_and_applies_in_order, failed_batch_leaves_nothing,
-            unknown_tree_is_an_error, large_values_and_empty_values, many_keys_in_one_batch);
+            unknown_tree_is_an_error, large_values_and_empty_values, many_keys_in_one_batch,
+            get_many_answers_in_order, a_batch_keeps_its_last_op_per_key);
     };
     (@each native, $make:path, $($name:ident),*) => {$(
         #[test]

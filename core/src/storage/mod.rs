@@ -147,6 +147,23 @@ impl Batch {
         self.ops.extend(other.ops);
     }
 
+    /// The same effect with one op per key: the last one. A room transaction that takes in
+    /// many events rewrites some rows once per event (a room's unread counts); a backend that
+    /// pays per put (IndexedDB) writes each of them once.
+    pub fn last_per_key(self) -> Batch {
+        let mut seen: std::collections::HashSet<(&'static str, Vec<u8>)> =
+            std::collections::HashSet::with_capacity(self.ops.len());
+        let mut ops: Vec<Op> = Vec::with_capacity(self.ops.len());
+        for op in self.ops.into_iter().rev() {
+            let (Op::Put { tree, key, .. } | Op::Delete { tree, key }) = &op;
+            if seen.insert((tree, key.clone())) {
+                ops.push(op);
+            }
+        }
+        ops.reverse();
+        Batch { ops }
+    }
+
     /// The value this batch would leave for `key`, if it touches it: `Some(None)` for a delete.
     pub fn pending(&self, tree: &str, key: &[u8]) -> Option<Option<&[u8]>> {
         self.ops.iter().rev().find_map(|op| match op {
@@ -242,6 +259,20 @@ pub trait Storage {
         direction: Direction,
         limit: usize,
     ) -> StorageResult<Vec<(Vec<u8>, Vec<u8>)>>;
+
+    /// Point reads of several keys of one tree, answered in the keys' order. A backend that
+    /// pays per read transaction (IndexedDB) does them all in one.
+    async fn get_many(
+        &self,
+        tree: &'static str,
+        keys: &[Vec<u8>],
+    ) -> StorageResult<Vec<Option<Vec<u8>>>> {
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            out.push(self.get(tree, k).await?);
+        }
+        Ok(out)
+    }
 
     /// Applies every op of the batch, or none of them.
     async fn write(&self, batch: Batch) -> StorageResult<()>;

@@ -704,6 +704,17 @@ async fn a_knock_from_another_server_is_let_in() {
 
 #[tokio::test]
 async fn a_redaction_that_overtakes_its_target_applies_when_the_target_arrives() {
+    redaction_before_its_target(false).await;
+}
+
+#[tokio::test]
+async fn a_redaction_before_its_target_in_one_transaction_applies() {
+    redaction_before_its_target(true).await;
+}
+
+/// The redaction arrives before its target: in a transaction of its own (`together` false),
+/// or ahead of it in the same one, which is accepted in one room transaction.
+async fn redaction_before_its_target(together: bool) {
     let net = Network::new();
     let (a, _) = net.server(1).await;
     let (b, _) = net.server(2).await;
@@ -742,12 +753,23 @@ async fn a_redaction_that_overtakes_its_target_applies_when_the_target_arrives()
         v["prev_events"] = json!([base]);
         v["depth"] = json!(base_pdu.depth + 1);
     });
-    hearth_core::federation::receive::receive_pdu(&b, a.server_name(), &redaction)
+    if together {
+        let got = hearth_core::federation::receive::receive_pdus(
+            &b,
+            a.server_name(),
+            &[redaction, secret_pdu.json.clone()],
+        )
         .await
-        .expect("the redaction is accepted");
-    hearth_core::federation::receive::receive_pdu(&b, a.server_name(), &secret_pdu.json)
-        .await
-        .expect("the target is accepted");
+        .unwrap();
+        assert!(got.iter().all(Result::is_ok), "{got:?}");
+    } else {
+        hearth_core::federation::receive::receive_pdu(&b, a.server_name(), &redaction)
+            .await
+            .expect("the redaction is accepted");
+        hearth_core::federation::receive::receive_pdu(&b, a.server_name(), &secret_pdu.json)
+            .await
+            .expect("the target is accepted");
+    }
     let seen = bob
         .get(&format!(
             "/_matrix/client/v3/rooms/{}/event/{}",
@@ -1231,4 +1253,58 @@ async fn a_relay_holding_for_an_absent_server_lets_its_items_gather() {
     outbox::forget_backoff(&a);
     say(&alice, &room, "welcome back").await;
     assert_eq!(outbox::flush(&a).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn the_status_lists_the_servers_this_one_federates_with() {
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let (c, _) = net.server(3).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    assert_eq!(
+        hearth_core::federation::peers::list(&a).await.unwrap(),
+        vec![]
+    );
+    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    let _carol = TestClient::register(&c, "carol").await;
+    let peers = hearth_core::federation::peers::list(&a).await.unwrap();
+    assert_eq!(peers.len(), 1, "{peers:?}");
+    assert_eq!(peers[0].server, b.server_name().as_str());
+    assert_eq!(
+        (peers[0].rooms, peers[0].queued, peers[0].failures),
+        (1, 0, 0)
+    );
+
+    // While b is unreachable, what waits for it and its backoff show.
+    net.partition(a.server_name(), b.server_name());
+    say(&alice, &room, "one").await;
+    say(&alice, &room, "two").await;
+    assert_eq!(outbox::flush(&a).await.unwrap(), 0);
+    let peers = hearth_core::federation::peers::list(&a).await.unwrap();
+    assert_eq!((peers[0].queued, peers[0].failures), (2, 1));
+    assert!(peers[0].retry_at.is_some());
+    // Bob leaves: a is no longer federating with anyone.
+    net.heal(a.server_name(), b.server_name());
+    outbox::forget_backoff(&a);
+    settle(&[&a, &b]).await;
+    bob.post(
+        &format!("/_matrix/client/v3/rooms/{}/leave", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(&[&a, &b]).await;
+    assert_eq!(
+        hearth_core::federation::peers::list(&a).await.unwrap(),
+        vec![]
+    );
 }
