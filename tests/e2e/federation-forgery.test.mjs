@@ -15,6 +15,7 @@ import {
   openPage,
   pageCall,
   relayConnected,
+  relayMetric,
   startRelay,
   within,
 } from './harness.mjs';
@@ -250,10 +251,13 @@ async function connectAs(server, { signer = server } = {}) {
 test('the relay refuses a server name proved with another key', async () => {
   const claimed = makeServer();
   const impostor = makeServer();
+  const refusedBefore = await relayMetric(relay.url, 'hearth_relay_handshakes_total{result="refused"}');
   const conn = await connectAs(claimed, { signer: impostor });
   const closed = await within('the relay to close the impostor\'s socket', conn.closed);
   assert.equal(closed.code, 4001, `close code (reason: ${closed.reason})`);
+  assert.match(closed.reason, /signature/i);
   await assert.rejects(conn.welcome, /closed 4001/);
+  assert.equal(await relayMetric(relay.url, 'hearth_relay_handshakes_total{result="refused"}'), refusedBefore + 1);
 
   // The same name with its own key is let in: the refusal was the key's doing.
   const honest = await connectAs(claimed);
