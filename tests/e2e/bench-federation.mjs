@@ -18,12 +18,10 @@
 //   present once and in the sender's order.
 // Prints one JSON document on stdout; progress goes to stderr.
 
-import { spawn, execFileSync } from 'node:child_process';
-import { once } from 'node:events';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
 import {
   ROOT,
@@ -33,7 +31,10 @@ import {
   launchPersistent,
   openPage,
   registerApi,
+  relayConnected as connected,
+  relayMetric,
   startRelay,
+  startTestHost,
 } from './harness.mjs';
 
 const { values: opts } = parseArgs({
@@ -177,32 +178,6 @@ async function registerNative(base, username) {
   return body;
 }
 
-async function startTesthost(relayUrl) {
-  if (!existsSync(TESTHOST)) throw new Error(`${TESTHOST} is missing: cargo build --release -p hearth-testhost`);
-  const child = spawn(TESTHOST, ['--listen', '127.0.0.1:0', '--relay', relayUrl], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-    env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
-  });
-  const lines = createInterface({ input: child.stdout });
-  const [, base, name] = await new Promise((resolve, reject) => {
-    child.once('exit', (c) => reject(new Error(`testhost exited (${c})`)));
-    lines.on('line', (l) => {
-      const m = /^hearth-testhost listening on (http:\/\/\S+) server_name=(\S+)/.exec(l);
-      if (m) resolve(m);
-    });
-  });
-  return {
-    base,
-    name,
-    async stop() {
-      if (child.exitCode !== null) return;
-      const exited = once(child, 'exit');
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
-}
-
 /** Makes a room on `owner`'s server, has `guest` join it, and waits until both see both. */
 async function shareRoom(owner, ownerId, guest, guestId) {
   const { room_id: room } = await owner.call('POST', '/_matrix/client/v3/createRoom', { preset: 'private_chat', invite: [guestId] });
@@ -233,19 +208,6 @@ async function latencies(label, from, to, room) {
   return summary(out);
 }
 
-async function connected(page) {
-  await eventually('the server to connect to the relay', async () => {
-    const s = await page.evaluate(() => window.hearth.status());
-    return s.relay === 'connected' || null;
-  });
-}
-
-async function relayMetric(relayUrl, name) {
-  const text = await (await fetch(`${relayUrl}/metrics`)).text();
-  const m = new RegExp(`^${name} (\\d+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : 0;
-}
-
 const relayQueued = (relayUrl) => relayMetric(relayUrl, 'hearth_relay_queued_transactions');
 
 const result = { n: N, warmup: WARMUP, machine: { cores: (await import('node:os')).cpus().length } };
@@ -253,7 +215,7 @@ const dataDir = mkdtempSync(path.join(tmpdir(), 'hearth-bench-relay-'));
 const profileDir = mkdtempSync(path.join(tmpdir(), 'hearth-bench-profile-'));
 const relay = await startRelay({ args: ['--data', dataDir] });
 const browser = await launchBrowser();
-const host = await startTesthost(relay.url);
+const host = await startTestHost(relay.url, { bin: TESTHOST });
 try {
   // --- browser <-> browser, browser <-> native -------------------------------------------------
   const a = await openPage(await browser.newContext(), relay.url, { signedOut: true });
@@ -261,10 +223,10 @@ try {
   await Promise.all([connected(a.page), connected(b.page)]);
   const alice = await registerApi(a.page, 'alice');
   const bob = await registerApi(b.page, 'bob');
-  const carol = await registerNative(host.base, 'carol');
+  const carol = await registerNative(host.url, 'carol');
   const A = pageClient(a.page, alice.access_token);
   const B = pageClient(b.page, bob.access_token);
-  const C = nativeClient(host.base, carol.access_token);
+  const C = nativeClient(host.url, carol.access_token);
   const ab = await shareRoom(A, alice.user_id, B, bob.user_id);
   result['browser->browser'] = await latencies('browser->browser', A, B, ab);
   result['browser<-browser'] = await latencies('browser<-browser', B, A, ab);

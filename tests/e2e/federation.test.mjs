@@ -12,6 +12,8 @@ import {
   openPage,
   registerApi,
   registerUi,
+  relayConnected as connected,
+  relayMetric,
   sendUi,
   startRelay,
   until,
@@ -81,14 +83,6 @@ test('two browser servers share a room through the relay', async () => {
     await ctxB.close();
   }
 });
-
-/** Waits until `page`'s server is connected to the relay. */
-async function connected(page) {
-  await eventually('the server to connect to the relay', async () => {
-    const s = await page.evaluate(() => window.hearth.status());
-    return s.relay === 'connected' || null;
-  });
-}
 
 /** Fills a dialog's first text field and submits it with Enter, as a person would. */
 async function submitWithEnter(page, field, value, dialogId) {
@@ -171,12 +165,6 @@ test('the chat UI invites and joins across servers, and shows remote names', asy
   }
 });
 
-/** The relay's `hearth_relay_connections` gauge. */
-async function relayConnections(url) {
-  const text = await (await fetch(`${url}/metrics`)).text();
-  return Number(/^hearth_relay_connections (\d+)$/m.exec(text)?.[1] ?? NaN);
-}
-
 test('the status lists the servers this one federates with, and the page can name another relay', async () => {
   const ctxA = await browser.newContext();
   const ctxB = await browser.newContext();
@@ -200,12 +188,12 @@ test('the status lists the servers this one federates with, and the page can nam
 
     // Another relay, named in the status panel's dialog (Enter submits): a connects there,
     // and stays there after a reload.
-    const before = await relayConnections(other.url);
+    const before = await relayMetric(other.url, 'hearth_relay_connections');
     await a.page.click('#st-relay-change');
     await submitWithEnter(a.page, '#relay-url', other.url, 'dlg-relay');
     await eventually('a to connect to the other relay', async () => {
       const s = await a.page.evaluate(() => window.hearth.status());
-      return (s.relay === 'connected' && s.relayUrl === other.url && (await relayConnections(other.url)) === before + 1) || null;
+      return (s.relay === 'connected' && s.relayUrl === other.url && (await relayMetric(other.url, 'hearth_relay_connections')) === before + 1) || null;
     });
     await a.page.reload();
     await a.page.evaluate(() => window.hearth.ready);
@@ -218,7 +206,7 @@ test('the status lists the servers this one federates with, and the page can nam
     await a.page.evaluate(() => window.hearth.setRelay(null));
     await eventually('a to be back on the page\'s relay', async () => {
       const s = await a.page.evaluate(() => window.hearth.status());
-      return (s.relay === 'connected' && s.relayUrl === relay.url && (await relayConnections(other.url)) === before) || null;
+      return (s.relay === 'connected' && s.relayUrl === relay.url && (await relayMetric(other.url, 'hearth_relay_connections')) === before) || null;
     });
   } finally {
     await ctxA.close();

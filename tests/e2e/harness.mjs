@@ -5,6 +5,7 @@
 //
 // The page must be built first (`cargo xtask www`; `cargo xtask test` does it). Environment:
 //   HEARTH_RELAY_BIN  relay binary (default target/debug/hearth-relay)
+//   HEARTH_TESTHOST_BIN  native server binary (default target/debug/hearth-testhost)
 //   HEARTH_WWW        directory to serve (default www/)
 //   CHROMIUM          browser binary (default /usr/bin/chromium)
 
@@ -20,6 +21,7 @@ import { chromium } from 'playwright-core';
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const WWW = process.env.HEARTH_WWW ?? path.join(ROOT, 'www');
 export const RELAY_BIN = process.env.HEARTH_RELAY_BIN ?? path.join(ROOT, 'target/debug/hearth-relay');
+export const TESTHOST_BIN = process.env.HEARTH_TESTHOST_BIN ?? path.join(ROOT, 'target/debug/hearth-testhost');
 export const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
 export const CHROMIUM_ARGS = [
   '--no-sandbox',
@@ -146,43 +148,94 @@ export function copyWww() {
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-/** Starts the relay on a free loopback port; resolves to `{ url, stop() }`. */
-export async function startRelay({ www = WWW, args = [] } = {}) {
-  checkBuilt(www);
-  const child = spawn(RELAY_BIN, ['--listen', '127.0.0.1:0', '--www', www, ...args], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+/**
+ * Spawns `bin args` and resolves to `{ child, match, stderr() }` once a stdout line matches
+ * `pattern` (`match` is the match); fails if the process exits first or takes too long.
+ */
+async function spawnUntilLine(what, bin, args, pattern) {
+  const child = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
   const lines = createInterface({ input: child.stdout });
-  const url = await new Promise((resolve, reject) => {
+  const match = await new Promise((resolve, reject) => {
     const timer = setTimeout(
-      () => reject(new Error(`waiting for the relay to print its address: not within ${TIMEOUT_MS / 1000} s; stderr: ${stderr}`)),
+      () => reject(new Error(`waiting for ${what} to print its address: not within ${TIMEOUT_MS / 1000} s; stderr: ${stderr}`)),
       TIMEOUT_MS,
     );
     child.once('exit', (code) => {
       clearTimeout(timer);
-      reject(new Error(`relay exited (${code}): ${stderr}`));
+      reject(new Error(`${what} exited (${code}): ${stderr}`));
     });
     lines.on('line', (line) => {
-      const m = /^hearth-relay listening on (http:\/\/\S+)$/.exec(line);
+      const m = pattern.exec(line);
       if (m) {
         clearTimeout(timer);
-        resolve(m[1]);
+        resolve(m);
       }
     });
   });
-  return {
-    url,
-    async stop() {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = once(child, 'exit');
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
-      await exited;
-      clearTimeout(timer);
-    },
-  };
+  return { child, match, stderr: () => stderr };
+}
+
+/** Ends `child` with SIGTERM (SIGKILL if it lingers) and waits for it to exit. */
+async function terminate(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), TIMEOUT_MS);
+  await exited;
+  clearTimeout(timer);
+}
+
+/**
+ * Starts the relay on a loopback port (`port`, or a free one); resolves to
+ * `{ url, port, stop() }`. `args` are passed on (`['--data', dir]`). `stop()` is a graceful
+ * shutdown (SIGTERM) and resolves when the process has exited, so the port can be bound again.
+ */
+export async function startRelay({ www = WWW, port = 0, args = [] } = {}) {
+  checkBuilt(www);
+  const { child, match } = await spawnUntilLine(
+    'the relay',
+    RELAY_BIN,
+    ['--listen', `127.0.0.1:${port}`, '--www', www, ...args],
+    /^hearth-relay listening on (http:\/\/\S+)$/,
+  );
+  const url = match[1];
+  return { url, port: Number(new URL(url).port), stop: () => terminate(child) };
+}
+
+/**
+ * Starts a native key-named server (`hearth-testhost`) federating through the relay at
+ * `relayUrl`, its client API on a free loopback port; resolves to `{ url, serverName, stop() }`.
+ */
+export async function startTestHost(relayUrl, { bin = TESTHOST_BIN } = {}) {
+  if (!existsSync(bin)) throw new Error(`${bin} is missing: cargo build -p hearth-testhost`);
+  const { child, match } = await spawnUntilLine(
+    'hearth-testhost',
+    bin,
+    ['--listen', '127.0.0.1:0', '--relay', relayUrl],
+    /^hearth-testhost listening on (http:\/\/\S+) server_name=(\S+)/,
+  );
+  return { url: match[1], serverName: match[2], stop: () => terminate(child) };
+}
+
+/** Calls a native server's Client-Server API from Node; resolves to `{ status, body }`. */
+export async function nodeApi(base, method, pathAndQuery, body, token) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const r = await fetch(base + pathAndQuery, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(TIMEOUT_MS),
+  });
+  let json = null;
+  try {
+    json = await r.json();
+  } catch {
+    json = null;
+  }
+  return { status: r.status, body: json };
 }
 
 export function launchBrowser() {
@@ -265,14 +318,140 @@ export async function apiOk(page, method, pathAndQuery, body, token) {
 
 /** Registers through the API (two-step user-interactive auth); resolves to the login answer. */
 export async function registerApi(page, username, password = PASSWORD) {
-  const first = await api(page, 'POST', '/_matrix/client/v3/register', { username, password });
+  return registerWith((...a) => api(page, ...a), username, password);
+}
+
+/** `registerApi` through any `call(method, pathAndQuery, body, token)` → `{ status, body }`. */
+export async function registerWith(call, username, password = PASSWORD) {
+  const first = await call('POST', '/_matrix/client/v3/register', { username, password });
   if (first.status === 200) return first.body;
   if (first.status !== 401) throw new Error(`register ${username}: ${first.status} ${JSON.stringify(first.body)}`);
-  return apiOk(page, 'POST', '/_matrix/client/v3/register', {
+  const second = await call('POST', '/_matrix/client/v3/register', {
     username,
     password,
     auth: { type: 'm.login.dummy', session: first.body.session },
   });
+  if (second.status !== 200) throw new Error(`register ${username}: ${second.status} ${JSON.stringify(second.body)}`);
+  return second.body;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Federation scenarios: one account on one server, whether a browser page or a native testhost.
+
+const enc = encodeURIComponent;
+
+/** A `call` for `Account`: the Client-Server API from inside `page`. */
+export function pageCall(page) {
+  return (...a) => api(page, ...a);
+}
+
+/** A `call` for `Account`: a native server's Client-Server API at `base`, from Node. */
+export function hostCall(base) {
+  return (...a) => nodeApi(base, ...a);
+}
+
+/**
+ * An account, called through `call(method, pathAndQuery, body, token)`: a page's `api` or
+ * `nodeApi` on a testhost. `login` is the register/login answer.
+ */
+export class Account {
+  constructor(call, login, label = login.user_id) {
+    this.call = call;
+    this.userId = login.user_id;
+    this.token = login.access_token;
+    this.label = label;
+    this.since = undefined;
+  }
+
+  static async register(call, username, label) {
+    return new Account(call, await registerWith(call, username), label);
+  }
+
+  req(method, pathAndQuery, body) {
+    return this.call(method, pathAndQuery, body, this.token);
+  }
+
+  async ok(method, pathAndQuery, body) {
+    const r = await this.req(method, pathAndQuery, body);
+    if (r.status < 200 || r.status > 299) {
+      throw new Error(`${this.label}: ${method} ${pathAndQuery} → ${r.status} ${JSON.stringify(r.body)}`);
+    }
+    return r.body;
+  }
+
+  /** Sends a text message; resolves to its event id. */
+  async say(room, body) {
+    const txn = `t${Date.now().toString(36)}${Math.random().toString(36).slice(2, 8)}`;
+    const r = await this.ok('PUT', `/_matrix/client/v3/rooms/${enc(room)}/send/m.room.message/${txn}`, { msgtype: 'm.text', body });
+    return r.event_id;
+  }
+
+  /** The room's events as this server has them (up to `limit`), oldest first. */
+  async timeline(room, limit = 200) {
+    const r = await this.ok('GET', `/_matrix/client/v3/rooms/${enc(room)}/messages?dir=b&limit=${limit}`);
+    return r.chunk.reverse();
+  }
+
+  /** The bodies of the room's m.room.message events, oldest first. */
+  async bodies(room) {
+    return (await this.timeline(room)).filter((e) => e.type === 'm.room.message').map((e) => e.content.body);
+  }
+
+  /** Waits until the room's message bodies include every one of `texts`. */
+  async waitForBodies(room, texts) {
+    let seen = [];
+    await eventually(`${this.label} to have ${texts.length} message(s) ending "${texts.at(-1)}"`, async () => {
+      seen = await this.bodies(room);
+      return texts.every((t) => seen.includes(t)) || null;
+    }, { seen: () => seen, every: 100 });
+    return seen;
+  }
+
+  /**
+   * Runs incremental /sync (from where the last one ended) until `check(syncBody)` returns
+   * something truthy; resolves to it. Every batch is checked once, so a change that comes and
+   * goes (typing) is not missed between polls.
+   */
+  async syncUntil(what, check) {
+    let last;
+    return eventually(`${this.label}: ${what}`, async () => {
+      const q = this.since ? `?since=${enc(this.since)}&timeout=500` : '?timeout=0';
+      const r = await this.ok('GET', `/_matrix/client/v3/sync${q}`);
+      this.since = r.next_batch;
+      last = r;
+      return check(r) || null;
+    }, { seen: () => last, every: 0 });
+  }
+
+  /** Waits for the invite to `room`, then joins it. */
+  async acceptInvite(room) {
+    await this.syncUntil(`the invite to ${room}`, (s) => s.rooms?.invite?.[room]);
+    await this.ok('POST', `/_matrix/client/v3/join/${enc(room)}`, {});
+  }
+}
+
+/** Waits until the page's server is connected to the relay. */
+export function relayConnected(page) {
+  let status;
+  return eventually('the server to connect to the relay', async () => {
+    status = await page.evaluate(() => window.hearth.status());
+    return status.relay === 'connected' || null;
+  }, { seen: () => status, every: 50 });
+}
+
+/** One sample of the relay's /metrics (`name` or `name{labels}`), or 0 when it is absent. */
+export async function relayMetric(relayUrl, sample) {
+  const text = await (await fetch(`${relayUrl}/metrics`, { signal: AbortSignal.timeout(TIMEOUT_MS) })).text();
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${sample} `)) return Number(line.slice(sample.length + 1));
+  }
+  return 0;
+}
+
+/** A room's current state as `type|state_key → event_id`, sorted, for comparing servers. */
+export async function stateIds(account, room) {
+  const state = await account.ok('GET', `/_matrix/client/v3/rooms/${enc(room)}/state`);
+  return Object.fromEntries(state.map((e) => [`${e.type}|${e.state_key}`, e.event_id]).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
 
 // ---------------------------------------------------------------------------------------------

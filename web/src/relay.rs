@@ -24,14 +24,22 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{BinaryType, MessageEvent, WebSocket};
 
+/// First wait before reconnecting, in milliseconds; it doubles with each failed attempt.
+const FIRST_RECONNECT_MS: u32 = 250;
+
 /// Longest wait between reconnection attempts, in milliseconds.
 const MAX_RECONNECT_MS: u32 = 30_000;
+
+/// A connection that stayed up this long was healthy: its loss starts the backoff over.
+const STABLE_CONNECTION_MS: f64 = 10_000.0;
 
 #[derive(Default)]
 struct State {
     client: Option<Client>,
     /// The socket, once the relay has welcomed this server.
     socket: Option<WebSocket>,
+    /// When the relay welcomed this server on the current socket (`Date.now()`).
+    welcomed_at: Option<f64>,
     pending: HashMap<u32, oneshot::Sender<Response<Vec<u8>>>>,
     /// Kept alive with the socket they are attached to.
     handlers: Vec<Closure<dyn FnMut(JsValue)>>,
@@ -122,7 +130,18 @@ pub fn connect(hs: Homeserver, transport: RelayTransport, relay: String) {
         s.url = Some(relay.clone());
         s.generation
     };
-    open(hs, transport, relay, 250, generation);
+    open(hs, transport, relay, FIRST_RECONNECT_MS, generation);
+}
+
+/// The wait before the next attempt, when a socket opened with `delay_ms` closes: after a
+/// connection that lasted, the first one again (else a relay restart after six earlier drops
+/// in the page's life would cost each server 30 s); otherwise `delay_ms`, which doubles with
+/// each attempt.
+fn wait_after_close(delay_ms: u32, lasted_ms: Option<f64>) -> u32 {
+    match lasted_ms {
+        Some(ms) if ms >= STABLE_CONNECTION_MS => FIRST_RECONNECT_MS,
+        _ => delay_ms,
+    }
 }
 
 fn current(transport: &RelayTransport, generation: u64) -> bool {
@@ -153,6 +172,7 @@ fn open(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32,
         let mut s = transport.state.borrow_mut();
         s.client = Some(client);
         s.socket = None;
+        s.welcomed_at = None;
         s.handlers.clear();
     }
 
@@ -181,17 +201,19 @@ fn open(hs: Homeserver, transport: RelayTransport, relay: String, delay_ms: u32,
             if !current(&transport, generation) {
                 return;
             }
-            {
+            let lasted_ms = {
                 let mut s = transport.state.borrow_mut();
                 s.socket = None;
                 // Answers that will never come fail now; the queue retries.
                 s.pending.clear();
-            }
+                s.welcomed_at.take().map(|t| js_sys::Date::now() - t)
+            };
+            let wait = wait_after_close(delay_ms, lasted_ms);
             retry(
                 hs.clone(),
                 transport.clone(),
                 relay.clone(),
-                delay_ms,
+                wait,
                 generation,
             );
         })
@@ -237,7 +259,11 @@ fn on_frame(
         }
         Incoming::Welcome { queued } => {
             tracing::info!(queued, "connected to the relay");
-            transport.state.borrow_mut().socket = Some(socket.clone());
+            {
+                let mut s = transport.state.borrow_mut();
+                s.socket = Some(socket.clone());
+                s.welcomed_at = Some(js_sys::Date::now());
+            }
             // Whatever waited for the relay goes out now, not at its backoff's end.
             hearth_core::federation::outbox::forget_backoff(hs);
             hs.notifier.notify();
@@ -262,4 +288,24 @@ fn on_frame(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+    wasm_bindgen_test_configure!(run_in_shared_worker);
+
+    #[wasm_bindgen_test]
+    fn backoff_starts_over_only_after_a_lasting_connection() {
+        // Never welcomed, or welcomed and dropped at once: keep backing off.
+        assert_eq!(wait_after_close(8_000, None), 8_000);
+        assert_eq!(wait_after_close(8_000, Some(50.0)), 8_000);
+        // Up for a while: the next drop is a first failure.
+        assert_eq!(
+            wait_after_close(30_000, Some(STABLE_CONNECTION_MS)),
+            FIRST_RECONNECT_MS
+        );
+    }
 }

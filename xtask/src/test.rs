@@ -288,6 +288,10 @@ fn e2e() -> Outcome {
             "HEARTH_RELAY_BIN",
             www::target_dir().join("debug/hearth-relay"),
         )
+        .env(
+            "HEARTH_TESTHOST_BIN",
+            www::target_dir().join("debug/hearth-testhost"),
+        )
         .env("HEARTH_WWW", root().join("www"))
         .env("CHROMIUM", tools::CHROMIUM);
         cmd::run(&mut node)
