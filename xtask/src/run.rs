@@ -42,11 +42,15 @@ pub fn run(args: &[String]) -> Result<()> {
         tools::ensure_npm_package(&root().join("tests/e2e"))?;
     }
     www::build_release()?;
-    if npm {
-        www::build_hydrogen()?;
+    // Hydrogen is a second client beside the page: serve the page even when it cannot be built.
+    let hydrogen = if npm {
+        www::build_hydrogen()
+            .inspect_err(|e| println!("xtask: serving without Hydrogen (/hydrogen/): {e}"))
+            .is_ok()
     } else {
         println!("xtask: npm or node not found; serving without Hydrogen (/hydrogen/)");
-    }
+        false
+    };
     cmd::run(&mut cmd::new(
         "cargo",
         &["build", "-p", "hearth-relay"],
@@ -83,7 +87,7 @@ pub fn run(args: &[String]) -> Result<()> {
     match first.strip_prefix("hearth-relay listening on ") {
         Some(url) => {
             println!("\n  Hearth is running. Open {url}/ in Chromium, Firefox or Safari.");
-            if npm {
+            if hydrogen {
                 println!("  Hydrogen on the same server: {url}/hydrogen/");
             }
             if !listen.ip().is_loopback() {
