@@ -193,7 +193,9 @@ async function boot() {
   });
   sw.startMessages();
 
-  const registration = await sw.register(SW_URL, { type: 'module', scope: '/' });
+  // A classic worker, as every client that registers /sw.js itself without options (Hydrogen)
+  // asks for: a different type would make each such page install the worker again.
+  const registration = await sw.register(SW_URL, { scope: '/' });
   await sw.ready;
   if (!sw.controller) {
     // First load: the worker claims us on activation. A hard reload bypasses the worker

@@ -7,7 +7,13 @@
 // one. A request that cannot reach a server within PORT_WAIT_MS gets a retryable 503 Matrix
 // error, never a hang.
 //
-// Module service worker rules: static imports only, no top-level await, no dynamic import().
+// It also speaks the message protocol hydrogen-view-sdk's page uses with Hydrogen's own service
+// worker, and with it authenticates media requests the page makes with plain <img> and fetch
+// (see docs/media-auth.md): a GET of this origin's /_matrix/client/v1/media/download|thumbnail/
+// without an Authorization header asks the page that made it for its access token and adds it.
+//
+// A classic script (no imports): Hydrogen registers this same URL without options, and a
+// registration whose type changed would install the worker again on every Hydrogen load.
 
 const PORT_WAIT_MS = 3000;
 const INSTANCE_LOCK_PREFIX = 'hearth-instance-';
@@ -38,6 +44,8 @@ self.addEventListener('message', (event) => {
   } else if (type === 'hearth-claim') {
     // A page loaded without a controller (hard reload) asks to be taken over.
     event.waitUntil(self.clients.claim());
+  } else {
+    onClientProtocolMessage(event);
   }
 });
 
@@ -45,7 +53,7 @@ self.addEventListener('fetch', (event) => {
   const url = new URL(event.request.url);
   if (url.origin !== self.location.origin) return;
   if (!url.pathname.startsWith('/_matrix/') && url.pathname !== '/.well-known/matrix/client') return;
-  event.respondWith(forward(event.request));
+  event.respondWith(withMediaAuth(event.request, url, event.clientId).then((auth) => forward(event.request, auth)));
 });
 
 function adopt(port) {
@@ -128,7 +136,8 @@ function unavailableAnswer(message) {
   };
 }
 
-async function forward(request) {
+/** Forwards `request` to the server, with `authorization` (a header value) added if given. */
+async function forward(request, authorization = null) {
   const ch = await getChannel();
   if (!ch) {
     return toResponse(unavailableAnswer('the homeserver is not running: no open Hearth page is hosting it'));
@@ -136,11 +145,13 @@ async function forward(request) {
   const body = request.method === 'GET' || request.method === 'HEAD'
     ? new ArrayBuffer(0)
     : await request.arrayBuffer();
+  const headers = [...request.headers];
+  if (authorization) headers.push(['authorization', authorization]);
   const id = nextId++;
   const answer = await new Promise((resolve) => {
     pending.set(id, { resolve, channel: ch });
     ch.port.postMessage(
-      { type: 'request', id, method: request.method, url: request.url, headers: [...request.headers], body },
+      { type: 'request', id, method: request.method, url: request.url, headers, body },
       [body],
     );
   });
@@ -152,4 +163,117 @@ function toResponse(answer) {
   const nullBody = answer.status === 204 || answer.status === 205 || answer.status === 304;
   const body = nullBody || !answer.body || answer.body.byteLength === 0 ? null : answer.body;
   return new Response(body, { status: answer.status, headers: answer.headers });
+}
+
+// --- Authenticated media for pages that load it with plain requests -------------------------
+//
+// The pull half of Hydrogen's protocol: we post {type: 'getAuthInfo', id} to the one page whose
+// request this is and it answers {replyTo: id, payload: {accessToken, homeserver}}. Nothing is
+// stored here: each media request asks again, so a token change or a logout in the page takes
+// effect at once, and a page that never answered gets nothing from another page's session.
+
+/** Only these paths ever get a token added: media bytes, which <img> cannot authenticate. */
+const AUTHENTICATED_MEDIA = /^\/_matrix\/client\/v1\/media\/(download|thumbnail)\//;
+/** How long a page may take to answer before we treat it as one that does not speak the protocol. */
+const CLIENT_REPLY_MS = 1000;
+/** Pages that left a question unanswered (Hearth's own page, say): not asked again. */
+const silentClients = new Set();
+const SILENT_CLIENTS_KEPT = 256;
+/** Our questions to pages: id -> {clientId, resolve}. */
+const clientReplies = new Map();
+let nextClientMessageId = 1;
+
+/**
+ * The Authorization header value to add to `request`, or null. Only for a same-origin (checked
+ * by the caller) GET/HEAD of a media download or thumbnail that carries no Authorization of its
+ * own, made by a window of this origin that, asked now, names this origin as its homeserver.
+ */
+async function withMediaAuth(request, url, clientId) {
+  if (!clientId || (request.method !== 'GET' && request.method !== 'HEAD')) return null;
+  if (!AUTHENTICATED_MEDIA.test(url.pathname) || request.headers.has('authorization')) return null;
+  if (silentClients.has(clientId)) return null;
+  const client = await self.clients.get(clientId);
+  if (!client || client.type !== 'window') return null;
+  const auth = await askClient(client, 'getAuthInfo', {});
+  const token = auth?.accessToken;
+  if (typeof token !== 'string' || !/^[\x21-\x7e]+$/.test(token)) return null;
+  if (sameOrigin(auth.homeserver) !== true) return null;
+  return `Bearer ${token}`;
+}
+
+function sameOrigin(homeserver) {
+  try {
+    return new URL(homeserver).origin === self.location.origin;
+  } catch {
+    return false;
+  }
+}
+
+/** Posts {type, id, payload} to `client`; its reply's payload, or undefined on silence. */
+function askClient(client, type, payload) {
+  const id = nextClientMessageId++;
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      clientReplies.delete(id);
+      markSilent(client.id);
+      resolve(undefined);
+    }, CLIENT_REPLY_MS);
+    clientReplies.set(id, {
+      clientId: client.id,
+      resolve: (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+    });
+    client.postMessage({ type, id, payload });
+  });
+}
+
+function markSilent(clientId) {
+  silentClients.add(clientId);
+  if (silentClients.size > SILENT_CLIENTS_KEPT) silentClients.delete(silentClients.values().next().value);
+}
+
+/** Replies to our questions, and the questions Hydrogen's page asks its service worker. */
+function onClientProtocolMessage(event) {
+  const data = event.data;
+  const source = event.source;
+  if (!data || typeof data !== 'object' || !source) return;
+  if (data.replyTo) {
+    const entry = clientReplies.get(data.replyTo);
+    // Only the page we asked may answer for itself.
+    if (entry && entry.clientId === source.id) {
+      clientReplies.delete(data.replyTo);
+      entry.resolve(data.payload);
+    }
+    return;
+  }
+  silentClients.delete(source.id);
+  const reply = (payload) => source.postMessage({ replyTo: data.id, payload });
+  switch (data.type) {
+    case 'version':
+      reply({ version: 'hearth', buildHash: 'hearth' });
+      break;
+    case 'skipWaiting':
+      event.waitUntil(self.skipWaiting());
+      break;
+    case 'haltRequests':
+      // Hydrogen's worker stops its network fetches before an update takes over; ours go to the
+      // tab's server over a port, which the new worker asks for afresh, so nothing to halt.
+      reply();
+      break;
+    case 'closeSession':
+      // A page is about to open this session's storage: the others must close it first.
+      event.waitUntil(closeSessionElsewhere(data.payload?.sessionId, source.id).finally(() => reply()));
+      break;
+  }
+}
+
+async function closeSessionElsewhere(sessionId, requester) {
+  const pages = await self.clients.matchAll({ type: 'window' });
+  await Promise.all(
+    pages
+      .filter((page) => page.id !== requester && !silentClients.has(page.id))
+      .map((page) => askClient(page, 'closeSession', { sessionId })),
+  );
 }

@@ -3,7 +3,7 @@
 //! - `run [--listen ADDR]`: install what is missing, build the page's wasm, start the relay.
 //! - `test [STAGE...]`: install what is missing, then every test stage in order, stopping at the
 //!   first failure, with a summary whose last line is `N passed, M failed`.
-//! - `www`: only build the wasm into `www/pkg/`.
+//! - `www`: only build the page: the wasm into `www/pkg/`, Hydrogen into `www/hydrogen/`.
 //! - `fuzz [--minutes N]`: a long run of the coverage-guided fuzzer, keeping its corpus and
 //!   every failure it finds (`fuzz/regressions/`).
 
@@ -23,7 +23,7 @@ usage: cargo xtask <command>
 commands:
   run [--listen ADDR]   build the page and serve it (default 127.0.0.1:8008)
   test [STAGE...]       install what is missing and run every test stage (or only the named ones)
-  www                   build the wasm into www/pkg/ only
+  www                   build the page only (wasm into www/pkg/, Hydrogen into www/hydrogen/)
   fuzz [--minutes N]    run the fuzzer N minutes (default 10); keeps its corpus and failures
   help                  show this help
 
@@ -60,7 +60,9 @@ fn main() -> ExitCode {
         Some("run") => run::run(&rest),
         Some("test") => test::test(&rest),
         Some("fuzz") => fuzz::fuzz(&rest),
-        Some("www") => tools::ensure_wasm_toolchain().and_then(|()| www::build_release()),
+        Some("www") => tools::ensure_wasm_toolchain()
+            .and_then(|()| www::build_release())
+            .and_then(|()| www::build_hydrogen()),
         None | Some("help" | "-h" | "--help") => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;

@@ -36,11 +36,21 @@ pub fn parse_listen(args: &[String]) -> Result<SocketAddr> {
 pub fn run(args: &[String]) -> Result<()> {
     let listen = parse_listen(args)?;
     tools::ensure_wasm_toolchain()?;
-    if cmd::on_path("npm") {
+    let npm = cmd::on_path("npm") && cmd::on_path("node");
+    if npm {
         // Brings npm's wasm-opt for a smaller wasm; the page works without it.
         tools::ensure_npm_package(&root().join("tests/e2e"))?;
     }
     www::build_release()?;
+    // Hydrogen is a second client beside the page: serve the page even when it cannot be built.
+    let hydrogen = if npm {
+        www::build_hydrogen()
+            .inspect_err(|e| println!("xtask: serving without Hydrogen (/hydrogen/): {e}"))
+            .is_ok()
+    } else {
+        println!("xtask: npm or node not found; serving without Hydrogen (/hydrogen/)");
+        false
+    };
     cmd::run(&mut cmd::new(
         "cargo",
         &["build", "-p", "hearth-relay"],
@@ -77,6 +87,9 @@ pub fn run(args: &[String]) -> Result<()> {
     match first.strip_prefix("hearth-relay listening on ") {
         Some(url) => {
             println!("\n  Hearth is running. Open {url}/ in Chromium, Firefox or Safari.");
+            if hydrogen {
+                println!("  Hydrogen on the same server: {url}/hydrogen/");
+            }
             if !listen.ip().is_loopback() {
                 println!(
                     "  Note: service workers need a secure context; over plain HTTP only localhost/127.0.0.1 qualify."

@@ -63,7 +63,7 @@ const STAGES: &[Stage] = &[
     },
     Stage {
         name: "e2e",
-        what: "node --test tests/e2e/ (Playwright, relay, fresh www/)",
+        what: "node --test tests/e2e/ (Playwright, relay, fresh www/ and www/hydrogen/)",
         run: e2e,
     },
     Stage {
@@ -278,6 +278,7 @@ fn e2e() -> Outcome {
     outcome((|| {
         tools::ensure_wasm_bindgen()?;
         www::build_release()?;
+        www::build_hydrogen()?;
         native_binaries()?;
         let mut node = cmd::new(
             "node",

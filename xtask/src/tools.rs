@@ -123,10 +123,12 @@ fn is_root() -> bool {
     cmd::output(Command::new("id").arg("-u")).is_some_and(|o| o.trim() == "0")
 }
 
-/// Every npm package directory of the repository's tests (those with a package-lock.json).
+/// Every npm package directory of the repository's tests and of the clients served beside the
+/// page (those with a package-lock.json).
 pub fn npm_package_dirs() -> Vec<PathBuf> {
     let mut found = Vec::new();
     collect_package_dirs(&root().join("tests"), 0, &mut found);
+    collect_package_dirs(&root().join("clients"), 0, &mut found);
     found.sort();
     found
 }

@@ -1,6 +1,6 @@
 //! Building the page's wasm: `hearth-web` in the size-optimised `wasm-release` profile, wasm-bindgen into `www/pkg/`, then
 //! `wasm-opt -Oz` when npm's binaryen is installed (never Debian's: its wasm-opt 108 emits
-//! modules Chromium refuses).
+//! modules Chromium refuses). And Hydrogen's page, `www/hydrogen/`, from `clients/hydrogen/`.
 
 use std::path::PathBuf;
 
@@ -93,4 +93,19 @@ pub fn build_release() -> Result<()> {
     let size = std::fs::metadata(&bg)?.len();
     println!("xtask: built {} ({} KiB)", bg.display(), size / 1024);
     Ok(())
+}
+
+/// `clients/hydrogen/`: the npm package (hydrogen-view-sdk, pinned by its lock) and the app page.
+fn hydrogen_dir() -> PathBuf {
+    root().join("clients/hydrogen")
+}
+
+/// Builds Hydrogen's page into `www/hydrogen/` (`npm ci` there first if needed): the app bundled
+/// with esbuild plus the SDK's and olm's assets, copied rather than committed.
+pub fn build_hydrogen() -> Result<()> {
+    let dir = hydrogen_dir();
+    tools::ensure_npm_package(&dir)?;
+    let mut node = cmd::new("node", &["build.mjs"], &dir);
+    node.arg(root().join("www/hydrogen"));
+    cmd::run(&mut node)
 }

@@ -267,6 +267,36 @@ async fn state_section(
     Ok(out)
 }
 
+/// With lazy-loaded members, a gapless incremental timeline still brings the member events of
+/// its senders (but the user), or a client that was never sent them cannot name them. This server
+/// does not remember which members each device already has, so it sends them again each time,
+/// as the spec lets a server do. The timeline has no gap, so each sender's membership at its start
+/// is the current one unless the timeline itself changes it (then the timeline carries it).
+async fn senders_members(
+    hs: &Homeserver,
+    user: &UserId,
+    room: &RoomId,
+    f: &FilterDefinition,
+    timeline: &[Rc<Pdu>],
+) -> Result<Vec<Rc<Pdu>>> {
+    let senders: BTreeSet<&UserId> = timeline
+        .iter()
+        .map(|p| &*p.sender)
+        .filter(|s| *s != user)
+        .collect();
+    let in_timeline: BTreeSet<&ruma::EventId> = timeline.iter().map(|p| &*p.event_id).collect();
+    let mut out = Vec::new();
+    for s in senders {
+        let Some(p) = rooms::state_event(hs, room, "m.room.member", s.as_str()).await? else {
+            continue;
+        };
+        if !in_timeline.contains(&*p.event_id) && state_filter_allows(&f.room.state, &p) {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
 async fn sync_events(
     hs: &Homeserver,
     events: &[Rc<Pdu>],
@@ -433,6 +463,8 @@ async fn joined_room(
         state_section(hs, user, room, None, start, f, &events).await?
     } else if limited {
         state_section(hs, user, room, Some(since), start, f, &events).await?
+    } else if !f.room.state.lazy_load_options.is_disabled() {
+        senders_members(hs, user, room, f, &events).await?
     } else {
         Vec::new()
     };

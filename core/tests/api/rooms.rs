@@ -617,6 +617,61 @@ async fn sync_timeline_limit_sets_limited_and_prev_batch() {
     assert_eq!(bodies, vec!["m4", "m3"]);
 }
 
+/// Hydrogen syncs with `lazy_load_members` and names senders only from the member events the
+/// sync brings: a member the join's short timeline left out must come with their first message.
+#[tokio::test]
+async fn lazy_members_come_with_a_gapless_incremental_timeline() {
+    let (hs, _) = test_server(25).await;
+    let alice = TestClient::register(&hs, "alice").await;
+    let bob = TestClient::register(&hs, "bob").await;
+    let room = create_room(&bob, json!({"preset": "public_chat"})).await;
+    let filter = enc(r#"{"room":{"timeline":{"limit":1},"state":{"lazy_load_members":true}}}"#);
+    alice
+        .post(
+            &format!("/_matrix/client/v3/rooms/{}/join", enc(&room)),
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    let first = alice
+        .get(&format!("/_matrix/client/v3/sync?filter={filter}"))
+        .await
+        .assert_ok()
+        .clone();
+    let members_in = |v: &Value, part: &str| -> Vec<String> {
+        v["rooms"]["join"][&room][part]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["type"] == "m.room.member")
+            .filter_map(|e| e["state_key"].as_str().map(str::to_owned))
+            .collect()
+    };
+    // The join's timeline is Alice's own join: Bob is not lazy-loaded yet.
+    assert!(!members_in(&first, "state").contains(&bob.user_id));
+    assert!(!members_in(&first, "timeline").contains(&bob.user_id));
+    let since = first["next_batch"].as_str().expect("next_batch").to_owned();
+
+    send_text(&bob, &room, "t1", "hello").await;
+    let next = alice
+        .get(&format!(
+            "/_matrix/client/v3/sync?filter={filter}&since={since}&timeout=0"
+        ))
+        .await
+        .assert_ok()
+        .clone();
+    assert_eq!(timeline_bodies(&next, &room), vec!["hello"]);
+    assert_ne!(next["rooms"]["join"][&room]["timeline"]["limited"], true);
+    assert_eq!(members_in(&next, "state"), vec![bob.user_id.clone()]);
+
+    // Without lazy-loading the client has every member from the join: nothing is repeated.
+    let since = next["next_batch"].as_str().expect("next_batch").to_owned();
+    send_text(&bob, &room, "t2", "again").await;
+    let plain = sync(&alice, Some(&since), 0).await;
+    assert_eq!(timeline_bodies(&plain, &room), vec!["again"]);
+    assert!(members_in(&plain, "state").is_empty());
+}
+
 #[tokio::test]
 async fn leave_shows_in_leave_section_and_forget_hides_it() {
     let (hs, _) = test_server(15).await;
