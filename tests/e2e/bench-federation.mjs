@@ -303,7 +303,7 @@ try {
     }, [dave.access_token, since, lastBody]);
     const opsAfter = (await page.evaluate(() => window.hearth.status())).storageOps;
     const ops = {};
-    for (const k of ['get', 'scan', 'write']) {
+    for (const k of ['get', 'getMany', 'scan', 'write']) {
       ops[k] = { count: opsAfter[k].count - opsBefore[k].count, total_ms: +(opsAfter[k].totalMs - opsBefore[k].totalMs).toFixed(1) };
     }
     ops.cache_misses = opsAfter.cacheMisses - opsBefore.cacheMisses;

@@ -135,6 +135,8 @@ impl OpCounter {
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct OpStats {
     pub gets: OpCounter,
+    /// `get_many` calls (several point reads in one transaction).
+    pub get_manys: OpCounter,
     pub scans: OpCounter,
     pub writes: OpCounter,
     /// Point reads answered from memory, and those that went to IndexedDB.
@@ -582,7 +584,7 @@ impl Storage for IndexedDbStorage {
     ) -> StorageResult<Vec<Option<Vec<u8>>>> {
         let began = performance_now();
         let result = self.get_many_inner(tree, keys).await;
-        self.stats.borrow_mut().gets.record(began);
+        self.stats.borrow_mut().get_manys.record(began);
         self.note(result)
     }
 

@@ -243,6 +243,7 @@ fn op_stats_to_js(stats: OpStats) -> Result<JsValue, JsValue> {
     let out = Object::new();
     for (name, counter) in [
         ("get", stats.gets),
+        ("getMany", stats.get_manys),
         ("scan", stats.scans),
         ("write", stats.writes),
     ] {

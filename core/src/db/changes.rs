@@ -174,6 +174,14 @@ impl Storage for Tracked {
         self.inner.get(tree, key).await
     }
 
+    async fn get_many(
+        &self,
+        tree: &'static str,
+        keys: &[Vec<u8>],
+    ) -> StorageResult<Vec<Option<Vec<u8>>>> {
+        self.inner.get_many(tree, keys).await
+    }
+
     async fn scan(
         &self,
         tree: &'static str,

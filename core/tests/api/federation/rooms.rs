@@ -1140,6 +1140,8 @@ async fn a_restricted_room_is_joined_from_another_server_on_a_members_word() {
 struct CountedWrites {
     inner: hearth_core::storage::MemoryStorage,
     writes: std::cell::Cell<usize>,
+    /// Keys asked for through `get_many` (what a browser reads in one transaction).
+    many_keys: std::cell::Cell<usize>,
 }
 
 #[async_trait::async_trait(?Send)]
@@ -1160,6 +1162,15 @@ impl hearth_core::storage::Storage for CountedWrites {
         limit: usize,
     ) -> hearth_core::storage::StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
         self.inner.scan(tree, range, direction, limit).await
+    }
+
+    async fn get_many(
+        &self,
+        tree: &'static str,
+        keys: &[Vec<u8>],
+    ) -> hearth_core::storage::StorageResult<Vec<Option<Vec<u8>>>> {
+        self.many_keys.set(self.many_keys.get() + keys.len());
+        self.inner.get_many(tree, keys).await
     }
 
     async fn write(
@@ -1207,6 +1218,12 @@ async fn a_backlog_transaction_is_written_in_one_go() {
     // The 40 PDUs in one room transaction, then the transaction's record: not 41 writes.
     let writes = store.writes.get() - before;
     assert!(writes <= 3, "receiving 40 PDUs took {writes} writes");
+    // Their ids were looked up together, through every layer above the backend.
+    assert!(
+        store.many_keys.get() >= 40,
+        "{} keys read together",
+        store.many_keys.get()
+    );
 }
 
 #[tokio::test]
