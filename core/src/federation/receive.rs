@@ -67,26 +67,27 @@ async fn send(
                 .collect(),
         ));
     }
-    let mut results: BTreeMap<OwnedEventId, Option<String>> = BTreeMap::new();
     let values: Vec<Value> = req
         .pdus
         .iter()
         .filter_map(|raw| serde_json::from_str(raw.get()).ok())
         .collect();
-    for outcome in receive_pdus(hs, &origin, &values).await? {
+    // Without EDUs the record can go with the last PDUs' write: there is nothing left that a
+    // retry answered from the record would skip.
+    let record_with_pdus = req.edus.is_empty().then_some(txn_key.as_slice());
+    let (outcomes, recorded) = receive_pdus(hs, &origin, &values, record_with_pdus).await?;
+    for outcome in &outcomes {
         match outcome {
-            Ok((id, _)) => {
-                results.insert(id, None);
-            }
+            Ok(_) => {}
             Err((Some(id), why)) => {
                 tracing::info!(%origin, event_id = %id, error = %why, "refused a PDU");
-                results.insert(id, Some(why));
             }
             Err((None, why)) => {
                 tracing::info!(%origin, error = %why, "refused a PDU without an id");
             }
         }
     }
+    let results = record_of(&outcomes);
     for edu in &req.edus {
         if let Ok(v) = serde_json::from_str::<Value>(edu.json().get())
             && let Err(e) = super::edus::receive(hs, &origin, &v).await
@@ -94,9 +95,9 @@ async fn send(
             tracing::info!(%origin, error = %e, "refused an EDU");
         }
     }
-    let mut batch = Batch::new();
-    batch.put("inbound_txns", txn_key, to_json(&results)?);
-    {
+    if !recorded {
+        let mut batch = Batch::new();
+        batch.put("inbound_txns", txn_key, to_json(&results)?);
         let _lock = hs.write_lock().await;
         hs.commit(batch).await?;
     }
@@ -134,11 +135,16 @@ type Received = std::result::Result<(OwnedEventId, Accepted), (Option<OwnedEvent
 /// than one per event (an IndexedDB commit costs far more than the puts in it). A PDU whose
 /// past is missing ends its run: the run so far is written, then it takes the one-PDU path
 /// that fills the gap, and the next run starts after it.
+///
+/// With `record` (an `inbound_txns` key), the transaction's results are written there in the
+/// same write as the last run when that run ends the transaction; the `bool` says whether
+/// they were.
 pub async fn receive_pdus(
     hs: &Homeserver,
     origin: &ServerName,
     values: &[Value],
-) -> Result<Vec<Received>> {
+    record: Option<&[u8]>,
+) -> Result<(Vec<Received>, bool)> {
     // Signatures and hashes first, outside the write lock: a key may have to be fetched.
     let mut checked: Vec<std::result::Result<(OwnedRoomId, Pdu), Received>> =
         Vec::with_capacity(values.len());
@@ -160,6 +166,7 @@ pub async fn receive_pdus(
         .collect();
     hs.store.get_many("events", &ids).await?;
     let mut out: Vec<Received> = Vec::with_capacity(values.len());
+    let mut recorded = false;
     let mut i = 0;
     while i < checked.len() {
         let room = match &checked[i] {
@@ -193,14 +200,35 @@ pub async fn receive_pdus(
                 }
                 i += 1;
             }
-            txn.commit().await?;
             out.extend(run);
+            recorded = false;
+            if let Some(k) = record
+                && gap.is_none()
+                && i == checked.len()
+            {
+                txn.batch
+                    .put("inbound_txns", k.to_vec(), to_json(&record_of(&out))?);
+                recorded = true;
+            }
+            txn.commit().await?;
         }
         if let Some(at) = gap {
             out.push(receive_pdu(hs, origin, &values[at]).await);
         }
     }
-    Ok(out)
+    Ok((out, recorded))
+}
+
+/// What `/send` answers (and remembers) for these outcomes: each PDU's id, with its error.
+fn record_of(outcomes: &[Received]) -> BTreeMap<OwnedEventId, Option<String>> {
+    outcomes
+        .iter()
+        .filter_map(|o| match o {
+            Ok((id, _)) => Some((id.clone(), None)),
+            Err((Some(id), why)) => Some((id.clone(), Some(why.clone()))),
+            Err((None, _)) => None,
+        })
+        .collect()
 }
 
 /// One PDU from `origin`, with its gap filled from `origin` if needed.
