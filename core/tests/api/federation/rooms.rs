@@ -45,6 +45,19 @@ async fn say(c: &TestClient, room: &str, text: &str) -> String {
         .to_owned()
 }
 
+/// Alice's public room with Bob (of another server) joined, and everything delivered.
+async fn shared_room(alice: &TestClient, bob: &TestClient, servers: &[&Homeserver]) -> String {
+    let room = create_room(alice, json!({ "preset": "public_chat" })).await;
+    bob.post(
+        &format!("/_matrix/client/v3/join/{}", enc(&room)),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+    settle(servers).await;
+    room
+}
+
 /// The bodies of the room's messages as `c` sees them, oldest first.
 async fn bodies(c: &TestClient, room: &str) -> Vec<String> {
     let v = c
@@ -193,14 +206,7 @@ async fn a_server_that_was_unreachable_catches_up_from_the_queue() {
     let (b, _) = net.server(2).await;
     let alice = TestClient::register(&a, "alice").await;
     let bob = TestClient::register(&b, "bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}", enc(&room)),
-        json!({}),
-    )
-    .await
-    .assert_ok();
-    settle(&[&a, &b]).await;
+    let room = shared_room(&alice, &bob, &[&a, &b]).await;
 
     net.partition(a.server_name(), b.server_name());
     for i in 0..5 {
@@ -232,14 +238,7 @@ async fn a_tampered_pdu_fails_its_signature_check() {
     let (b, _) = net.server(2).await;
     let alice = TestClient::register(&a, "alice").await;
     let bob = TestClient::register(&b, "bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}", enc(&room)),
-        json!({}),
-    )
-    .await
-    .assert_ok();
-    settle(&[&a, &b]).await;
+    let room = shared_room(&alice, &bob, &[&a, &b]).await;
 
     // Alice's next message, tampered with on the way: the signature no longer matches.
     let id = say(&alice, &room, "genuine").await;
@@ -293,14 +292,7 @@ async fn conflicting_changes_during_a_partition_converge_after_it() {
     let (b, _) = net.server(2).await;
     let alice = TestClient::register(&a, "alice").await;
     let bob = TestClient::register(&b, "bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}", enc(&room)),
-        json!({}),
-    )
-    .await
-    .assert_ok();
-    settle(&[&a, &b]).await;
+    let room = shared_room(&alice, &bob, &[&a, &b]).await;
     put_state(
         &alice,
         &room,
@@ -366,14 +358,7 @@ async fn typing_receipts_presence_and_to_device_cross_servers() {
     let (b, _) = net.server(2).await;
     let alice = TestClient::register(&a, "alice").await;
     let bob = TestClient::register(&b, "bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}", enc(&room)),
-        json!({}),
-    )
-    .await
-    .assert_ok();
-    settle(&[&a, &b]).await;
+    let room = shared_room(&alice, &bob, &[&a, &b]).await;
     let event = say(&alice, &room, "read me").await;
     settle(&[&a, &b]).await;
 
@@ -565,14 +550,7 @@ async fn a_gap_is_filled_with_get_missing_events() {
     let (b, _) = net.server(2).await;
     let alice = TestClient::register(&a, "alice").await;
     let bob = TestClient::register(&b, "bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}", enc(&room)),
-        json!({}),
-    )
-    .await
-    .assert_ok();
-    settle(&[&a, &b]).await;
+    let room = shared_room(&alice, &bob, &[&a, &b]).await;
     say(&alice, &room, "one").await;
     say(&alice, &room, "two").await;
     let three = say(&alice, &room, "three").await;
@@ -855,14 +833,7 @@ async fn garbage_in_a_transaction_fails_only_itself() {
     let (b, _) = net.server(2).await;
     let alice = TestClient::register(&a, "alice").await;
     let bob = TestClient::register(&b, "bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}", enc(&room)),
-        json!({}),
-    )
-    .await
-    .assert_ok();
-    settle(&[&a, &b]).await;
+    let room = shared_room(&alice, &bob, &[&a, &b]).await;
     net.partition(a.server_name(), b.server_name());
     let good = say(&alice, &room, "good").await;
     net.heal(a.server_name(), b.server_name());
@@ -1195,14 +1166,7 @@ async fn a_backlog_transaction_is_written_in_one_go() {
         .await;
     let alice = TestClient::register(&a, "alice").await;
     let bob = TestClient::register(&b, "bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}", enc(&room)),
-        json!({}),
-    )
-    .await
-    .assert_ok();
-    settle(&[&a, &b]).await;
+    let room = shared_room(&alice, &bob, &[&a, &b]).await;
 
     net.partition(a.server_name(), b.server_name());
     for i in 0..40 {
@@ -1235,14 +1199,7 @@ async fn a_relay_holding_for_an_absent_server_lets_its_items_gather() {
     let (b, _) = net.server(2).await;
     let alice = TestClient::register(&a, "alice").await;
     let bob = TestClient::register(&b, "bob").await;
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}", enc(&room)),
-        json!({}),
-    )
-    .await
-    .assert_ok();
-    settle(&[&a, &b]).await;
+    let room = shared_room(&alice, &bob, &[&a, &b]).await;
 
     // b goes away; what stands in its place is a relay that holds everything for it.
     net.add_handler(
@@ -1286,14 +1243,7 @@ async fn the_status_lists_the_servers_this_one_federates_with() {
         hearth_core::federation::peers::list(&a).await.unwrap(),
         vec![]
     );
-    let room = create_room(&alice, json!({ "preset": "public_chat" })).await;
-    bob.post(
-        &format!("/_matrix/client/v3/join/{}", enc(&room)),
-        json!({}),
-    )
-    .await
-    .assert_ok();
-    settle(&[&a, &b]).await;
+    let room = shared_room(&alice, &bob, &[&a, &b]).await;
     let _carol = TestClient::register(&c, "carol").await;
     let peers = hearth_core::federation::peers::list(&a).await.unwrap();
     assert_eq!(peers.len(), 1, "{peers:?}");
