@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 
 use ruma::OwnedRoomId;
-use ruma::events::room::member::MembershipState;
 use serde::Serialize;
 
+use super::events;
 use crate::Homeserver;
-use crate::db::{prefix, rooms};
+use crate::db::prefix;
 use crate::error::Result;
 use crate::storage::{Direction, KeyRange};
 
@@ -36,22 +36,10 @@ pub async fn list(hs: &Homeserver) -> Result<Vec<Peer>> {
         let Ok(room) = OwnedRoomId::try_from(String::from_utf8_lossy(&k).as_ref()) else {
             continue;
         };
-        let members = rooms::members(hs, &room).await?;
-        let joined = || {
-            members
-                .iter()
-                .filter(|(_, r)| r.membership == MembershipState::Join)
-        };
-        if !joined().any(|(u, _)| u.server_name() == hs.server_name()) {
+        if !events::server_in_room(hs, &room, hs.server_name()).await? {
             continue;
         }
-        let mut servers: Vec<&ruma::ServerName> = joined()
-            .map(|(u, _)| u.server_name())
-            .filter(|s| *s != hs.server_name())
-            .collect();
-        servers.sort_unstable();
-        servers.dedup();
-        for s in servers {
+        for s in events::servers_in_room(hs, &room).await? {
             *shared.entry(s.to_string()).or_default() += 1;
         }
     }
@@ -68,10 +56,9 @@ pub async fn list(hs: &Homeserver) -> Result<Vec<Peer>> {
             )
             .await?
             .len();
-        let backoff = backoffs
-            .iter()
-            .find(|(name, _)| name.as_str() == server)
-            .map(|(_, b)| *b);
+        let backoff = ruma::ServerName::parse(&server)
+            .ok()
+            .and_then(|name| backoffs.get(&name).copied());
         out.push(Peer {
             server,
             rooms,
