@@ -10,6 +10,7 @@ pub mod error;
 pub mod federation;
 pub mod keys;
 pub mod limits;
+pub mod logging;
 pub mod notifier;
 pub mod request_body;
 pub mod room;

@@ -19,11 +19,13 @@
 // Prints one JSON document on stdout; progress goes to stderr.
 
 import { execFileSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import {
+  CHROMIUM_ARGS,
   ROOT,
   apiOk,
   eventually,
@@ -43,6 +45,9 @@ const { values: opts } = parseArgs({
     warmup: { type: 'string', default: '10' },
     catchup: { type: 'string', default: '5000' },
     'no-synapse': { type: 'boolean', default: false },
+    // Writes a CPU profile (.cpuprofile, DevTools' format) of the browser server's SharedWorker
+    // during the catch-up, and prints its heaviest functions by self time.
+    'cpu-profile': { type: 'string' },
   },
 });
 const N = Number(opts.n);
@@ -52,6 +57,71 @@ const TESTHOST = process.env.HEARTH_TESTHOST_BIN
   ?? path.join(process.env.CARGO_TARGET_DIR ?? path.join(ROOT, 'target'), 'release/hearth-testhost');
 const enc = encodeURIComponent;
 const log = (...a) => console.error('[bench]', ...a);
+
+/**
+ * Attaches to the browser's DevTools endpoint, waits for the SharedWorker to appear and starts
+ * V8's sampling profiler in it; `stop(file)` writes the profile and logs the top self times.
+ */
+async function profileSharedWorker(userDataDir) {
+  const WebSocketImpl = globalThis.WebSocket ?? createRequire(import.meta.url)('playwright-core/lib/utilsBundle').ws;
+  // Chromium writes the port once it listens, which may be just after the launch resolves.
+  let active = '';
+  for (let i = 0; i < 100 && !active.includes('\n'); i++) {
+    try {
+      active = readFileSync(path.join(userDataDir, 'DevToolsActivePort'), 'utf8').trim();
+    } catch {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  const [port, wsPath] = active.split('\n');
+  const ws = new WebSocketImpl(`ws://127.0.0.1:${port}${wsPath}`);
+  await new Promise((resolve, reject) => { ws.onopen = resolve; ws.onerror = reject; });
+  let nextId = 1;
+  const waiting = new Map();
+  let onTarget = null;
+  ws.onmessage = (e) => {
+    const m = JSON.parse(typeof e.data === 'string' ? e.data : e.data.toString());
+    if (m.id && waiting.has(m.id)) {
+      waiting.get(m.id)(m);
+      waiting.delete(m.id);
+    } else if (m.method === 'Target.targetCreated' && onTarget) onTarget(m.params.targetInfo);
+  };
+  const send = (method, params = {}, sessionId) => new Promise((resolve) => {
+    const id = nextId++;
+    waiting.set(id, resolve);
+    ws.send(JSON.stringify({ id, method, params, ...(sessionId ? { sessionId } : {}) }));
+  });
+  const worker = new Promise((resolve) => { onTarget = (t) => t.type === 'shared_worker' && resolve(t); });
+  await send('Target.setDiscoverTargets', { discover: true });
+  const target = await worker;
+  const { result } = await send('Target.attachToTarget', { targetId: target.targetId, flatten: true });
+  const sessionId = result.sessionId;
+  await send('Profiler.enable', {}, sessionId);
+  await send('Profiler.setSamplingInterval', { interval: 200 }, sessionId);
+  await send('Profiler.start', {}, sessionId);
+  await send('Runtime.runIfWaitingForDebugger', {}, sessionId);
+  return {
+    async stop(file) {
+      const r = await send('Profiler.stop', {}, sessionId);
+      const profile = r.result.profile;
+      writeFileSync(file, JSON.stringify(profile));
+      const byId = new Map(profile.nodes.map((n) => [n.id, n]));
+      const dt = new Map();
+      profile.samples.forEach((id, i) => dt.set(id, (dt.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)));
+      const self = new Map();
+      let total = 0;
+      for (const [id, us] of dt) {
+        const name = byId.get(id).callFrame.functionName || '(anonymous)';
+        self.set(name, (self.get(name) ?? 0) + us);
+        total += us;
+      }
+      const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, 40);
+      log(`cpu profile: ${(total / 1000).toFixed(0)} ms sampled; heaviest self times:`);
+      for (const [name, us] of top) log(`  ${(us / 1000).toFixed(1).padStart(8)} ms  ${name.slice(0, 140)}`);
+      ws.close();
+    },
+  };
+}
 
 const quantile = (xs, q) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -273,14 +343,20 @@ try {
     const base = await relayMetric(relay.url, 'hearth_relay_queue_delivered_total');
     const sampler = (async () => {
       while (sampling) {
-        delivered.push([Date.now(), (await relayMetric(relay.url, 'hearth_relay_queue_delivered_total')) - base]);
+        // A failure elsewhere stops the relay; that error, not this one, is the one to report.
+        const n = await relayMetric(relay.url, 'hearth_relay_queue_delivered_total').catch(() => null);
+        if (n === null) break;
+        delivered.push([Date.now(), n - base]);
         await new Promise((r) => setTimeout(r, 50));
       }
     })();
     const t0 = Date.now();
-    ctx = await launchPersistent(profileDir);
+    ctx = await launchPersistent(profileDir, opts['cpu-profile'] ? { args: [...CHROMIUM_ARGS, '--remote-debugging-port=0'] } : {});
+    // The worker appears with the page: attach while navigating.
+    const profiling = opts['cpu-profile'] ? profileSharedWorker(profileDir) : null;
     const page = await ctx.newPage();
     await page.goto(relay.url + '/');
+    const profiler = await profiling;
     const tNav = Date.now();
     await page.evaluate(() => window.hearth.ready);
     const tReady = Date.now();
@@ -302,6 +378,7 @@ try {
       }
     }, [dave.access_token, since, lastBody]);
     const opsAfter = (await page.evaluate(() => window.hearth.status())).storageOps;
+    if (profiler) await profiler.stop(opts['cpu-profile']);
     const ops = {};
     for (const k of ['get', 'getMany', 'scan', 'write']) {
       ops[k] = { count: opsAfter[k].count - opsBefore[k].count, total_ms: +(opsAfter[k].totalMs - opsBefore[k].totalMs).toFixed(1) };

@@ -11,6 +11,7 @@ use hearth_core::{Config, Homeserver, StartError};
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
 use js_sys::{Array, Object, Reflect, Uint8Array};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
 use wasm_bindgen::prelude::*;
 
@@ -173,6 +174,14 @@ impl HearthServer {
     }
 }
 
+/// Which logs reach the console (see `hearth_core::logging`): a filter on the subscriber, so
+/// that a disabled span or event costs nothing at all rather than a console call.
+fn log_levels() -> Targets {
+    hearth_core::logging::DEFAULT_DIRECTIVES
+        .parse()
+        .unwrap_or_else(|_| Targets::new().with_default(tracing::Level::WARN))
+}
+
 fn init_once() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
@@ -181,7 +190,9 @@ fn init_once() {
             .set_max_level(tracing::Level::INFO)
             .set_report_logs_in_timings(false)
             .build();
-        let subscriber = tracing_subscriber::registry().with(tracing_wasm::WASMLayer::new(config));
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_wasm::WASMLayer::new(config))
+            .with(log_levels());
         // Someone (an embedder) may have installed a subscriber first; logs then go there.
         let _ = tracing::subscriber::set_global_default(subscriber);
     });
@@ -280,4 +291,24 @@ fn tagged_error(kind: &str, message: &str) -> JsValue {
     err.set_name("HearthError");
     let _ = set(&err, "kind", &kind.into());
     err.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+    use wasm_bindgen_test::{wasm_bindgen_test, wasm_bindgen_test_configure};
+
+    use super::log_levels;
+
+    wasm_bindgen_test_configure!(run_in_shared_worker);
+
+    #[wasm_bindgen_test]
+    fn ruma_per_event_logs_are_off_and_hearth_keeps_info() {
+        let levels = log_levels();
+        assert!(!levels.would_enable("ruma_state_res::event_auth", &Level::INFO));
+        assert!(!levels.would_enable("ruma_common::push", &Level::INFO));
+        assert!(levels.would_enable("ruma_state_res::event_auth", &Level::WARN));
+        assert!(levels.would_enable("hearth_core::federation::receive", &Level::INFO));
+        assert!(levels.would_enable("hearth_web::relay", &Level::INFO));
+    }
 }
