@@ -93,6 +93,8 @@ pub struct Ctx {
     pub session: Option<Session>,
     /// The server whose X-Matrix signature authenticated a federation request.
     pub origin: Option<OwnedServerName>,
+    /// The request's place in an ordered channel, when its host gave it one.
+    pub arrival: Option<federation::arrival::Arrival>,
 }
 
 impl Ctx {
@@ -372,6 +374,7 @@ impl Homeserver {
                 return Ok(Ctx {
                     session: None,
                     origin: Some(origin),
+                    arrival: req.extensions().get().copied(),
                 });
             }
             Auth::Required | Auth::Optional => {}
@@ -387,6 +390,7 @@ impl Homeserver {
         Ok(Ctx {
             session: Some(session),
             origin: None,
+            arrival: None,
         })
     }
 }

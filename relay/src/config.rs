@@ -60,6 +60,12 @@ pub struct Limits {
     #[arg(long, value_name = "BYTES", default_value_t = 1 << 30)]
     pub queue_max_total_bytes: u64,
 
+    /// Stored transactions sent to a returning server before the first is answered (1: one
+    /// round trip each). A Hearth server checks the next one's signatures while it writes the
+    /// previous one, and applies them in the order they came.
+    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub delivery_window: u16,
+
     /// How long a forwarded request may wait for its answer (`60s`, `500ms`, `2m`).
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub request_timeout: Duration,
@@ -179,6 +185,7 @@ mod tests {
         assert_eq!(c.data, None);
         assert!(c.origins.is_empty());
         assert_eq!(c.limits.request_timeout, Duration::from_secs(60));
+        assert_eq!(c.limits.delivery_window, 2);
     }
 
     #[test]

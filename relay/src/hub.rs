@@ -9,10 +9,10 @@
 //!
 //! A transaction for a destination that is absent, or whose stored queue is not empty (so it
 //! cannot overtake older ones), is stored and answered with 202. While a destination with a
-//! stored queue is connected, one drainer task delivers the queue in order, one at a time,
-//! removing each item when the destination answers 200.
+//! stored queue is connected, one drainer task delivers the queue in order, a few at a time
+//! (`--delivery-window`), removing each item when the destination answers 200.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -103,6 +103,15 @@ enum Waiting {
         reply: oneshot::Sender<Delivered>,
         deadline: Instant,
     },
+}
+
+/// A stored transaction sent and not answered yet.
+struct InFlight {
+    seq: u64,
+    rid: u32,
+    /// The destination's connection generation it went out on.
+    generation: u64,
+    answered: oneshot::Receiver<Delivered>,
 }
 
 enum Delivered {
@@ -735,10 +744,14 @@ impl Hub {
     }
 
     /// Delivers `dest`'s stored transactions in order while it is connected. Exactly one runs
-    /// per destination (`Dest::draining`).
+    /// per destination (`Dest::draining`). Up to `--delivery-window` are in flight: the
+    /// destination can check the next one's signatures while it writes the previous one, and
+    /// applies them in the order they arrive. Items are removed in order, each when it is
+    /// answered 200; after any other answer, what was in flight behind it is sent again.
     async fn drain(self: &Arc<Self>, dest: String) {
         let mut shutdown = self.shutdown.subscribe();
         let mut backoff = RETRY_FIRST;
+        let mut in_flight: VecDeque<InFlight> = VecDeque::new();
         loop {
             let (conn, generation) = {
                 let mut dests = self.dests();
@@ -756,59 +769,85 @@ impl Hub {
                     }
                 }
             };
-            let (seq, mut frame) = match self.store.peek(&dest).await {
-                Ok(Some(item)) => item,
-                Ok(None) => {
-                    let mut dests = self.dests();
-                    let Some(d) = dests.get_mut(&dest) else {
-                        return;
-                    };
-                    if d.generation == generation {
-                        d.draining = false;
-                        if d.is_idle() {
-                            dests.remove(&dest);
-                        }
-                        return;
+            // A newer connection than the one the window went out on: start again on it.
+            if in_flight
+                .front()
+                .is_some_and(|f| f.generation != generation)
+            {
+                in_flight.clear();
+            }
+            while in_flight.len() < usize::from(self.limits.delivery_window) {
+                let after = in_flight.back().map(|f| f.seq);
+                let (seq, mut frame) = match self.store.peek_after(&dest, after).await {
+                    Ok(Some(item)) => item,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(%dest, "cannot read the queue: {e}");
+                        break;
                     }
-                    continue;
+                };
+                let (reply, answered) = oneshot::channel();
+                let deadline = Instant::now() + self.limits.request_timeout;
+                // `None`: the connection is closing; its successor (or none) shows up shortly.
+                let Some(rid) = conn.wait_for(Waiting::Delivery { reply, deadline }) else {
+                    break;
+                };
+                if frame::set_id(&mut frame, rid).is_err() {
+                    // Only a frame this relay wrote is stored; a bad one can never be delivered.
+                    let _ = conn.take_waiting(rid);
+                    if in_flight.is_empty() {
+                        tracing::error!(%dest, seq, "stored item is not a request frame; dropping it");
+                        if self.delivered(&dest, seq) {
+                            return;
+                        }
+                        continue;
+                    }
+                    // It is dropped once it is at the front.
+                    break;
                 }
-                Err(e) => {
-                    tracing::warn!(%dest, "cannot read the queue: {e}");
-                    // The next round checks for shutdown.
-                    sleep_or_shutdown(&mut shutdown, backoff).await;
-                    continue;
+                if conn.send(Bytes::from(frame)).is_err() {
+                    let _ = conn.take_waiting(rid);
+                    break;
                 }
-            };
-            let (reply, answered) = oneshot::channel();
-            let deadline = Instant::now() + self.limits.request_timeout;
-            let Some(rid) = conn.wait_for(Waiting::Delivery { reply, deadline }) else {
-                // Closing; the next round sees its successor or stops.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            };
-            if frame::set_id(&mut frame, rid).is_err() {
-                // Only a frame this relay wrote is stored; a bad one can never be delivered.
-                tracing::error!(%dest, seq, "stored item is not a request frame; dropping it");
-                let _ = conn.take_waiting(rid);
-                if self.delivered(&dest, seq) {
-                    return;
-                }
-                continue;
+                in_flight.push_back(InFlight {
+                    seq,
+                    rid,
+                    generation,
+                    answered,
+                });
             }
-            if conn.send(Bytes::from(frame)).is_err() {
-                // The connection is being closed; its successor (or none) shows up shortly.
-                let _ = conn.take_waiting(rid);
-                tokio::time::sleep(Duration::from_millis(10)).await;
+            let Some(mut oldest) = in_flight.pop_front() else {
+                // Nothing stored, or nothing could be sent.
+                match self.store.peek(&dest).await {
+                    Ok(None) => {
+                        let mut dests = self.dests();
+                        let Some(d) = dests.get_mut(&dest) else {
+                            return;
+                        };
+                        if d.generation == generation {
+                            d.draining = false;
+                            if d.is_idle() {
+                                dests.remove(&dest);
+                            }
+                            return;
+                        }
+                    }
+                    Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    Err(_) => {
+                        // The next round checks for shutdown.
+                        sleep_or_shutdown(&mut shutdown, backoff).await;
+                    }
+                }
                 continue;
-            }
+            };
             let status = tokio::select! {
-                r = answered => r.ok(),
+                r = &mut oldest.answered => r.ok(),
                 _ = until_shutdown(&mut shutdown) => None,
             };
             match status {
                 Some(Delivered::Status(200)) => {
                     self.metrics.delivered_from_queue.fetch_add(1, Relaxed);
-                    if self.delivered(&dest, seq) {
+                    if self.delivered(&dest, oldest.seq) {
                         return;
                     }
                     backoff = RETRY_FIRST;
@@ -816,9 +855,9 @@ impl Hub {
                 Some(Delivered::Status(s)) if (400..500).contains(&s) && s != 429 => {
                     // The destination has read it and refuses it for good; sending it again
                     // would only block everything queued behind it.
-                    tracing::warn!(%dest, seq, status = s, "stored transaction refused; dropping it");
+                    tracing::warn!(%dest, seq = oldest.seq, status = s, "stored transaction refused; dropping it");
                     self.metrics.rejected_from_queue.fetch_add(1, Relaxed);
-                    if self.delivered(&dest, seq) {
+                    if self.delivered(&dest, oldest.seq) {
                         return;
                     }
                 }
@@ -827,13 +866,18 @@ impl Hub {
                         Delivered::Status(s) => format!("answered {s}"),
                         Delivered::TimedOut => "did not answer".to_owned(),
                     };
-                    tracing::debug!(%dest, seq, "stored transaction {what}; retrying in {backoff:?}");
+                    tracing::debug!(%dest, seq = oldest.seq, "stored transaction {what}; retrying in {backoff:?}");
                     self.metrics.delivery_retries.fetch_add(1, Relaxed);
+                    // What went out behind it goes again after it; their answers no longer
+                    // matter (the destination recognises a repeat by its transaction id).
+                    for f in in_flight.drain(..) {
+                        let _ = conn.take_waiting(f.rid);
+                    }
                     sleep_or_shutdown(&mut shutdown, backoff).await;
                     backoff = (backoff * 2).min(RETRY_MAX);
                 }
-                // The connection closed (or the relay is stopping): the item stays stored.
-                None => {}
+                // The connection closed (or the relay is stopping): the items stay stored.
+                None => in_flight.clear(),
             }
         }
     }

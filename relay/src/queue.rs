@@ -72,6 +72,8 @@ enum Op {
     },
     Peek {
         dest: String,
+        /// The first item after this seq; from the start when `None`.
+        after: Option<u64>,
         reply: oneshot::Sender<Result<Option<Item>, QueueError>>,
     },
     Remove {
@@ -206,9 +208,19 @@ impl QueueStore {
 
     /// The oldest transaction waiting for `dest`, with every earlier operation applied.
     pub async fn peek(&self, dest: &str) -> Result<Option<Item>, QueueError> {
+        self.peek_after(dest, None).await
+    }
+
+    /// The oldest transaction waiting for `dest` after `seq` (from the start when `None`).
+    pub async fn peek_after(
+        &self,
+        dest: &str,
+        seq: Option<u64>,
+    ) -> Result<Option<Item>, QueueError> {
         let (reply, rx) = oneshot::channel();
         self.send(Op::Peek {
             dest: dest.to_owned(),
+            after: seq,
             reply,
         })?;
         rx.await.map_err(|_| QueueError::Closed)?
@@ -358,9 +370,13 @@ impl Worker {
                             replies.push(Reply::Enqueued(reply, Ok(meta.count)));
                             staged.insert(dest, meta);
                         }
-                        Op::Peek { dest, reply } => {
+                        Op::Peek { dest, after, reply } => {
+                            let from = match after {
+                                None => 0,
+                                Some(seq) => seq.saturating_add(1),
+                            };
                             let head = items
-                                .range((dest.as_str(), 0u64)..=(dest.as_str(), u64::MAX))?
+                                .range((dest.as_str(), from)..=(dest.as_str(), u64::MAX))?
                                 .next()
                                 .transpose()?
                                 .map(|(k, v)| (k.value().1, v.value().to_vec()));
@@ -470,6 +486,13 @@ mod tests {
             assert_eq!(q.peek("a").await, Ok(Some((0, b"1".to_vec()))));
             q.remove("a", 0).unwrap();
             assert_eq!(q.peek("a").await, Ok(Some((1, b"2".to_vec()))));
+            // What a drainer with one item in flight reads next.
+            assert_eq!(
+                q.peek_after("a", Some(1)).await,
+                Ok(Some((2, b"3".to_vec())))
+            );
+            assert_eq!(q.peek_after("a", Some(2)).await, Ok(None));
+            assert_eq!(q.peek_after("b", Some(u64::MAX)).await, Ok(None));
             assert_eq!(q.gauges().transactions, 3);
             q.close().await;
         }

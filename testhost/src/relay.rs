@@ -156,9 +156,10 @@ async fn connect_once(
                 Incoming::Request(r) => {
                     let id = r.id;
                     let request = request_to_http(&r).map_err(|e| e.to_string())?;
-                    let (hs, tx) = (hs.clone(), tx.clone());
+                    let answering = hearth_core::federation::arrival::handle_in_order(hs, request);
+                    let tx = tx.clone();
                     tokio::task::spawn_local(async move {
-                        let answer = hs.handle(request).await;
+                        let answer = answering.await;
                         if let Ok(frame) = response_frame(id, &answer) {
                             let _ = tx.unbounded_send(frame);
                         }

@@ -45,6 +45,8 @@ const { values: opts } = parseArgs({
     warmup: { type: 'string', default: '10' },
     catchup: { type: 'string', default: '5000' },
     'no-synapse': { type: 'boolean', default: false },
+    // The relay's --delivery-window (its default when absent).
+    'delivery-window': { type: 'string' },
     // Writes a CPU profile (.cpuprofile, DevTools' format) of the browser server's SharedWorker
     // during the catch-up, and prints its heaviest functions by self time.
     'cpu-profile': { type: 'string' },
@@ -283,7 +285,7 @@ const relayQueued = (relayUrl) => relayMetric(relayUrl, 'hearth_relay_queued_tra
 const result = { n: N, warmup: WARMUP, machine: { cores: (await import('node:os')).cpus().length } };
 const dataDir = mkdtempSync(path.join(tmpdir(), 'hearth-bench-relay-'));
 const profileDir = mkdtempSync(path.join(tmpdir(), 'hearth-bench-profile-'));
-const relay = await startRelay({ args: ['--data', dataDir] });
+const relay = await startRelay({ args: ['--data', dataDir, ...(opts['delivery-window'] ? ['--delivery-window', opts['delivery-window']] : [])] });
 const browser = await launchBrowser();
 const host = await startTestHost(relay.url, { bin: TESTHOST });
 try {
@@ -341,6 +343,7 @@ try {
     const delivered = [];
     let sampling = true;
     const base = await relayMetric(relay.url, 'hearth_relay_queue_delivered_total');
+    const retriesBefore = await relayMetric(relay.url, 'hearth_relay_queue_retries_total');
     const sampler = (async () => {
       while (sampling) {
         // A failure elsewhere stops the relay; that error, not this one, is the one to report.
@@ -386,6 +389,7 @@ try {
     ops.cache_misses = opsAfter.cacheMisses - opsBefore.cacheMisses;
     sampling = false;
     await sampler;
+    const retries = (await relayMetric(relay.url, 'hearth_relay_queue_retries_total')) - retriesBefore;
     const firstDelivery = delivered.find(([, n]) => n > 0)?.[0];
     const lastDelivery = delivered.find(([, n]) => n >= last)?.[0];
     // Every message once, in carol's order.
@@ -407,6 +411,7 @@ try {
     result.catchup = {
       events: CATCHUP,
       relay_transactions: last,
+      relay_delivery_retries: retries,
       sender_s: +sendS.toFixed(2),
       launch_to_navigated_ms: tNav - t0,
       navigated_to_ready_ms: tReady - tNav,

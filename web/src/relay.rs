@@ -271,9 +271,10 @@ fn on_frame(
         Incoming::Request(r) => {
             let id = r.id;
             let request = request_to_http(&r).map_err(|e| e.to_string())?;
-            let (hs, socket) = (hs.clone(), socket.clone());
+            let answering = hearth_core::federation::arrival::handle_in_order(hs, request);
+            let socket = socket.clone();
             wasm_bindgen_futures::spawn_local(async move {
-                let answer = hs.handle(request).await;
+                let answer = answering.await;
                 if let Ok(frame) = response_frame(id, &answer) {
                     let _ = socket.send_with_u8_array(&frame);
                 }

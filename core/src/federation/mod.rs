@@ -9,6 +9,7 @@
 //! - Keys: [`server_keys`] finds the key that checks a peer's signature (from a key-named
 //!   server's name, or fetched from a named server's key server and cached).
 
+pub mod arrival;
 pub mod auth;
 pub mod client;
 pub mod devices;
@@ -36,6 +37,8 @@ use crate::router::Router;
 pub struct State {
     pub keys: server_keys::KeyCache,
     pub outbox: outbox::Outbox,
+    /// The order of `/send`s that share a channel (see [`arrival`]).
+    pub arrivals: arrival::Arrivals,
 }
 
 pub fn register_routes(r: &mut Router) {

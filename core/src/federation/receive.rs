@@ -59,23 +59,31 @@ async fn send(
         )));
     }
     let txn_key = key(&[origin.as_bytes(), req.transaction_id.as_bytes()]);
-    if let Some(done) = hs.store.get("inbound_txns", &txn_key).await? {
-        let pdus: BTreeMap<OwnedEventId, Option<String>> = crate::db::from_json(&done)?;
-        return Ok(send_transaction_message::v1::Response::new(
-            pdus.into_iter()
-                .map(|(k, v)| (k, v.map_or(Ok(()), Err)))
-                .collect(),
-        ));
+    // In an ordered channel the check waits for the turn: a read now would wait for the write
+    // of the transaction ahead (IndexedDB orders them), and the signature checks below are
+    // what should run meanwhile.
+    if ctx.arrival.is_none()
+        && let Some(answer) = answered_before(hs, &txn_key).await?
+    {
+        return Ok(answer);
     }
     let values: Vec<Value> = req
         .pdus
         .iter()
         .filter_map(|raw| serde_json::from_str(raw.get()).ok())
         .collect();
+    let checked = verify_pdus(hs, &values).await;
+    if let Some(arrival) = ctx.arrival {
+        hs.federation.arrivals.turn(arrival).await?;
+        // Applied already (a retry), perhaps while this one was in flight.
+        if let Some(answer) = answered_before(hs, &txn_key).await? {
+            return Ok(answer);
+        }
+    }
     // Without EDUs the record can go with the last PDUs' write: there is nothing left that a
     // retry answered from the record would skip.
     let record_with_pdus = req.edus.is_empty().then_some(txn_key.as_slice());
-    let (outcomes, recorded) = receive_pdus(hs, &origin, &values, record_with_pdus).await?;
+    let (outcomes, recorded) = apply_pdus(hs, &origin, &values, checked, record_with_pdus).await?;
     for outcome in &outcomes {
         match outcome {
             Ok(_) => {}
@@ -109,6 +117,22 @@ async fn send(
     ))
 }
 
+/// The answer recorded for a transaction this server has already applied.
+async fn answered_before(
+    hs: &Homeserver,
+    txn_key: &[u8],
+) -> Result<Option<send_transaction_message::v1::Response>> {
+    let Some(done) = hs.store.get("inbound_txns", txn_key).await? else {
+        return Ok(None);
+    };
+    let pdus: BTreeMap<OwnedEventId, Option<String>> = crate::db::from_json(&done)?;
+    Ok(Some(send_transaction_message::v1::Response::new(
+        pdus.into_iter()
+            .map(|(k, v)| (k, v.map_or(Ok(()), Err)))
+            .collect(),
+    )))
+}
+
 /// The room and rules of a PDU, for a room this server is in.
 pub async fn room_of(
     hs: &Homeserver,
@@ -128,7 +152,7 @@ pub async fn room_of(
     Ok((room, rules))
 }
 
-type Received = std::result::Result<(OwnedEventId, Accepted), (Option<OwnedEventId>, String)>;
+pub type Received = std::result::Result<(OwnedEventId, Accepted), (Option<OwnedEventId>, String)>;
 
 /// The PDUs of one transaction, in order. Consecutive PDUs of one room whose past is known
 /// are accepted in one room transaction, so a backlog costs one storage write per run rather
@@ -145,9 +169,17 @@ pub async fn receive_pdus(
     values: &[Value],
     record: Option<&[u8]>,
 ) -> Result<(Vec<Received>, bool)> {
-    // Signatures and hashes first, outside the write lock: a key may have to be fetched.
-    let mut checked: Vec<std::result::Result<(OwnedRoomId, Pdu), Received>> =
-        Vec::with_capacity(values.len());
+    let checked = verify_pdus(hs, values).await;
+    apply_pdus(hs, origin, values, checked, record).await
+}
+
+/// A PDU whose signatures and hashes were checked, with its room; or what it is answered.
+pub type Checked = std::result::Result<(OwnedRoomId, Pdu), Received>;
+
+/// Signatures and hashes, outside the write lock (a key may have to be fetched), and before a
+/// transaction's turn to write (see [`super::arrival`]).
+pub async fn verify_pdus(hs: &Homeserver, values: &[Value]) -> Vec<Checked> {
+    let mut checked: Vec<Checked> = Vec::with_capacity(values.len());
     for value in values {
         checked.push(match room_of(hs, value).await {
             Err(e) => Err(Err((None, e))),
@@ -157,6 +189,17 @@ pub async fn receive_pdus(
             },
         });
     }
+    checked
+}
+
+/// [`receive_pdus`] after [`verify_pdus`]: `checked` holds one entry per value.
+pub async fn apply_pdus(
+    hs: &Homeserver,
+    origin: &ServerName,
+    values: &[Value],
+    checked: Vec<Checked>,
+    record: Option<&[u8]>,
+) -> Result<(Vec<Received>, bool)> {
     // Most of these events are new to this server, and each is looked up before it is
     // accepted: one read for them all, where a browser would pay a read transaction for each.
     let ids: Vec<Vec<u8>> = checked

@@ -1277,3 +1277,111 @@ async fn the_status_lists_the_servers_this_one_federates_with() {
         vec![]
     );
 }
+
+/// `pdu`'s federation form, as `a` serves it to `b`.
+async fn pdu_as_served(a: &Homeserver, b: &Homeserver, id: &str) -> Value {
+    let mut req = http::Request::builder()
+        .method(http::Method::GET)
+        .uri(format!("/_matrix/federation/v1/event/{}", enc(id)))
+        .body(Vec::new())
+        .unwrap();
+    hearth_core::federation::auth::sign_request(b, a.server_name(), &mut req).unwrap();
+    let resp = a.handle(req).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = serde_json::from_slice(resp.body()).unwrap();
+    v["pdus"][0].clone()
+}
+
+/// `PUT /send/{txn}` from `from` to `to`, signed, with this body.
+fn signed_send(
+    from: &Homeserver,
+    to: &Homeserver,
+    txn: &str,
+    body: Value,
+) -> http::Request<Vec<u8>> {
+    let mut req = http::Request::builder()
+        .method(http::Method::PUT)
+        .uri(format!("/_matrix/federation/v1/send/{txn}"))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    hearth_core::federation::auth::sign_request(from, to.server_name(), &mut req).unwrap();
+    req
+}
+
+fn txn_body(from: &Homeserver, pdus: &[Value]) -> Value {
+    json!({ "origin": from.server_name().as_str(), "origin_server_ts": 1, "pdus": pdus })
+}
+
+/// Errors a `/send` answer reports for its PDUs.
+fn pdu_errors(resp: &http::Response<Vec<u8>>) -> Vec<String> {
+    let v: Value = serde_json::from_slice(resp.body()).unwrap();
+    v["pdus"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(|r| r.get("error").and_then(Value::as_str).map(str::to_owned))
+        .collect()
+}
+
+/// The relay hands a returning server several stored transactions at once. They are applied
+/// in the order they arrived, whatever order their handlers run in: here the second is polled
+/// first, and its PDUs build on the first's. The two servers are cut apart, so a gap could not
+/// be filled by asking the sender: only the order makes this work.
+#[tokio::test]
+async fn transactions_in_flight_together_apply_in_the_order_they_arrived() {
+    use hearth_core::federation::arrival::handle_in_order;
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = shared_room(&alice, &bob, &[&a, &b]).await;
+    net.partition(a.server_name(), b.server_name());
+    let mut pdus = Vec::new();
+    for text in ["one", "two", "three"] {
+        let id = say(&alice, &room, text).await;
+        pdus.push(pdu_as_served(&a, &b, &id).await);
+    }
+    let first = handle_in_order(&b, signed_send(&a, &b, "x1", txn_body(&a, &pdus[..1])));
+    let second = handle_in_order(&b, signed_send(&a, &b, "x2", txn_body(&a, &pdus[1..])));
+    let (second, first) = futures::join!(second, first);
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    assert_eq!(pdu_errors(&first), Vec::<String>::new());
+    assert_eq!(pdu_errors(&second), Vec::<String>::new());
+    assert_eq!(bodies(&bob, &room).await, ["one", "two", "three"]);
+}
+
+/// When a transaction fails, the ones in flight behind it are not applied (they would build
+/// on what is missing) but answered with a retryable error; the sender's retry goes through.
+#[tokio::test]
+async fn a_failed_transaction_holds_back_those_in_flight_behind_it() {
+    use hearth_core::federation::arrival::handle_in_order;
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let (b, _) = net.server(2).await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = shared_room(&alice, &bob, &[&a, &b]).await;
+    net.partition(a.server_name(), b.server_name());
+    let id = say(&alice, &room, "one").await;
+    let pdu = pdu_as_served(&a, &b, &id).await;
+    let bad = handle_in_order(&b, signed_send(&a, &b, "x0", json!({ "pdus": 5 })));
+    let good = handle_in_order(
+        &b,
+        signed_send(&a, &b, "x1", txn_body(&a, std::slice::from_ref(&pdu))),
+    );
+    let (good, bad) = futures::join!(good, bad);
+    assert_eq!(bad.status(), 400);
+    assert_eq!(good.status(), 503);
+    let v: Value = serde_json::from_slice(good.body()).unwrap();
+    assert_eq!(v["errcode"], "M_UNKNOWN");
+    assert!(bodies(&bob, &room).await.is_empty());
+    let again = handle_in_order(&b, signed_send(&a, &b, "x1", txn_body(&a, &[pdu]))).await;
+    assert_eq!(again.status(), 200);
+    assert_eq!(pdu_errors(&again), Vec::<String>::new());
+    assert_eq!(bodies(&bob, &room).await, ["one"]);
+}
