@@ -8,9 +8,11 @@
 //! arrives, in the channel's order ([`arrive`]). The handler checks signatures, then waits
 //! until every earlier ticket has finished before it writes ([`Arrivals::turn`]).
 //!
-//! When a transaction fails, the ones already in flight behind it fail too, with a retryable
-//! error: the sender (the relay) retries in order, and must never find a later transaction
-//! applied before an earlier one, whose events it builds on.
+//! When a transaction fails, the ones from the same origin already in flight behind it fail
+//! too, with a retryable error: the sender (the relay) retries in order, and must never find a
+//! later transaction applied before an earlier one whose events it builds on. Only the same
+//! origin (as its X-Matrix header claims it): a failing or forged transaction from one server
+//! must not make another's fail.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -18,6 +20,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use http::{Method, Request};
+
+use ruma::api::federation::authentication::XMatrix;
 
 use crate::Homeserver;
 use crate::error::{MatrixError, Result};
@@ -40,36 +44,40 @@ struct State {
     next: u64,
     /// Finished tickets above `next` (one that failed early, before its turn).
     finished: std::collections::BTreeSet<u64>,
-    /// `(failed, issued then)`: tickets strictly between the two were in flight behind a
-    /// failure and must not be applied.
-    failures: Vec<(u64, u64)>,
+    /// `(failed, issued then, its origin)`: that origin's tickets strictly between the two
+    /// were in flight behind a failure and must not be applied.
+    failures: Vec<(u64, u64, Option<String>)>,
+    /// The origin each unfinished ticket claims.
+    origins: std::collections::HashMap<u64, Option<String>>,
 }
 
 impl State {
     fn finish(&mut self, seq: u64, ok: bool) {
+        let origin = self.origins.remove(&seq).flatten();
         if !ok {
-            self.failures.push((seq, self.issued));
+            self.failures.push((seq, self.issued, origin));
         }
         self.finished.insert(seq);
         while self.finished.remove(&self.next) {
             self.next += 1;
         }
         let next = self.next;
-        self.failures.retain(|&(_, until)| until > next);
+        self.failures.retain(|&(_, until, _)| until > next);
     }
 
-    fn behind_a_failure(&self, seq: u64) -> bool {
+    fn behind_a_failure(&self, seq: u64, origin: Option<&str>) -> bool {
         self.failures
             .iter()
-            .any(|&(f, until)| f < seq && seq < until)
+            .any(|(f, until, o)| *f < seq && seq < *until && o.as_deref() == origin)
     }
 }
 
 impl Arrivals {
-    fn issue(&self) -> u64 {
+    fn issue(&self, origin: Option<String>) -> u64 {
         let mut s = self.state.borrow_mut();
         let seq = s.issued;
         s.issued += 1;
+        s.origins.insert(seq, origin);
         seq
     }
 
@@ -88,7 +96,9 @@ impl Arrivals {
             seq: arrival.0,
         }
         .await;
-        if self.state.borrow().behind_a_failure(arrival.0) {
+        let state = self.state.borrow();
+        let origin = state.origins.get(&arrival.0).cloned().flatten();
+        if state.behind_a_failure(arrival.0, origin.as_deref()) {
             return Err(MatrixError::unavailable(
                 "an earlier transaction on this channel failed; send this one again after it",
             ));
@@ -150,7 +160,12 @@ pub fn arrive(hs: &Homeserver, req: &mut Request<Vec<u8>>) -> Option<Ticket> {
     if !is_send {
         return None;
     }
-    let seq = hs.federation.arrivals.issue();
+    let origin = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|h| XMatrix::try_from(h).ok())
+        .map(|x| x.origin.to_string());
+    let seq = hs.federation.arrivals.issue(origin);
     req.extensions_mut().insert(Arrival(seq));
     Some(Ticket {
         hs: hs.clone(),
@@ -182,10 +197,7 @@ mod tests {
 
     #[test]
     fn the_next_ticket_waits_for_every_earlier_one() {
-        let mut s = State {
-            issued: 3,
-            ..State::default()
-        };
+        let mut s = issued(&[X, X, X]);
         s.finish(1, true);
         assert_eq!(
             s.next, 0,
@@ -198,18 +210,26 @@ mod tests {
         assert!(s.finished.is_empty());
     }
 
+    const X: Option<&str> = Some("x.example");
+
+    fn issued(origins: &[Option<&str>]) -> State {
+        let mut s = State::default();
+        for o in origins {
+            s.origins.insert(s.issued, o.map(str::to_owned));
+            s.issued += 1;
+        }
+        s
+    }
+
     #[test]
     fn a_failure_holds_back_only_what_was_in_flight_behind_it() {
-        let mut s = State {
-            issued: 3,
-            ..State::default()
-        };
+        let mut s = issued(&[X, X, X]);
         s.finish(0, false);
-        assert!(s.behind_a_failure(1) && s.behind_a_failure(2));
-        assert!(!s.behind_a_failure(0));
+        assert!(s.behind_a_failure(1, X) && s.behind_a_failure(2, X));
+        assert!(!s.behind_a_failure(0, X));
         // The sender's retries come after the failure, and go through.
         s.issued = 5;
-        assert!(!s.behind_a_failure(3) && !s.behind_a_failure(4));
+        assert!(!s.behind_a_failure(3, X) && !s.behind_a_failure(4, X));
         s.finish(1, false);
         s.finish(2, false);
         s.finish(3, true);
@@ -222,12 +242,17 @@ mod tests {
 
     #[test]
     fn an_early_failure_behind_does_not_hold_back_what_came_before() {
-        let mut s = State {
-            issued: 2,
-            ..State::default()
-        };
+        let mut s = issued(&[X, X]);
         // 1 fails at once (a bad signature, say) while 0 is still being checked.
         s.finish(1, false);
-        assert!(!s.behind_a_failure(0));
+        assert!(!s.behind_a_failure(0, X));
+    }
+
+    #[test]
+    fn a_failure_holds_back_nothing_of_another_origin() {
+        let mut s = issued(&[Some("forger.example"), X, None]);
+        s.finish(0, false);
+        assert!(!s.behind_a_failure(1, X));
+        assert!(!s.behind_a_failure(2, None));
     }
 }
