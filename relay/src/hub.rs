@@ -114,6 +114,16 @@ struct InFlight {
     answered: oneshot::Receiver<Delivered>,
 }
 
+/// Why a drainer sent nothing more.
+enum Stall {
+    /// Nothing more is stored.
+    Empty,
+    /// The queue could not be read.
+    Unreadable,
+    /// The connection is closing.
+    Closing,
+}
+
 enum Delivered {
     Status(u16),
     TimedOut,
@@ -776,13 +786,19 @@ impl Hub {
             {
                 in_flight.clear();
             }
+            // Why nothing more went out, for when nothing is in flight either.
+            let mut stalled = Stall::Closing;
             while in_flight.len() < usize::from(self.limits.delivery_window) {
                 let after = in_flight.back().map(|f| f.seq);
                 let (seq, mut frame) = match self.store.peek_after(&dest, after).await {
                     Ok(Some(item)) => item,
-                    Ok(None) => break,
+                    Ok(None) => {
+                        stalled = Stall::Empty;
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(%dest, "cannot read the queue: {e}");
+                        stalled = Stall::Unreadable;
                         break;
                     }
                 };
@@ -817,9 +833,8 @@ impl Hub {
                 });
             }
             let Some(mut oldest) = in_flight.pop_front() else {
-                // Nothing stored, or nothing could be sent.
-                match self.store.peek(&dest).await {
-                    Ok(None) => {
+                match stalled {
+                    Stall::Empty => {
                         let mut dests = self.dests();
                         let Some(d) = dests.get_mut(&dest) else {
                             return;
@@ -832,8 +847,9 @@ impl Hub {
                             return;
                         }
                     }
-                    Ok(Some(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
-                    Err(_) => {
+                    // Its successor (or none) shows up shortly.
+                    Stall::Closing => tokio::time::sleep(Duration::from_millis(10)).await,
+                    Stall::Unreadable => {
                         // The next round checks for shutdown.
                         sleep_or_shutdown(&mut shutdown, backoff).await;
                     }

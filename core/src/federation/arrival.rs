@@ -21,6 +21,7 @@ use std::task::{Context, Poll, Waker};
 
 use http::{Method, Request};
 
+use ruma::ServerName;
 use ruma::api::federation::authentication::XMatrix;
 
 use crate::Homeserver;
@@ -47,15 +48,13 @@ struct State {
     /// `(failed, issued then, its origin)`: that origin's tickets strictly between the two
     /// were in flight behind a failure and must not be applied.
     failures: Vec<(u64, u64, Option<String>)>,
-    /// The origin each unfinished ticket claims.
-    origins: std::collections::HashMap<u64, Option<String>>,
 }
 
 impl State {
-    fn finish(&mut self, seq: u64, ok: bool) {
-        let origin = self.origins.remove(&seq).flatten();
+    fn finish(&mut self, seq: u64, ok: bool, origin: Option<&str>) {
         if !ok {
-            self.failures.push((seq, self.issued, origin));
+            self.failures
+                .push((seq, self.issued, origin.map(str::to_owned)));
         }
         self.finished.insert(seq);
         while self.finished.remove(&self.next) {
@@ -65,40 +64,41 @@ impl State {
         self.failures.retain(|&(_, until, _)| until > next);
     }
 
-    fn behind_a_failure(&self, seq: u64, origin: Option<&str>) -> bool {
+    fn behind_a_failure(&self, seq: u64, origin: &str) -> bool {
         self.failures
             .iter()
-            .any(|(f, until, o)| *f < seq && seq < *until && o.as_deref() == origin)
+            .any(|(f, until, o)| *f < seq && seq < *until && o.as_deref() == Some(origin))
     }
 }
 
 impl Arrivals {
-    fn issue(&self, origin: Option<String>) -> u64 {
+    fn issue(&self) -> u64 {
         let mut s = self.state.borrow_mut();
         let seq = s.issued;
         s.issued += 1;
-        s.origins.insert(seq, origin);
         seq
     }
 
-    fn finish(&self, seq: u64, ok: bool) {
-        self.state.borrow_mut().finish(seq, ok);
+    fn finish(&self, seq: u64, ok: bool, origin: Option<&str>) {
+        self.state.borrow_mut().finish(seq, ok, origin);
         for w in self.wakers.borrow_mut().drain(..) {
             w.wake();
         }
     }
 
     /// Completes when every transaction that arrived before `arrival` has finished; fails,
-    /// retryably, when one of them failed while this one was already in flight.
-    pub async fn turn(&self, arrival: Arrival) -> Result<()> {
+    /// retryably, when one of them from `origin` failed while this one was already in flight.
+    pub async fn turn(&self, arrival: Arrival, origin: &ServerName) -> Result<()> {
         Turn {
             arrivals: self,
             seq: arrival.0,
         }
         .await;
-        let state = self.state.borrow();
-        let origin = state.origins.get(&arrival.0).cloned().flatten();
-        if state.behind_a_failure(arrival.0, origin.as_deref()) {
+        if self
+            .state
+            .borrow()
+            .behind_a_failure(arrival.0, origin.as_str())
+        {
             return Err(MatrixError::unavailable(
                 "an earlier transaction on this channel failed; send this one again after it",
             ));
@@ -132,6 +132,8 @@ impl Future for Turn<'_> {
 pub struct Ticket {
     hs: Homeserver,
     seq: u64,
+    /// The origin the request's X-Matrix header claims: a failure holds back only its own.
+    origin: Option<String>,
     done: bool,
 }
 
@@ -139,14 +141,20 @@ impl Ticket {
     /// The request was answered; `ok` when it was a success.
     pub fn finish(mut self, ok: bool) {
         self.done = true;
-        self.hs.federation.arrivals.finish(self.seq, ok);
+        self.hs
+            .federation
+            .arrivals
+            .finish(self.seq, ok, self.origin.as_deref());
     }
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.done {
-            self.hs.federation.arrivals.finish(self.seq, false);
+            self.hs
+                .federation
+                .arrivals
+                .finish(self.seq, false, self.origin.as_deref());
         }
     }
 }
@@ -165,11 +173,12 @@ pub fn arrive(hs: &Homeserver, req: &mut Request<Vec<u8>>) -> Option<Ticket> {
         .get(http::header::AUTHORIZATION)
         .and_then(|h| XMatrix::try_from(h).ok())
         .map(|x| x.origin.to_string());
-    let seq = hs.federation.arrivals.issue(origin);
+    let seq = hs.federation.arrivals.issue();
     req.extensions_mut().insert(Arrival(seq));
     Some(Ticket {
         hs: hs.clone(),
         seq,
+        origin,
         done: false,
     })
 }
@@ -197,43 +206,41 @@ mod tests {
 
     #[test]
     fn the_next_ticket_waits_for_every_earlier_one() {
-        let mut s = issued(&[X, X, X]);
-        s.finish(1, true);
+        let mut s = issued(3);
+        s.finish(1, true, Some(X));
         assert_eq!(
             s.next, 0,
             "1 finished early; 0 is still the one to wait for"
         );
-        s.finish(0, true);
+        s.finish(0, true, Some(X));
         assert_eq!(s.next, 2);
-        s.finish(2, true);
+        s.finish(2, true, Some(X));
         assert_eq!(s.next, 3);
         assert!(s.finished.is_empty());
     }
 
-    const X: Option<&str> = Some("x.example");
+    const X: &str = "x.example";
 
-    fn issued(origins: &[Option<&str>]) -> State {
-        let mut s = State::default();
-        for o in origins {
-            s.origins.insert(s.issued, o.map(str::to_owned));
-            s.issued += 1;
+    fn issued(n: u64) -> State {
+        State {
+            issued: n,
+            ..State::default()
         }
-        s
     }
 
     #[test]
     fn a_failure_holds_back_only_what_was_in_flight_behind_it() {
-        let mut s = issued(&[X, X, X]);
-        s.finish(0, false);
+        let mut s = issued(3);
+        s.finish(0, false, Some(X));
         assert!(s.behind_a_failure(1, X) && s.behind_a_failure(2, X));
         assert!(!s.behind_a_failure(0, X));
         // The sender's retries come after the failure, and go through.
         s.issued = 5;
         assert!(!s.behind_a_failure(3, X) && !s.behind_a_failure(4, X));
-        s.finish(1, false);
-        s.finish(2, false);
-        s.finish(3, true);
-        s.finish(4, true);
+        s.finish(1, false, Some(X));
+        s.finish(2, false, Some(X));
+        s.finish(3, true, Some(X));
+        s.finish(4, true, Some(X));
         assert!(
             s.failures.is_empty(),
             "nothing left that a failure could hold back"
@@ -242,17 +249,19 @@ mod tests {
 
     #[test]
     fn an_early_failure_behind_does_not_hold_back_what_came_before() {
-        let mut s = issued(&[X, X]);
+        let mut s = issued(2);
         // 1 fails at once (a bad signature, say) while 0 is still being checked.
-        s.finish(1, false);
+        s.finish(1, false, Some(X));
         assert!(!s.behind_a_failure(0, X));
     }
 
     #[test]
     fn a_failure_holds_back_nothing_of_another_origin() {
-        let mut s = issued(&[Some("forger.example"), X, None]);
-        s.finish(0, false);
+        let mut s = issued(3);
+        s.finish(0, false, Some("forger.example"));
         assert!(!s.behind_a_failure(1, X));
-        assert!(!s.behind_a_failure(2, None));
+        // Nor does one whose origin could not be read.
+        s.finish(1, false, None);
+        assert!(!s.behind_a_failure(2, X));
     }
 }

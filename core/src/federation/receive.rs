@@ -74,7 +74,7 @@ async fn send(
         .collect();
     let checked = verify_pdus(hs, &values).await;
     if let Some(arrival) = ctx.arrival {
-        hs.federation.arrivals.turn(arrival).await?;
+        hs.federation.arrivals.turn(arrival, &origin).await?;
         // Applied already (a retry), perhaps while this one was in flight.
         if let Some(answer) = answered_before(hs, &txn_key).await? {
             return Ok(answer);
