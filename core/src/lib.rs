@@ -20,13 +20,14 @@ pub mod testing;
 pub mod thumbnail;
 pub mod visibility;
 pub mod world;
+pub mod write;
 
 use std::cell::Cell;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 
 use futures::FutureExt;
-use futures::lock::{Mutex, MutexGuard};
+use futures::lock::Mutex;
 use http::{Method, Request, Response, StatusCode};
 use ruma::{OwnedDeviceId, OwnedServerName, OwnedUserId, ServerName};
 
@@ -134,9 +135,15 @@ pub struct Inner {
     pub changes: Rc<db::changes::ChangeClock>,
     /// The highest position whose batch is durable; `/sync` never reads past it.
     visible_pos: Cell<u64>,
+    /// How many issued batches have failed (see [`write`]).
+    failed_writes: Cell<u64>,
+    /// `failed_writes` when the current holder took the write lock; `None` when it is free.
+    lock_taken_at: Cell<Option<u64>>,
     pub caches: db::Caches,
     /// Peers' signing keys and the bookkeeping of fetching them.
     pub federation: federation::State,
+    /// Rooms whose search index is behind their timeline.
+    pub search: db::search_index::Backlog,
     router: Router,
 }
 
@@ -244,8 +251,11 @@ impl Homeserver {
             next_pos,
             changes,
             visible_pos: Cell::new(pos),
+            failed_writes: Cell::new(0),
+            lock_taken_at: Cell::new(None),
             caches: db::Caches::default(),
             federation: federation::State::default(),
+            search: db::search_index::Backlog::default(),
             router,
         })))
     }
@@ -271,12 +281,6 @@ impl Homeserver {
         self.router.routes()
     }
 
-    /// Takes the write lock. Hold it across read-modify-write of shared state and across
-    /// [`Homeserver::alloc_pos`] .. [`Homeserver::commit`].
-    pub async fn write_lock(&self) -> MutexGuard<'_, ()> {
-        self.write_lock.lock().await
-    }
-
     /// Hands out the next stream position. Call with the write lock held.
     pub fn alloc_pos(&self) -> u64 {
         let p = self.next_pos.get() + 1;
@@ -294,24 +298,6 @@ impl Homeserver {
     /// The newest durable stream position.
     pub fn current_pos(&self) -> u64 {
         self.visible_pos.get()
-    }
-
-    /// Writes `batch` atomically together with the stream position, then makes everything up to
-    /// the last allocated position visible and wakes `/sync` waiters. Call with the write lock
-    /// held. On failure the positions handed out are not reused, which is harmless: positions
-    /// only need to grow.
-    pub async fn commit(&self, mut batch: Batch) -> Result<()> {
-        let pos = self.next_pos.get();
-        batch.put("meta", META_STREAM_POS, pos.to_be_bytes().to_vec());
-        let touched = db::Touched::of(&batch);
-        if let Err(e) = self.store.write(batch).await {
-            self.caches.clear();
-            return Err(e.into());
-        }
-        self.caches.committed(touched);
-        self.visible_pos.set(pos);
-        self.notifier.notify();
-        Ok(())
     }
 
     /// Serves one request. Never panics on any input; every failure is a Matrix error.

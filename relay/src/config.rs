@@ -61,9 +61,10 @@ pub struct Limits {
     pub queue_max_total_bytes: u64,
 
     /// Stored transactions sent to a returning server before the first is answered (1: one
-    /// round trip each). A Hearth server checks the next one's signatures while it writes the
-    /// previous one, and applies them in the order they came.
-    #[arg(long, value_name = "N", default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=16))]
+    /// round trip each). A Hearth server checks and prepares the next ones while it commits
+    /// the previous one, and applies them in the order they came. Four keep one ready to go
+    /// when a commit ends and the next one's lookups issued before it began.
+    #[arg(long, value_name = "N", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub delivery_window: u16,
 
     /// How long a forwarded request may wait for its answer (`60s`, `500ms`, `2m`).
@@ -185,7 +186,7 @@ mod tests {
         assert_eq!(c.data, None);
         assert!(c.origins.is_empty());
         assert_eq!(c.limits.request_timeout, Duration::from_secs(60));
-        assert_eq!(c.limits.delivery_window, 2);
+        assert_eq!(c.limits.delivery_window, 4);
     }
 
     #[test]

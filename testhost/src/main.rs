@@ -279,6 +279,8 @@ async fn run(args: Args) -> Result<(), HostError> {
         // The outbound queue: transactions to other servers, retried until they answer.
         tokio::task::spawn_local(hearth_core::federation::outbox::run(hs.clone()));
     }
+    // The search index follows the timeline once writes are quiet.
+    tokio::task::spawn_local(hearth_core::db::search_index::run(hs.clone()));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {

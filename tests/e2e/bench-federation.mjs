@@ -387,6 +387,11 @@ try {
       ops[k] = { count: opsAfter[k].count - opsBefore[k].count, total_ms: +(opsAfter[k].totalMs - opsBefore[k].totalMs).toFixed(1) };
     }
     ops.cache_misses = opsAfter.cacheMisses - opsBefore.cacheMisses;
+    ops.cache_misses_by_tree = {};
+    for (const [tree, n] of Object.entries(opsAfter.cacheMissesByTree ?? {})) {
+      const d = n - (opsBefore.cacheMissesByTree?.[tree] ?? 0);
+      if (d > 0) ops.cache_misses_by_tree[tree] = d;
+    }
     sampling = false;
     await sampler;
     const retries = (await relayMetric(relay.url, 'hearth_relay_queue_retries_total')) - retriesBefore;

@@ -1,6 +1,13 @@
 //! The IndexedDB backend of [`Storage`]: one object store per tree, one read-write
 //! transaction per [`Batch`].
 //!
+//! Writes are pipelined one deep ([`Storage::begin_write`]): a batch's transaction is created,
+//! its requests queued and its commit requested at once, and the server goes on preparing the
+//! next batch while the browser commits it. IndexedDB runs a read transaction created after a
+//! read-write one over the same store only once that has finished, so every later read sees
+//! the batch; the read cache shows it at once. The next batch is issued only once this one is
+//! committed, and not at all if it failed: it was prepared on top of it.
+//!
 //! Keys and values are stored as `Uint8Array`s. IndexedDB compares binary keys bytewise, which
 //! is exactly the order the storage trait promises (the conformance suite checks it).
 //!
@@ -14,11 +21,13 @@ use std::ops::Bound;
 use std::rc::Rc;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use futures::channel::oneshot;
-use futures::future::{Either, select};
+use futures::future::{Either, LocalBoxFuture, Shared, select};
 use gloo_timers::future::TimeoutFuture;
 use hearth_core::storage::{
-    Batch, Direction, KeyRange, Op, SCHEMA_VERSION, Storage, StorageError, StorageResult, TREES,
+    Batch, Direction, Durable, KeyRange, Op, SCHEMA_VERSION, Storage, StorageError, StorageResult,
+    TREES,
 };
 use indexed_db_futures::KeyRange as IdbRange;
 use indexed_db_futures::cursor::CursorDirection;
@@ -49,6 +58,17 @@ pub fn idb_version() -> u32 {
 export function has_get_all_records() {
   return typeof IDBObjectStore !== 'undefined' && 'getAllRecords' in IDBObjectStore.prototype;
 }
+export function commit_write(tx) {
+  const done = new Promise((resolve, reject) => {
+    tx.addEventListener('complete', () => resolve());
+    tx.addEventListener('abort', () =>
+      reject(tx.error ?? new DOMException('the write was aborted', 'AbortError')));
+  });
+  // Asking for the commit now lets the browser commit without waiting for this thread to
+  // dispatch every request's success event first (it may be busy preparing the next write).
+  if (typeof tx.commit === 'function') tx.commit();
+  return done;
+}
 export function get_all_records(store, query, count, direction) {
   return new Promise((resolve, reject) => {
     const req = store.getAllRecords({ query, count, direction });
@@ -64,6 +84,11 @@ export function get_all_records(store, query, count, direction) {
 extern "C" {
     #[wasm_bindgen(js_name = has_get_all_records)]
     fn has_get_all_records_js() -> bool;
+
+    /// Requests the commit of a transaction whose requests are queued; the promise settles
+    /// when it is committed (or rejects with its error when it aborts).
+    #[wasm_bindgen(catch)]
+    fn commit_write(tx: &web_sys::IdbTransaction) -> Result<js_sys::Promise, JsValue>;
 
     #[wasm_bindgen(catch)]
     fn get_all_records(
@@ -99,9 +124,11 @@ pub struct IndexedDbStorage {
     /// Why the connection is no longer usable, once it is not.
     closed: Rc<RefCell<Option<String>>>,
     /// The last failure the backend reported, for the status page.
-    last_error: RefCell<Option<StorageFailure>>,
-    stats: RefCell<OpStats>,
-    cache: RefCell<ReadCache>,
+    last_error: Rc<RefCell<Option<StorageFailure>>>,
+    stats: Rc<RefCell<OpStats>>,
+    cache: Rc<RefCell<ReadCache>>,
+    /// The write issued last, until it has settled.
+    in_flight: Rc<RefCell<Option<WriteInFlight>>>,
     /// Whether scans may use `getAllRecords` where the browser has it.
     bulk_records: Cell<bool>,
     /// The browser holds these as event handlers; they must live as long as the connection.
@@ -132,7 +159,7 @@ impl OpCounter {
 }
 
 /// Where the server's time in storage goes, for benchmarks and the status page.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct OpStats {
     pub gets: OpCounter,
     /// `get_many` calls (several point reads in one transaction).
@@ -142,6 +169,7 @@ pub struct OpStats {
     /// Point reads answered from memory, and those that went to IndexedDB.
     pub cache_hits: u64,
     pub cache_misses: u64,
+    pub cache_misses_by_tree: Vec<(&'static str, u64)>,
 }
 
 impl std::fmt::Debug for IndexedDbStorage {
@@ -203,9 +231,10 @@ impl IndexedDbStorage {
             db,
             name: name.to_owned(),
             closed,
-            last_error: RefCell::new(None),
-            stats: RefCell::default(),
-            cache: RefCell::default(),
+            last_error: Rc::default(),
+            stats: Rc::default(),
+            cache: Rc::default(),
+            in_flight: Rc::default(),
             bulk_records: Cell::new(true),
             _on_versionchange: on_versionchange,
             _on_close: on_close,
@@ -246,7 +275,12 @@ impl IndexedDbStorage {
         OpStats {
             cache_hits: cache.hits(),
             cache_misses: cache.misses(),
-            ..*self.stats.borrow()
+            cache_misses_by_tree: cache
+                .misses_by_tree()
+                .iter()
+                .map(|(t, n)| (*t, *n))
+                .collect(),
+            ..self.stats.borrow().clone()
         }
     }
 
@@ -311,20 +345,7 @@ impl IndexedDbStorage {
     /// Records failures that the page should hear about, and passes the result on.
     fn note<T>(&self, result: StorageResult<T>) -> StorageResult<T> {
         if let Err(e) = &result {
-            let kind = match e {
-                StorageError::QuotaExceeded(_) => Some("quota"),
-                StorageError::Unavailable(_) => Some("unavailable"),
-                StorageError::Backend(_) => Some("backend"),
-                // A caller naming a tree that does not exist is a bug in the caller, not a
-                // storage condition the person at the page can do anything about.
-                StorageError::UnknownTree(_) => None,
-            };
-            if let Some(kind) = kind {
-                self.last_error.replace(Some(StorageFailure {
-                    kind,
-                    message: e.to_string(),
-                }));
-            }
+            record_failure(&self.last_error, e);
         }
         result
     }
@@ -487,10 +508,93 @@ impl IndexedDbStorage {
         }
     }
 
-    async fn write_inner(&self, batch: &Batch) -> StorageResult<()> {
-        if batch.is_empty() {
-            return Ok(());
+    /// Waits until no write is in flight. Fails if the write issued last failed, since the
+    /// caller may have prepared its batch on top of it: a failed write stays in the slot
+    /// until it has failed the next one, so exactly one write pays for it.
+    async fn wait_for_the_write_ahead(&self) -> StorageResult<()> {
+        loop {
+            let Some(ahead) = self.in_flight.borrow().clone() else {
+                return Ok(());
+            };
+            let result = ahead.clone().await;
+            forget_if_current(&self.in_flight, &ahead);
+            if let Err(e) = result {
+                return self.note(Err(StorageError::Unavailable(format!(
+                    "an earlier write failed, and this one may have been prepared on top of \
+                     it: {e}"
+                ))));
+            }
         }
+    }
+
+    /// Makes an issued write the one in flight, and returns what settles with it.
+    fn track(&self, promise: js_sys::Promise, began: f64) -> Durable {
+        let (cache, stats, last_error) = (
+            self.cache.clone(),
+            self.stats.clone(),
+            self.last_error.clone(),
+        );
+        let closed = self.closed.clone();
+        let settled: WriteInFlight = async move {
+            let result = JsFuture::from(promise).await.map(|_| ()).map_err(|e| {
+                match (&*closed.borrow(), js_storage_error(&e)) {
+                    (Some(reason), StorageError::Backend(_)) => {
+                        StorageError::Unavailable(reason.clone())
+                    }
+                    (_, e) => e,
+                }
+            });
+            stats.borrow_mut().writes.record(began);
+            if let Err(e) = &result {
+                // The cache showed the batch since it was issued.
+                cache.borrow_mut().clear();
+                record_failure(&last_error, e);
+            }
+            result
+        }
+        .boxed_local()
+        .shared();
+        *self.in_flight.borrow_mut() = Some(settled.clone());
+        // Settled even if nobody waits for it, so that a failure always clears the cache;
+        // forgotten once committed (a failure is forgotten by the write it fails).
+        let slot = self.in_flight.clone();
+        let driven = settled.clone();
+        wasm_bindgen_futures::spawn_local(async move {
+            if driven.clone().await.is_ok() {
+                forget_if_current(&slot, &driven);
+            }
+        });
+        Box::pin(settled)
+    }
+
+    /// For tests: issues, like [`Storage::begin_write`], a write that IndexedDB accepts and
+    /// then aborts (it adds `key`, which must exist), as a full disk would abort a real one.
+    #[doc(hidden)]
+    pub async fn begin_write_that_aborts(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+    ) -> StorageResult<Durable> {
+        self.wait_for_the_write_ahead().await?;
+        let tx = self.transaction(&[tree], TransactionMode::Readwrite)?;
+        let raw_tx: web_sys::IdbTransaction = tx.as_sys().clone().unchecked_into();
+        let store = tx.object_store(tree).map_err(map_error)?;
+        drop(
+            store
+                .add(bytes_to_js(b"duplicate"))
+                .with_key(bytes_to_js(key))
+                .primitive()
+                .map_err(map_error)?,
+        );
+        drop(store);
+        let promise = commit_write(&raw_tx).map_err(|e| js_storage_error(&e))?;
+        drop(tx);
+        Ok(self.track(promise, performance_now()))
+    }
+
+    /// Creates the batch's transaction, queues its requests and asks for its commit, all
+    /// before returning; the promise settles when the commit has.
+    fn issue(&self, batch: &Batch) -> StorageResult<js_sys::Promise> {
         let mut trees: Vec<&'static str> = Vec::new();
         for op in &batch.ops {
             let (Op::Put { tree, .. } | Op::Delete { tree, .. }) = op;
@@ -499,6 +603,7 @@ impl IndexedDbStorage {
             }
         }
         // Unknown trees are refused before the transaction exists, so nothing is half-applied.
+        // Until the commit is asked for, dropping `tx` on an error aborts it.
         let tx = self.transaction(&trees, TransactionMode::Readwrite)?;
         let raw_tx: web_sys::IdbTransaction = tx.as_sys().clone().unchecked_into();
         let mut stores = Vec::with_capacity(trees.len());
@@ -534,17 +639,40 @@ impl IndexedDbStorage {
             }
         }
         drop(stores);
-        match tx.commit().await {
-            Ok(()) => {
-                self.cache.borrow_mut().committed(batch);
-                Ok(())
-            }
-            // An aborted transaction carries its real cause (quota, I/O) on `error`.
-            Err(e) => Err(self.map_closed(match raw_tx.error() {
-                Some(dom) => map_dom_exception(&dom),
-                None => map_error(e),
-            })),
-        }
+        let promise = commit_write(&raw_tx).map_err(|e| self.map_closed(js_storage_error(&e)))?;
+        // The wrapper aborts a transaction it did not commit itself when dropped; this one is
+        // committing, which IndexedDB does not let an abort undo.
+        drop(tx);
+        Ok(promise)
+    }
+}
+
+/// The write issued last: settles when it is committed or has failed.
+type WriteInFlight = Shared<LocalBoxFuture<'static, StorageResult<()>>>;
+
+/// Empties the in-flight slot if it still holds `settled`.
+fn forget_if_current(slot: &RefCell<Option<WriteInFlight>>, settled: &WriteInFlight) {
+    let mut slot = slot.borrow_mut();
+    if slot.as_ref().is_some_and(|f| f.ptr_eq(settled)) {
+        *slot = None;
+    }
+}
+
+/// Records a failure that the page should hear about.
+fn record_failure(last_error: &RefCell<Option<StorageFailure>>, e: &StorageError) {
+    let kind = match e {
+        StorageError::QuotaExceeded(_) => Some("quota"),
+        StorageError::Unavailable(_) => Some("unavailable"),
+        StorageError::Backend(_) => Some("backend"),
+        // A caller naming a tree that does not exist is a bug in the caller, not a storage
+        // condition the person at the page can do anything about.
+        StorageError::UnknownTree(_) => None,
+    };
+    if let Some(kind) = kind {
+        last_error.replace(Some(StorageFailure {
+            kind,
+            message: e.to_string(),
+        }));
     }
 }
 
@@ -588,12 +716,18 @@ impl Storage for IndexedDbStorage {
         self.note(result)
     }
 
-    async fn write(&self, batch: Batch) -> StorageResult<()> {
+    async fn begin_write(&self, batch: Batch) -> StorageResult<Durable> {
+        self.wait_for_the_write_ahead().await?;
+        self.check_open()?;
+        if batch.is_empty() {
+            return Ok(Box::pin(std::future::ready(Ok(()))));
+        }
         let began = performance_now();
         // Each put costs; a row rewritten by several events of one batch is written once.
-        let result = self.write_inner(&batch.last_per_key()).await;
-        self.stats.borrow_mut().writes.record(began);
-        self.note(result)
+        let batch = batch.last_per_key();
+        let promise = self.note(self.issue(&batch))?;
+        self.cache.borrow_mut().committed(&batch);
+        Ok(self.track(promise, began))
     }
 
     /// Bytes the origin uses, as the browser estimates them (IndexedDB has no per-database

@@ -7,9 +7,17 @@
 //!
 //! Coherence rules:
 //! - a committed batch updates the cache for every key it touched (absent keys included);
-//! - a read fills the cache only if no batch committed while it was in flight, so a value
-//!   read before a commit can never overwrite what the commit wrote;
+//! - a read fills only keys the cache does not hold: a key a commit wrote while the read was
+//!   in flight is held already (with the committed value), so an older value read before
+//!   that commit can never overwrite it;
+//! - when the cache drops something a commit told it (a clear, the budget, a value too big
+//!   to keep), reads in flight at that moment fill nothing, since they can no longer tell
+//!   whether their key was written under them;
 //! - a failed batch leaves the cache alone (nothing of it reached the database).
+//!
+//! Reads overlap commits all the time: a federation transaction's lookups are issued while
+//! the previous transaction's write is still in flight, and refusing every such fill would
+//! send each of its events to IndexedDB again, one read transaction each.
 
 use std::collections::HashMap;
 
@@ -26,10 +34,15 @@ type Entry = Option<Vec<u8>>;
 pub struct ReadCache {
     entries: HashMap<(&'static str, Vec<u8>), Entry>,
     bytes: usize,
-    /// Bumped by every commit; reads remember it to detect an overlapping commit.
+    /// Bumped by every commit and every time the cache forgets; reads remember it.
     epoch: u64,
+    /// The epoch at which the cache last dropped values it had been told: a read that
+    /// started before it fills nothing.
+    forgot_at: u64,
     hits: u64,
     misses: u64,
+    /// Misses per tree, to tell which reads go to IndexedDB.
+    misses_by_tree: std::collections::BTreeMap<&'static str, u64>,
 }
 
 /// Taken when a read starts; hands the answer back to the cache when it ends.
@@ -46,6 +59,7 @@ impl ReadCache {
             }
             None => {
                 self.misses += 1;
+                *self.misses_by_tree.entry(tree).or_default() += 1;
                 None
             }
         }
@@ -55,11 +69,13 @@ impl ReadCache {
         ReadTicket(self.epoch)
     }
 
-    /// Remembers what a read found, unless a commit overlapped the read.
+    /// Remembers what a read found, unless the cache holds the key already (a commit or a
+    /// read got there first) or forgot something since the read started.
     pub fn fill(&mut self, ticket: ReadTicket, tree: &'static str, key: &[u8], value: &Entry) {
-        if ticket.0 == self.epoch {
-            self.insert(tree, key.to_vec(), value.clone());
+        if ticket.0 < self.forgot_at || self.entries.contains_key(&(tree, key.to_vec())) {
+            return;
         }
+        self.insert(tree, key.to_vec(), value.clone());
     }
 
     /// Applies a batch that IndexedDB has committed.
@@ -77,7 +93,12 @@ impl ReadCache {
     pub fn clear(&mut self) {
         self.entries.clear();
         self.bytes = 0;
+        self.forgot();
+    }
+
+    fn forgot(&mut self) {
         self.epoch += 1;
+        self.forgot_at = self.epoch;
     }
 
     pub fn hits(&self) -> u64 {
@@ -88,6 +109,10 @@ impl ReadCache {
         self.misses
     }
 
+    pub fn misses_by_tree(&self) -> &std::collections::BTreeMap<&'static str, u64> {
+        &self.misses_by_tree
+    }
+
     fn insert(&mut self, tree: &'static str, key: Vec<u8>, value: Entry) {
         let value_len = value.as_ref().map_or(0, Vec::len);
         let cost = key.len() + value_len;
@@ -96,12 +121,14 @@ impl ReadCache {
             if let Some(old) = self.entries.remove(&(tree, key.clone())) {
                 self.bytes -= key.len() + old.as_ref().map_or(0, Vec::len);
             }
+            self.forgot();
             return;
         }
         if self.bytes + cost > BUDGET_BYTES {
             // Rare, and rebuilding from IndexedDB is cheap: simpler than tracking recency.
             self.entries.clear();
             self.bytes = 0;
+            self.forgot();
         }
         let old_cost = |old: &Entry, key: &Vec<u8>| key.len() + old.as_ref().map_or(0, Vec::len);
         let k = (tree, key);
@@ -142,7 +169,7 @@ mod tests {
     }
 
     #[test]
-    fn read_overlapping_a_commit_does_not_fill() {
+    fn read_overlapping_a_commit_keeps_the_committed_value() {
         let mut c = ReadCache::default();
         let ticket = c.ticket();
         c.committed(&batch(&[("t", b"a", Some(b"new"))]));
@@ -151,6 +178,46 @@ mod tests {
         let ticket = c.ticket();
         c.fill(ticket, "t", b"z", &None);
         assert_eq!(c.get("t", b"z"), Some(None));
+    }
+
+    #[test]
+    fn read_overlapping_a_commit_of_other_keys_fills() {
+        let mut c = ReadCache::default();
+        let ticket = c.ticket();
+        c.committed(&batch(&[("t", b"a", Some(b"new"))]));
+        c.fill(ticket, "t", b"b", &None);
+        assert_eq!(c.get("t", b"b"), Some(None));
+        // A commit after the fill still wins.
+        c.committed(&batch(&[("t", b"b", Some(b"later"))]));
+        assert_eq!(c.get("t", b"b"), Some(Some(b"later".to_vec())));
+    }
+
+    #[test]
+    fn a_value_too_big_to_keep_stops_fills_in_flight() {
+        let mut c = ReadCache::default();
+        let ticket = c.ticket();
+        let big = vec![0u8; MAX_CACHED_VALUE + 1];
+        c.committed(&batch(&[("t", b"a", Some(&big))]));
+        // The read may have started before that write: its (old) value must not be kept.
+        c.fill(ticket, "t", b"a", &Some(b"old".to_vec()));
+        assert_eq!(c.get("t", b"a"), None);
+        c.fill(c.ticket(), "t", b"b", &None);
+        assert_eq!(c.get("t", b"b"), Some(None), "later reads fill again");
+    }
+
+    #[test]
+    fn a_budget_clear_stops_fills_in_flight() {
+        let mut c = ReadCache::default();
+        let ticket = c.ticket();
+        c.committed(&batch(&[("t", b"a", Some(b"new"))]));
+        let v = vec![0u8; MAX_CACHED_VALUE];
+        let mut i = 0u32;
+        while c.entries.contains_key(&("t", b"a".to_vec())) {
+            c.committed(&batch(&[("u", &i.to_be_bytes(), Some(&v))]));
+            i += 1;
+        }
+        c.fill(ticket, "t", b"a", &Some(b"old".to_vec()));
+        assert_eq!(c.get("t", b"a"), None);
     }
 
     #[test]

@@ -63,6 +63,7 @@ impl HearthServer {
         let boot_ms = js_sys::Date::now() - began;
         tracing::info!(server_name = %hs.server_name(), boot_ms, "hearth-web started");
         wasm_bindgen_futures::spawn_local(hearth_core::federation::outbox::run(hs.clone()));
+        wasm_bindgen_futures::spawn_local(hearth_core::db::search_index::run(hs.clone()));
         Ok(HearthServer {
             inner: Rc::new(Inner {
                 hs,
@@ -265,6 +266,11 @@ fn op_stats_to_js(stats: OpStats) -> Result<JsValue, JsValue> {
     }
     set(&out, "cacheHits", &(stats.cache_hits as f64).into())?;
     set(&out, "cacheMisses", &(stats.cache_misses as f64).into())?;
+    let by_tree = Object::new();
+    for (tree, n) in &stats.cache_misses_by_tree {
+        set(&by_tree, tree, &(*n as f64).into())?;
+    }
+    set(&out, "cacheMissesByTree", &by_tree)?;
     Ok(out.into())
 }
 

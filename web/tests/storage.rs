@@ -288,3 +288,60 @@ impl BatchExt for Batch {
         b
     }
 }
+
+#[wasm_bindgen_test]
+async fn an_issued_write_is_seen_before_it_is_durable() {
+    let s = fresh_db().await;
+    let mut b = Batch::new();
+    b.put("test", b"a", b"1");
+    b.put("test", b"b", b"2");
+    let durable = s.begin_write(b).await.expect("issue");
+    // Point reads come from the cache, scans from IndexedDB (which runs them after the write).
+    assert_eq!(s.get("test", b"a").await.expect("get"), Some(b"1".to_vec()));
+    let all = s
+        .scan("test", KeyRange::all(), Direction::Forward, 10)
+        .await
+        .expect("scan");
+    assert_eq!(all.len(), 2);
+    durable.await.expect("durable");
+    // The next write waits for nothing, and the two land in order.
+    let mut b = Batch::new();
+    b.put("test", b"a", b"3");
+    let first = s.begin_write(b).await.expect("issue");
+    let mut b = Batch::new();
+    b.put("test", b"a", b"4");
+    let second = s
+        .begin_write(b)
+        .await
+        .expect("issued once the first committed");
+    first.await.expect("first");
+    second.await.expect("second");
+    assert_eq!(s.get("test", b"a").await.expect("get"), Some(b"4".to_vec()));
+}
+
+#[wasm_bindgen_test]
+async fn a_write_prepared_on_a_failed_one_is_never_issued() {
+    let s = fresh_db().await;
+    put(&s, "test", b"k", b"v").await;
+    let failing = s
+        .begin_write_that_aborts("test", b"k")
+        .await
+        .expect("issued");
+    let mut b = Batch::new();
+    b.put("test", b"after", b"built on the failed write");
+    let err = s
+        .begin_write(b)
+        .await
+        .err()
+        .expect("refused: the write ahead of it failed");
+    assert!(matches!(err, StorageError::Unavailable(_)), "{err:?}");
+    assert!(failing.await.is_err(), "the aborted write reports it");
+    assert_eq!(s.get("test", b"after").await.expect("get"), None);
+    assert_eq!(s.get("test", b"k").await.expect("get"), Some(b"v".to_vec()));
+    // Once the failure has been reported, writes go through again.
+    put(&s, "test", b"later", b"fine").await;
+    assert_eq!(
+        s.get("test", b"later").await.expect("get"),
+        Some(b"fine".to_vec())
+    );
+}

@@ -1,13 +1,13 @@
 //! Server-side search: `POST /search` (the `room_events` category).
 //!
-//! **Index.** Tree `search`: `room · word · pos → event id`, written at append time (in the
-//! event's own batch, see `db/search_index.rs` and `room/txn.rs`) for the searchable keys: `content.body` of
-//! `m.room.message`, `content.name` of `m.room.name`, `content.topic` of `m.room.topic`. Words
-//! are the text's alphanumeric runs, lowercased, cut at [`MAX_WORD_CHARS`]. Cost: one small
-//! record per distinct word of such an event (a 15-word message adds 15 puts to its batch;
-//! IndexedDB writes ≈ 8–10k records/s), and a redaction deletes them again. Encrypted events
-//! have nothing searchable and add nothing. Events appended by a path other than `RoomTxn`
-//! are not indexed.
+//! **Index.** Tree `search`: `room · word · pos → event id`, for the searchable keys:
+//! `content.body` of `m.room.message`, `content.name` of `m.room.name`, `content.topic` of
+//! `m.room.topic`. Words are the text's alphanumeric runs, lowercased, cut at
+//! [`MAX_WORD_CHARS`]. Cost: one small record per distinct word of such an event (a 15-word
+//! message adds 15 puts; IndexedDB writes ≈ 8–10k records/s), and a redaction deletes them
+//! again. Encrypted events have nothing searchable and add nothing. The index is written
+//! behind the timeline (see `db/search_index.rs`): a search first indexes what its rooms
+//! received since the last quiet spell.
 //!
 //! **Query.** Every word of the search term must match (AND), each as a prefix of a word of
 //! the text (`hear` finds "hearth"). Per room the caller is joined to, one prefix scan per
@@ -339,6 +339,8 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
         Order::Rank => Bound::Included(snapshot),
     };
     let rooms = searched_rooms(hs, &s.user_id, c, &token).await?;
+    // The index follows the timeline with a delay; a search sees every event up to now.
+    crate::db::search_index::catch_up(hs, &rooms, crate::db::search_index::MAX_PER_SEARCH).await?;
     let cands = candidates(hs, &rooms, &q.words, upper).await?;
     let mut hits = Vec::new();
     let mut unexamined_below = None;

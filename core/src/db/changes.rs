@@ -15,7 +15,7 @@ use std::rc::Rc;
 
 use async_trait::async_trait;
 
-use crate::storage::{Batch, Direction, KeyRange, Op, Storage, StorageResult};
+use crate::storage::{Batch, Direction, Durable, KeyRange, Op, Storage, StorageResult};
 
 /// Trees tracked per first key part as well as as a whole.
 const PARTITIONED: &[&str] = &[
@@ -192,12 +192,22 @@ impl Storage for Tracked {
         self.inner.scan(tree, range, direction, limit).await
     }
 
-    async fn write(&self, batch: Batch) -> StorageResult<()> {
+    async fn begin_write(&self, batch: Batch) -> StorageResult<Durable> {
         let touched = Touched::of(&batch);
         self.clock.note(&touched);
-        let result = self.inner.write(batch).await;
-        self.clock.note(&touched);
-        result
+        let durable = match self.inner.begin_write(batch).await {
+            Ok(durable) => durable,
+            Err(e) => {
+                self.clock.note(&touched);
+                return Err(e);
+            }
+        };
+        let clock = self.clock.clone();
+        Ok(Box::pin(async move {
+            let result = durable.await;
+            clock.note(&touched);
+            result
+        }))
     }
 
     async fn size_estimate(&self) -> StorageResult<u64> {

@@ -289,6 +289,11 @@ pub struct RoomRecord {
     /// count existed: every event looks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_redactions: Option<u32>,
+    /// The search index's marker: timeline events up to this position are indexed (see
+    /// `db::search_index`). `None` for a room recorded before the index was written behind
+    /// the timeline: its events were indexed as they arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub indexed: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

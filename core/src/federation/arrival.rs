@@ -6,7 +6,10 @@
 //! previous one's write is being committed (in a browser, an IndexedDB commit is where a
 //! catch-up spends most of its waiting). The host takes a ticket for each `/send` as its frame
 //! arrives, in the channel's order ([`arrive`]). The handler checks signatures, then waits
-//! until every earlier ticket has finished before it writes ([`Arrivals::turn`]).
+//! until every earlier ticket has finished before it writes ([`Arrivals::turn`]). A ticket
+//! whose writes are all issued lets the next one go ahead before it is answered
+//! ([`Arrivals::pass`]): the next transaction is checked against the auth rules and prepared
+//! while storage commits the previous one, and its own write waits for that commit.
 //!
 //! When a transaction fails, the ones from the same origin already in flight behind it fail
 //! too, with a retryable error: the sender (the relay) retries in order, and must never find a
@@ -56,7 +59,14 @@ impl State {
             self.failures
                 .push((seq, self.issued, origin.map(str::to_owned)));
         }
-        self.finished.insert(seq);
+        self.pass(seq);
+    }
+
+    fn pass(&mut self, seq: u64) {
+        // A ticket passed earlier finishes again when it is answered.
+        if seq >= self.next {
+            self.finished.insert(seq);
+        }
         while self.finished.remove(&self.next) {
             self.next += 1;
         }
@@ -81,9 +91,22 @@ impl Arrivals {
 
     fn finish(&self, seq: u64, ok: bool, origin: Option<&str>) {
         self.state.borrow_mut().finish(seq, ok, origin);
+        self.wake();
+    }
+
+    fn wake(&self) {
         for w in self.wakers.borrow_mut().drain(..) {
             w.wake();
         }
+    }
+
+    /// Lets the transactions behind `arrival` take their turn before it is answered: every
+    /// write it makes has been issued, so whatever they read reflects it. If that write then
+    /// fails, the failure still holds back the ones of its origin that have not taken their
+    /// turn yet, and the writes of those that have are refused (see [`crate::write`]).
+    pub fn pass(&self, arrival: Arrival) {
+        self.state.borrow_mut().pass(arrival.0);
+        self.wake();
     }
 
     /// Completes when every transaction that arrived before `arrival` has finished; fails,
@@ -253,6 +276,23 @@ mod tests {
         // 1 fails at once (a bad signature, say) while 0 is still being checked.
         s.finish(1, false, Some(X));
         assert!(!s.behind_a_failure(0, X));
+    }
+
+    #[test]
+    fn a_passed_ticket_lets_the_next_go_and_can_still_fail() {
+        let mut s = issued(3);
+        s.pass(0);
+        assert_eq!(s.next, 1, "1 may take its turn before 0 is answered");
+        // 0's write then fails, with 1 past its turn (its write is refused by storage) and
+        // 2 not yet at it.
+        s.finish(0, false, Some(X));
+        assert!(s.behind_a_failure(2, X));
+        assert_eq!(s.next, 1, "finishing a passed ticket moves nothing");
+        assert!(s.finished.is_empty(), "and leaves nothing behind");
+        s.finish(1, false, Some(X));
+        s.finish(2, false, Some(X));
+        assert_eq!(s.next, 3);
+        assert!(s.failures.is_empty());
     }
 
     #[test]

@@ -28,6 +28,7 @@ use crate::room::ingest::{self, AcceptError, Accepted, Refusal};
 use crate::room::txn::{RoomTxn, supported_version};
 use crate::router::Router;
 use crate::storage::Batch;
+use crate::write::Issued;
 use crate::{Ctx, Homeserver, route};
 
 /// How many PDUs one gap may pull in through `get_missing_events`, all rounds together.
@@ -74,16 +75,31 @@ async fn send(
         .collect();
     let checked = verify_pdus(hs, &values).await;
     if let Some(arrival) = ctx.arrival {
+        // Read now what the turn will look up: once the transaction ahead has issued its
+        // write, a read would wait for that write to be committed.
+        let (events, answer) = futures::future::join(
+            prefetch(hs, &checked),
+            hs.store.get("inbound_txns", &txn_key),
+        )
+        .await;
+        events?;
+        answer?;
         hs.federation.arrivals.turn(arrival, &origin).await?;
         // Applied already (a retry), perhaps while this one was in flight.
         if let Some(answer) = answered_before(hs, &txn_key).await? {
             return Ok(answer);
         }
+    } else {
+        prefetch(hs, &checked).await?;
     }
     // Without EDUs the record can go with the last PDUs' write: there is nothing left that a
     // retry answered from the record would skip.
     let record_with_pdus = req.edus.is_empty().then_some(txn_key.as_slice());
-    let (outcomes, recorded) = apply_pdus(hs, &origin, &values, checked, record_with_pdus).await?;
+    let Applied {
+        outcomes,
+        recorded,
+        in_flight,
+    } = apply_pdus(hs, &origin, &values, checked, record_with_pdus).await?;
     for outcome in &outcomes {
         match outcome {
             Ok(_) => {}
@@ -108,6 +124,14 @@ async fn send(
         batch.put("inbound_txns", txn_key, to_json(&results)?);
         let _lock = hs.write_lock().await;
         hs.commit(batch).await?;
+    }
+    // Everything this transaction writes is issued: the next one may take its turn while the
+    // last write is committed. Only its answer waits for that.
+    if let Some(arrival) = ctx.arrival {
+        hs.federation.arrivals.pass(arrival);
+    }
+    if let Some(write) = in_flight {
+        write.durable().await?;
     }
     Ok(send_transaction_message::v1::Response::new(
         results
@@ -170,7 +194,22 @@ pub async fn receive_pdus(
     record: Option<&[u8]>,
 ) -> Result<(Vec<Received>, bool)> {
     let checked = verify_pdus(hs, values).await;
-    apply_pdus(hs, origin, values, checked, record).await
+    prefetch(hs, &checked).await?;
+    let applied = apply_pdus(hs, origin, values, checked, record).await?;
+    if let Some(write) = applied.in_flight {
+        write.durable().await?;
+    }
+    Ok((applied.outcomes, applied.recorded))
+}
+
+/// What [`apply_pdus`] did.
+pub struct Applied {
+    pub outcomes: Vec<Received>,
+    /// Whether the outcomes were recorded (under the `record` key) with the last write.
+    pub recorded: bool,
+    /// The last write, issued and visible to every later reader and writer but perhaps not
+    /// durable yet: nothing may be acknowledged before [`Issued::durable`] says it is.
+    pub in_flight: Option<Issued>,
 }
 
 /// A PDU whose signatures and hashes were checked, with its room; or what it is answered.
@@ -192,24 +231,31 @@ pub async fn verify_pdus(hs: &Homeserver, values: &[Value]) -> Vec<Checked> {
     checked
 }
 
-/// [`receive_pdus`] after [`verify_pdus`]: `checked` holds one entry per value.
-pub async fn apply_pdus(
-    hs: &Homeserver,
-    origin: &ServerName,
-    values: &[Value],
-    checked: Vec<Checked>,
-    record: Option<&[u8]>,
-) -> Result<(Vec<Received>, bool)> {
-    // Most of these events are new to this server, and each is looked up before it is
-    // accepted: one read for them all, where a browser would pay a read transaction for each.
+/// Most of a transaction's events are new to this server, and each is looked up before it is
+/// accepted: one read for them all, where a browser would pay a read transaction for each
+/// (its storage remembers the answers).
+pub async fn prefetch(hs: &Homeserver, checked: &[Checked]) -> Result<()> {
     let ids: Vec<Vec<u8>> = checked
         .iter()
         .filter_map(|c| c.as_ref().ok())
         .map(|(_, pdu)| pdu.event_id.as_bytes().to_vec())
         .collect();
     hs.store.get_many("events", &ids).await?;
+    Ok(())
+}
+
+/// [`receive_pdus`] after [`verify_pdus`] and [`prefetch`]: `checked` holds one entry per
+/// value.
+pub async fn apply_pdus(
+    hs: &Homeserver,
+    origin: &ServerName,
+    values: &[Value],
+    checked: Vec<Checked>,
+    record: Option<&[u8]>,
+) -> Result<Applied> {
     let mut out: Vec<Received> = Vec::with_capacity(values.len());
     let mut recorded = false;
+    let mut in_flight = None;
     let mut i = 0;
     while i < checked.len() {
         let room = match &checked[i] {
@@ -222,7 +268,7 @@ pub async fn apply_pdus(
         };
         let mut gap = None;
         {
-            let _lock = hs.write_lock().await;
+            let lock = hs.write_lock().await;
             let mut txn = RoomTxn::open(hs, &room).await?;
             let mut run = Vec::new();
             while let Some(Ok((r, pdu))) = checked.get(i) {
@@ -253,13 +299,24 @@ pub async fn apply_pdus(
                     .put("inbound_txns", k.to_vec(), to_json(&record_of(&out))?);
                 recorded = true;
             }
-            txn.commit().await?;
+            if gap.is_none() && i == checked.len() {
+                // The last write: the next transaction may be prepared while this one is
+                // committed.
+                in_flight = txn.issue().await?.1;
+                drop(lock);
+            } else {
+                txn.commit().await?;
+            }
         }
         if let Some(at) = gap {
             out.push(receive_pdu(hs, origin, &values[at]).await);
         }
     }
-    Ok((out, recorded))
+    Ok(Applied {
+        outcomes: out,
+        recorded,
+        in_flight,
+    })
 }
 
 /// What `/send` answers (and remembers) for these outcomes: each PDU's id, with its error.

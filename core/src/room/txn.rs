@@ -157,6 +157,7 @@ impl<'a> RoomTxn<'a> {
                 current_group: None,
                 backfill: None,
                 pending_redactions: Some(0),
+                indexed: Some(0),
             },
             version,
             rules,
@@ -441,8 +442,11 @@ impl<'a> RoomTxn<'a> {
                 );
             }
         }
-        // Index the searchable text for `/search` (layout in client/search.rs).
-        crate::db::search_index::index_event(&mut self.batch, &pdu);
+        // The search index follows behind (db/search_index.rs). A room whose events were
+        // indexed as they arrived starts its marker here.
+        if self.record.indexed.is_none() {
+            self.record.indexed = Some(pos.saturating_sub(1));
+        }
         let pdu = Rc::new(pdu);
         // Visible to this transaction first: a redaction waiting for it finds it.
         self.pending.insert(pdu.event_id.clone(), pdu.clone());
@@ -670,8 +674,11 @@ impl<'a> RoomTxn<'a> {
         if orig.room_id != self.room_id || orig.meta.redacted_because.is_some() {
             return Ok(());
         }
-        // A redacted text is no longer searchable.
-        crate::db::search_index::unindex_event(&mut self.batch, &orig);
+        // A redacted text is no longer searchable. Past the marker it is not indexed yet, and
+        // the indexer will read the redacted event.
+        if self.record.indexed.is_none_or(|marker| orig.pos <= marker) {
+            crate::db::search_index::unindex_event(&mut self.batch, &orig);
+        }
         let CanonicalJsonValue::Object(mut object) =
             ruma::canonical_json::to_canonical_value(&orig.json)
                 .map_err(|e| MatrixError::unknown(format!("stored event: {e}")))?
@@ -771,6 +778,21 @@ impl<'a> RoomTxn<'a> {
         Ok(self.publish())
     }
 
+    /// [`RoomTxn::commit`] up to the point where storage has the write, and with the caches
+    /// showing it already: the caller may release the write lock and then await
+    /// [`Issued::durable`] (`None` when there was nothing to write). Readers without the lock
+    /// may see the new state in the caches slightly before `/sync` shows its events.
+    ///
+    /// [`Issued::durable`]: crate::write::Issued::durable
+    pub async fn issue(mut self) -> Result<(Vec<Rc<Pdu>>, Option<crate::write::Issued>)> {
+        if self.appended.is_empty() && self.batch.ops.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let batch = self.finish().await?;
+        let issued = self.hs.issue(batch).await?;
+        Ok((self.publish(), Some(issued)))
+    }
+
     /// Takes the batch (with the room record) out, for a caller that writes several rooms in
     /// one commit. Call [`RoomTxn::publish`] after the write succeeded.
     pub async fn finish(&mut self) -> Result<Batch> {
@@ -785,6 +807,9 @@ impl<'a> RoomTxn<'a> {
     /// Publishes the written events and state to the caches.
     pub fn publish(self) -> Vec<Rc<Pdu>> {
         let hs = self.hs;
+        if !self.appended.is_empty() {
+            hs.search.note(&self.room_id);
+        }
         self.groups.publish(hs);
         if !self.outbound.is_empty() {
             crate::federation::outbox::queued(hs, self.outbound.iter().cloned());

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 
-use super::{Batch, Direction, KeyRange, Op, Storage, StorageError, StorageResult, TREES};
+use super::{Batch, Direction, Durable, KeyRange, Op, Storage, StorageError, StorageResult, TREES};
 
 type Tree = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -64,7 +64,24 @@ impl Storage for MemoryStorage {
         })
     }
 
-    async fn write(&self, batch: Batch) -> StorageResult<()> {
+    /// Memory writes are durable at once: nothing is ever in flight.
+    async fn begin_write(&self, batch: Batch) -> StorageResult<Durable> {
+        self.apply(batch)?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
+
+    async fn size_estimate(&self) -> StorageResult<u64> {
+        let trees = self.trees.borrow();
+        Ok(trees
+            .values()
+            .flat_map(|t| t.iter())
+            .map(|(k, v)| (k.len() + v.len()) as u64)
+            .sum())
+    }
+}
+
+impl MemoryStorage {
+    fn apply(&self, batch: Batch) -> StorageResult<()> {
         let mut trees = self.trees.borrow_mut();
         // Validate first so that a bad batch leaves nothing behind.
         for op in &batch.ops {
@@ -82,14 +99,5 @@ impl Storage for MemoryStorage {
             }
         }
         Ok(())
-    }
-
-    async fn size_estimate(&self) -> StorageResult<u64> {
-        let trees = self.trees.borrow();
-        Ok(trees
-            .values()
-            .flat_map(|t| t.iter())
-            .map(|(k, v)| (k.len() + v.len()) as u64)
-            .sum())
     }
 }

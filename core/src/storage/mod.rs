@@ -78,7 +78,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// Errors a storage backend reports. They become `M_UNKNOWN` (or `M_RESOURCE_LIMIT_EXCEEDED`
 /// for quota) responses; nothing of the failed batch is visible afterwards.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     #[error("unknown tree {0:?}")]
     UnknownTree(String),
@@ -91,6 +91,10 @@ pub enum StorageError {
 }
 
 pub type StorageResult<T> = Result<T, StorageError>;
+
+/// A write that has been issued (see [`Storage::begin_write`]): resolves when the batch is
+/// durable, or with why it is not. Dropping it does not cancel the write.
+pub type Durable = std::pin::Pin<Box<dyn std::future::Future<Output = StorageResult<()>>>>;
 
 /// The direction of a range scan.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,7 +279,22 @@ pub trait Storage {
     }
 
     /// Applies every op of the batch, or none of them.
-    async fn write(&self, batch: Batch) -> StorageResult<()>;
+    async fn write(&self, batch: Batch) -> StorageResult<()> {
+        self.begin_write(batch).await?.await
+    }
+
+    /// Issues a write and returns once it is issued, not once it is durable, so the caller
+    /// can go on preparing the next one while the backend commits this one (a browser spends
+    /// most of a federation catch-up waiting for IndexedDB commits).
+    ///
+    /// The contract:
+    /// - every read and write that starts after this returns sees the batch, as if written;
+    /// - a write still in flight is waited for first, and when the write issued last failed,
+    ///   this one fails too without being issued, since whoever prepared it may have read
+    ///   what failed (the one after it goes through again);
+    /// - the returned [`Durable`] says whether the batch became durable. If it fails, nothing
+    ///   of the batch stays visible.
+    async fn begin_write(&self, batch: Batch) -> StorageResult<Durable>;
 
     /// Approximate bytes stored, for the status page.
     async fn size_estimate(&self) -> StorageResult<u64> {

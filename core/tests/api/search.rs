@@ -250,6 +250,85 @@ async fn redacted_events_are_no_longer_found() {
 }
 
 #[tokio::test]
+async fn an_event_redacted_before_it_is_indexed_is_never_found() {
+    let (hs, _) = test_server(5).await;
+    let alice = TestClient::register(&hs, "alice").await;
+    let room = create_room(&alice, json!({})).await;
+    let id = send_text(&alice, &room, "oops my credit card number").await;
+    alice
+        .put(
+            &format!(
+                "/_matrix/client/v3/rooms/{}/redact/{}/r1",
+                enc(&room),
+                enc(&id)
+            ),
+            json!({}),
+        )
+        .await
+        .assert_ok();
+    assert_eq!(
+        search(&alice, json!({"search_term": "credit"})).await["count"],
+        0
+    );
+    assert_eq!(postings(&hs).await, 0, "nothing of it was indexed");
+}
+
+/// Rows in the search index.
+async fn postings(hs: &hearth_core::Homeserver) -> usize {
+    hs.store
+        .scan(
+            "search",
+            hearth_core::storage::KeyRange::all(),
+            hearth_core::storage::Direction::Forward,
+            usize::MAX,
+        )
+        .await
+        .expect("scan")
+        .len()
+}
+
+#[tokio::test]
+async fn the_index_follows_the_timeline_and_a_search_brings_it_up_to_date() {
+    let (hs, _) = test_server(5).await;
+    let alice = TestClient::register(&hs, "alice").await;
+    let room = create_room(&alice, json!({})).await;
+    // More than one indexing chunk, so that catching up takes several writes.
+    let n = hearth_core::db::search_index::CHUNK + 10;
+    for i in 0..n {
+        send_text(&alice, &room, &format!("backlog item{i}")).await;
+    }
+    assert_eq!(postings(&hs).await, 0, "sending writes no postings");
+    let found = search(&alice, json!({"search_term": "backlog"})).await;
+    assert_eq!(found["count"], n);
+    // Two words per message.
+    assert_eq!(postings(&hs).await, 2 * n);
+    // The last one, indexed by the last chunk (no other word has it as a prefix).
+    let last = format!("item{}", n - 1);
+    let one = search(&alice, json!({"search_term": last})).await;
+    assert_eq!(bodies(&one), vec![format!("backlog {last}")]);
+}
+
+#[tokio::test]
+async fn the_background_indexer_catches_up_once_writes_are_quiet() {
+    let (hs, _) = test_server(5).await;
+    let alice = TestClient::register(&hs, "alice").await;
+    let room = create_room(&alice, json!({})).await;
+    send_text(&alice, &room, "quiet afternoon").await;
+    let indexer = hearth_core::db::search_index::run(hs.clone());
+    let check = async {
+        for _ in 0..100 {
+            if postings(&hs).await == 2 {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("the indexer did not index the message");
+    };
+    futures::pin_mut!(indexer);
+    futures::future::select(indexer, Box::pin(check)).await;
+}
+
+#[tokio::test]
 async fn recent_order_pages_newest_first() {
     let (hs, _) = test_server(6).await;
     let alice = TestClient::register(&hs, "alice").await;

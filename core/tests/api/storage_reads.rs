@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use async_trait::async_trait;
-use hearth_core::storage::{Batch, Direction, KeyRange, MemoryStorage, Op, Storage, StorageResult};
+use hearth_core::storage::{
+    Batch, Direction, Durable, KeyRange, MemoryStorage, Op, Storage, StorageResult,
+};
 use hearth_core::testing::{TestClient, TestWorld, enc};
 use hearth_core::{Config, Homeserver};
 use serde_json::json;
@@ -53,13 +55,13 @@ impl Storage for ColdReads {
         self.inner.scan(tree, range, direction, limit).await
     }
 
-    async fn write(&self, batch: Batch) -> StorageResult<()> {
+    async fn begin_write(&self, batch: Batch) -> StorageResult<Durable> {
         self.writes.set(self.writes.get() + 1);
         for op in &batch.ops {
             let (Op::Put { tree, key, .. } | Op::Delete { tree, key }) = op;
             self.seen.borrow_mut().insert((tree, key.clone()));
         }
-        self.inner.write(batch).await
+        self.inner.begin_write(batch).await
     }
 }
 

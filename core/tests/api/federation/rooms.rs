@@ -1146,12 +1146,12 @@ impl hearth_core::storage::Storage for CountedWrites {
         self.inner.get_many(tree, keys).await
     }
 
-    async fn write(
+    async fn begin_write(
         &self,
         batch: hearth_core::storage::Batch,
-    ) -> hearth_core::storage::StorageResult<()> {
+    ) -> hearth_core::storage::StorageResult<hearth_core::storage::Durable> {
         self.writes.set(self.writes.get() + 1);
-        self.inner.write(batch).await
+        self.inner.begin_write(batch).await
     }
 }
 
@@ -1346,6 +1346,132 @@ async fn transactions_in_flight_together_apply_in_the_order_they_arrived() {
     let first = handle_in_order(&b, signed_send(&a, &b, "x1", txn_body(&a, &pdus[..1])));
     let second = handle_in_order(&b, signed_send(&a, &b, "x2", txn_body(&a, &pdus[1..])));
     let (second, first) = futures::join!(second, first);
+    assert_eq!(
+        (first.status().as_u16(), second.status().as_u16()),
+        (200, 200)
+    );
+    assert_eq!(pdu_errors(&first), Vec::<String>::new());
+    assert_eq!(pdu_errors(&second), Vec::<String>::new());
+    assert_eq!(bodies(&bob, &room).await, ["one", "two", "three"]);
+}
+
+/// Memory storage whose writes become durable only while its gate is open, one in flight at a
+/// time (as the IndexedDB backend keeps them).
+#[derive(Default)]
+struct Gated {
+    inner: hearth_core::storage::MemoryStorage,
+    gate: std::rc::Rc<Gate>,
+    /// Writes that have asked to be issued (some may be waiting for the one ahead).
+    begun: std::cell::Cell<usize>,
+    ahead: std::cell::RefCell<
+        Option<futures::future::Shared<futures::future::LocalBoxFuture<'static, ()>>>,
+    >,
+}
+
+#[derive(Default)]
+struct Gate {
+    closed: std::cell::Cell<bool>,
+    wakers: std::cell::RefCell<Vec<std::task::Waker>>,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.closed.set(false);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    fn passed(self: std::rc::Rc<Self>) -> impl std::future::Future<Output = ()> {
+        futures::future::poll_fn(move |cx| {
+            if self.closed.get() {
+                self.wakers.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+    }
+}
+
+#[async_trait::async_trait(?Send)]
+impl hearth_core::storage::Storage for Gated {
+    async fn get(
+        &self,
+        tree: &'static str,
+        key: &[u8],
+    ) -> hearth_core::storage::StorageResult<Option<Vec<u8>>> {
+        self.inner.get(tree, key).await
+    }
+
+    async fn scan(
+        &self,
+        tree: &'static str,
+        range: hearth_core::storage::KeyRange,
+        direction: hearth_core::storage::Direction,
+        limit: usize,
+    ) -> hearth_core::storage::StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.scan(tree, range, direction, limit).await
+    }
+
+    async fn begin_write(
+        &self,
+        batch: hearth_core::storage::Batch,
+    ) -> hearth_core::storage::StorageResult<hearth_core::storage::Durable> {
+        use futures::FutureExt;
+        self.begun.set(self.begun.get() + 1);
+        let ahead = self.ahead.borrow().clone();
+        if let Some(ahead) = ahead {
+            ahead.await;
+        }
+        self.inner.begin_write(batch).await?.await?;
+        let durable = self.gate.clone().passed().boxed_local().shared();
+        *self.ahead.borrow_mut() = Some(durable.clone());
+        Ok(Box::pin(durable.map(Ok)))
+    }
+}
+
+/// The next transaction on a channel is checked and prepared while the previous one's write
+/// is still being committed: its write is waiting to be issued before the first is durable.
+#[tokio::test]
+async fn the_next_transaction_is_prepared_while_the_previous_one_commits() {
+    use hearth_core::federation::arrival::handle_in_order;
+    let net = Network::new();
+    let (a, _) = net.server(1).await;
+    let store = std::rc::Rc::new(Gated::default());
+    let world_b = std::rc::Rc::new(hearth_core::testing::TestWorld::new(2));
+    let b = net
+        .server_on(store.clone(), world_b, hearth_core::testing::test_config())
+        .await;
+    let alice = TestClient::register(&a, "alice").await;
+    let bob = TestClient::register(&b, "bob").await;
+    let room = shared_room(&alice, &bob, &[&a, &b]).await;
+    net.partition(a.server_name(), b.server_name());
+    let mut pdus = Vec::new();
+    for text in ["one", "two", "three"] {
+        let id = say(&alice, &room, text).await;
+        pdus.push(pdu_as_served(&a, &b, &id).await);
+    }
+    store.gate.closed.set(true);
+    let begun = store.begun.get();
+    let first = handle_in_order(&b, signed_send(&a, &b, "x1", txn_body(&a, &pdus[..1])));
+    let second = handle_in_order(&b, signed_send(&a, &b, "x2", txn_body(&a, &pdus[1..])));
+    let both = Box::pin(futures::future::join(first, second));
+    let prepared = Box::pin(async {
+        for _ in 0..1000 {
+            if store.begun.get() >= begun + 2 {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("the second transaction's write was not prepared while the first committed");
+    });
+    let futures::future::Either::Right(((), both)) = futures::future::select(both, prepared).await
+    else {
+        panic!("answered while the first write could not become durable");
+    };
+    store.gate.open();
+    let (first, second) = both.await;
     assert_eq!(
         (first.status().as_u16(), second.status().as_u16()),
         (200, 200)
