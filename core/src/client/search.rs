@@ -339,8 +339,14 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
         Order::Rank => Bound::Included(snapshot),
     };
     let rooms = searched_rooms(hs, &s.user_id, c, &token).await?;
-    // The index follows the timeline with a delay; a search sees every event up to now.
-    crate::db::search_index::catch_up(hs, &rooms, crate::db::search_index::MAX_PER_SEARCH).await?;
+    // The index follows the timeline with a delay; a search sees every event up to now. If
+    // that cannot be written (storage full, say), the search still answers from what is
+    // indexed.
+    if let Err(e) =
+        crate::db::search_index::catch_up(hs, &rooms, crate::db::search_index::MAX_PER_SEARCH).await
+    {
+        tracing::warn!(error = %e, "search: bringing the index up to date failed");
+    }
     let cands = candidates(hs, &rooms, &q.words, upper).await?;
     let mut hits = Vec::new();
     let mut unexamined_below = None;

@@ -130,30 +130,25 @@ impl Backlog {
 /// moves the marker past them. Returns how many events it looked at: fewer than [`CHUNK`]
 /// means the room is up to date.
 pub async fn index_chunk(hs: &Homeserver, room: &RoomId) -> Result<usize> {
+    // Most rooms are up to date: find that out without the lock and the room's state.
+    match super::rooms::room_record(hs, room).await? {
+        Some(record) => match record.indexed {
+            Some(from) if !unindexed(hs, room, from, 1).await?.is_empty() => {}
+            // Up to date, or recorded before the marker existed (indexed as events arrived).
+            _ => return Ok(0),
+        },
+        None => return Ok(0),
+    }
     let _lock = hs.write_lock().await;
     let mut txn = match RoomTxn::open(hs, room).await {
         Ok(txn) => txn,
-        // Gone, or a version this server no longer reads: nothing to index.
+        // A version this server no longer reads: nothing to index.
         Err(_) => return Ok(0),
     };
-    // A room recorded before the marker existed was indexed as its events arrived.
     let Some(from) = txn.record.indexed else {
         return Ok(0);
     };
-    let start = key(&[room.as_bytes(), &pos_bytes(from.saturating_add(1))]);
-    let end = match prefix_successor(&prefix(&[room.as_bytes()])) {
-        Some(end) => Bound::Excluded(end),
-        None => Bound::Unbounded,
-    };
-    let rows = hs
-        .store
-        .scan(
-            "timeline",
-            KeyRange::new(Bound::Included(start), end),
-            Direction::Forward,
-            CHUNK,
-        )
-        .await?;
+    let rows = unindexed(hs, room, from, CHUNK).await?;
     let Some(last) = rows.last().and_then(|(k, _)| pos_from(k)) else {
         return Ok(0);
     };
@@ -173,6 +168,29 @@ pub async fn index_chunk(hs: &Homeserver, room: &RoomId) -> Result<usize> {
     txn.record.indexed = Some(last);
     txn.commit().await?;
     Ok(rows.len())
+}
+
+/// Up to `limit` timeline rows of `room` after position `from`.
+async fn unindexed(
+    hs: &Homeserver,
+    room: &RoomId,
+    from: u64,
+    limit: usize,
+) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let start = key(&[room.as_bytes(), &pos_bytes(from.saturating_add(1))]);
+    let end = match prefix_successor(&prefix(&[room.as_bytes()])) {
+        Some(end) => Bound::Excluded(end),
+        None => Bound::Unbounded,
+    };
+    Ok(hs
+        .store
+        .scan(
+            "timeline",
+            KeyRange::new(Bound::Included(start), end),
+            Direction::Forward,
+            limit,
+        )
+        .await?)
 }
 
 /// Brings the index of `rooms` up to date, indexing at most `budget` events.

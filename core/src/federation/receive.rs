@@ -119,20 +119,26 @@ async fn send(
             tracing::info!(%origin, error = %e, "refused an EDU");
         }
     }
-    if !recorded {
-        let mut batch = Batch::new();
-        batch.put("inbound_txns", txn_key, to_json(&results)?);
-        let _lock = hs.write_lock().await;
-        hs.commit(batch).await?;
+    let recording = async {
+        if !recorded {
+            let mut batch = Batch::new();
+            batch.put("inbound_txns", txn_key, to_json(&results)?);
+            let _lock = hs.write_lock().await;
+            hs.commit(batch).await?;
+        }
+        Ok::<_, MatrixError>(())
     }
+    .await;
     // Everything this transaction writes is issued: the next one may take its turn while the
-    // last write is committed. Only its answer waits for that.
+    // last write is committed. Only its answer waits for that, and it is waited for even when
+    // recording failed, so that its events become visible (or its failure known) at once.
     if let Some(arrival) = ctx.arrival {
         hs.federation.arrivals.pass(arrival);
     }
     if let Some(write) = in_flight {
         write.durable().await?;
     }
+    recording?;
     Ok(send_transaction_message::v1::Response::new(
         results
             .into_iter()

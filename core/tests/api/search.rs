@@ -222,6 +222,19 @@ async fn search_respects_history_visibility() {
     );
 }
 
+async fn redact(c: &TestClient, room: &str, id: &str) {
+    c.put(
+        &format!(
+            "/_matrix/client/v3/rooms/{}/redact/{}/r1",
+            enc(room),
+            enc(id)
+        ),
+        json!({}),
+    )
+    .await
+    .assert_ok();
+}
+
 #[tokio::test]
 async fn redacted_events_are_no_longer_found() {
     let (hs, _) = test_server(5).await;
@@ -232,17 +245,7 @@ async fn redacted_events_are_no_longer_found() {
         search(&alice, json!({"search_term": "credit"})).await["count"],
         1
     );
-    alice
-        .put(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/redact/{}/r1",
-                enc(&room),
-                enc(&id)
-            ),
-            json!({}),
-        )
-        .await
-        .assert_ok();
+    redact(&alice, &room, &id).await;
     assert_eq!(
         search(&alice, json!({"search_term": "credit"})).await["count"],
         0
@@ -255,17 +258,7 @@ async fn an_event_redacted_before_it_is_indexed_is_never_found() {
     let alice = TestClient::register(&hs, "alice").await;
     let room = create_room(&alice, json!({})).await;
     let id = send_text(&alice, &room, "oops my credit card number").await;
-    alice
-        .put(
-            &format!(
-                "/_matrix/client/v3/rooms/{}/redact/{}/r1",
-                enc(&room),
-                enc(&id)
-            ),
-            json!({}),
-        )
-        .await
-        .assert_ok();
+    redact(&alice, &room, &id).await;
     assert_eq!(
         search(&alice, json!({"search_term": "credit"})).await["count"],
         0

@@ -1108,17 +1108,50 @@ async fn a_restricted_room_is_joined_from_another_server_on_a_members_word() {
     );
 }
 
-/// Memory storage that counts its writes (each one is an IndexedDB transaction in a browser).
+/// Memory storage whose writes become durable only while its gate is open, one in flight at a
+/// time (as the IndexedDB backend keeps them), and that counts its writes (each one is an
+/// IndexedDB transaction in a browser) and the keys read together.
 #[derive(Default)]
-struct CountedWrites {
+struct Gated {
     inner: hearth_core::storage::MemoryStorage,
-    writes: std::cell::Cell<usize>,
+    gate: std::rc::Rc<Gate>,
+    /// Writes that have asked to be issued (some may be waiting for the one ahead).
+    begun: std::cell::Cell<usize>,
     /// Keys asked for through `get_many` (what a browser reads in one transaction).
     many_keys: std::cell::Cell<usize>,
+    ahead: std::cell::RefCell<
+        Option<futures::future::Shared<futures::future::LocalBoxFuture<'static, ()>>>,
+    >,
+}
+
+#[derive(Default)]
+struct Gate {
+    closed: std::cell::Cell<bool>,
+    wakers: std::cell::RefCell<Vec<std::task::Waker>>,
+}
+
+impl Gate {
+    fn open(&self) {
+        self.closed.set(false);
+        for w in self.wakers.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    fn passed(self: std::rc::Rc<Self>) -> impl std::future::Future<Output = ()> {
+        futures::future::poll_fn(move |cx| {
+            if self.closed.get() {
+                self.wakers.borrow_mut().push(cx.waker().clone());
+                std::task::Poll::Pending
+            } else {
+                std::task::Poll::Ready(())
+            }
+        })
+    }
 }
 
 #[async_trait::async_trait(?Send)]
-impl hearth_core::storage::Storage for CountedWrites {
+impl hearth_core::storage::Storage for Gated {
     async fn get(
         &self,
         tree: &'static str,
@@ -1150,20 +1183,41 @@ impl hearth_core::storage::Storage for CountedWrites {
         &self,
         batch: hearth_core::storage::Batch,
     ) -> hearth_core::storage::StorageResult<hearth_core::storage::Durable> {
-        self.writes.set(self.writes.get() + 1);
-        self.inner.begin_write(batch).await
+        use futures::FutureExt;
+        self.begun.set(self.begun.get() + 1);
+        let ahead = self.ahead.borrow().clone();
+        if let Some(ahead) = ahead {
+            ahead.await;
+        }
+        self.inner.begin_write(batch).await?.await?;
+        let durable = self.gate.clone().passed().boxed_local().shared();
+        *self.ahead.borrow_mut() = Some(durable.clone());
+        Ok(Box::pin(durable.map(Ok)))
     }
+}
+
+/// Server 1, and server 2 on a [`Gated`] store.
+async fn with_gated_receiver(
+    net: &Network,
+) -> (
+    Homeserver,
+    std::rc::Rc<hearth_core::testing::TestWorld>,
+    Homeserver,
+    std::rc::Rc<Gated>,
+) {
+    let (a, world_a) = net.server(1).await;
+    let store = std::rc::Rc::new(Gated::default());
+    let world_b = std::rc::Rc::new(hearth_core::testing::TestWorld::new(2));
+    let b = net
+        .server_on(store.clone(), world_b, hearth_core::testing::test_config())
+        .await;
+    (a, world_a, b, store)
 }
 
 #[tokio::test]
 async fn a_backlog_transaction_is_written_in_one_go() {
     let net = Network::new();
-    let (a, world_a) = net.server(1).await;
-    let store = std::rc::Rc::new(CountedWrites::default());
-    let world_b = std::rc::Rc::new(hearth_core::testing::TestWorld::new(2));
-    let b = net
-        .server_on(store.clone(), world_b, hearth_core::testing::test_config())
-        .await;
+    let (a, world_a, b, store) = with_gated_receiver(&net).await;
     let alice = TestClient::register(&a, "alice").await;
     let bob = TestClient::register(&b, "bob").await;
     let room = shared_room(&alice, &bob, &[&a, &b]).await;
@@ -1175,14 +1229,14 @@ async fn a_backlog_transaction_is_written_in_one_go() {
     assert_eq!(outbox::flush(&a).await.unwrap(), 0);
     net.heal(a.server_name(), b.server_name());
     world_a.advance(outbox::MAX_BACKOFF_MS);
-    let before = store.writes.get();
+    let before = store.begun.get();
     settle(&[&a, &b]).await;
     let got = bodies(&bob, &room).await;
     assert_eq!(got.len(), 40, "bob got {got:?}");
     assert_eq!(got.first().map(String::as_str), Some("backlog 0"));
     assert_eq!(got.last().map(String::as_str), Some("backlog 39"));
     // The 40 PDUs and the transaction's record in one room transaction: not 41 writes.
-    let writes = store.writes.get() - before;
+    let writes = store.begun.get() - before;
     assert!(writes <= 2, "receiving 40 PDUs took {writes} writes");
     // Their ids were looked up together, through every layer above the backend.
     assert!(
@@ -1355,94 +1409,13 @@ async fn transactions_in_flight_together_apply_in_the_order_they_arrived() {
     assert_eq!(bodies(&bob, &room).await, ["one", "two", "three"]);
 }
 
-/// Memory storage whose writes become durable only while its gate is open, one in flight at a
-/// time (as the IndexedDB backend keeps them).
-#[derive(Default)]
-struct Gated {
-    inner: hearth_core::storage::MemoryStorage,
-    gate: std::rc::Rc<Gate>,
-    /// Writes that have asked to be issued (some may be waiting for the one ahead).
-    begun: std::cell::Cell<usize>,
-    ahead: std::cell::RefCell<
-        Option<futures::future::Shared<futures::future::LocalBoxFuture<'static, ()>>>,
-    >,
-}
-
-#[derive(Default)]
-struct Gate {
-    closed: std::cell::Cell<bool>,
-    wakers: std::cell::RefCell<Vec<std::task::Waker>>,
-}
-
-impl Gate {
-    fn open(&self) {
-        self.closed.set(false);
-        for w in self.wakers.borrow_mut().drain(..) {
-            w.wake();
-        }
-    }
-
-    fn passed(self: std::rc::Rc<Self>) -> impl std::future::Future<Output = ()> {
-        futures::future::poll_fn(move |cx| {
-            if self.closed.get() {
-                self.wakers.borrow_mut().push(cx.waker().clone());
-                std::task::Poll::Pending
-            } else {
-                std::task::Poll::Ready(())
-            }
-        })
-    }
-}
-
-#[async_trait::async_trait(?Send)]
-impl hearth_core::storage::Storage for Gated {
-    async fn get(
-        &self,
-        tree: &'static str,
-        key: &[u8],
-    ) -> hearth_core::storage::StorageResult<Option<Vec<u8>>> {
-        self.inner.get(tree, key).await
-    }
-
-    async fn scan(
-        &self,
-        tree: &'static str,
-        range: hearth_core::storage::KeyRange,
-        direction: hearth_core::storage::Direction,
-        limit: usize,
-    ) -> hearth_core::storage::StorageResult<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.inner.scan(tree, range, direction, limit).await
-    }
-
-    async fn begin_write(
-        &self,
-        batch: hearth_core::storage::Batch,
-    ) -> hearth_core::storage::StorageResult<hearth_core::storage::Durable> {
-        use futures::FutureExt;
-        self.begun.set(self.begun.get() + 1);
-        let ahead = self.ahead.borrow().clone();
-        if let Some(ahead) = ahead {
-            ahead.await;
-        }
-        self.inner.begin_write(batch).await?.await?;
-        let durable = self.gate.clone().passed().boxed_local().shared();
-        *self.ahead.borrow_mut() = Some(durable.clone());
-        Ok(Box::pin(durable.map(Ok)))
-    }
-}
-
 /// The next transaction on a channel is checked and prepared while the previous one's write
 /// is still being committed: its write is waiting to be issued before the first is durable.
 #[tokio::test]
 async fn the_next_transaction_is_prepared_while_the_previous_one_commits() {
     use hearth_core::federation::arrival::handle_in_order;
     let net = Network::new();
-    let (a, _) = net.server(1).await;
-    let store = std::rc::Rc::new(Gated::default());
-    let world_b = std::rc::Rc::new(hearth_core::testing::TestWorld::new(2));
-    let b = net
-        .server_on(store.clone(), world_b, hearth_core::testing::test_config())
-        .await;
+    let (a, _, b, store) = with_gated_receiver(&net).await;
     let alice = TestClient::register(&a, "alice").await;
     let bob = TestClient::register(&b, "bob").await;
     let room = shared_room(&alice, &bob, &[&a, &b]).await;
