@@ -173,12 +173,15 @@ pub async fn room_of(
         .and_then(Value::as_str)
         .and_then(|r| OwnedRoomId::try_from(r).ok())
         .ok_or_else(|| "no valid room_id".to_owned())?;
-    let record = rooms::room_record(hs, &room)
+    // The cached room state, not the stored record: every PDU of a transaction asks, and
+    // decoding the record each time cost more than the lookups it answers.
+    let state = rooms::room_state(hs, &room)
         .await
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("this server is not in {room}"))?;
-    let rules = supported_version(&record.version)
-        .ok_or_else(|| format!("room version {} is not supported", record.version))?;
+    let version = &state.record.version;
+    let rules = supported_version(version)
+        .ok_or_else(|| format!("room version {version} is not supported"))?;
     Ok((room, rules))
 }
 
