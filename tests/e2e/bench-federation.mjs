@@ -392,6 +392,15 @@ try {
       const d = n - (opsBefore.cacheMissesByTree?.[tree] ?? 0);
       if (d > 0) ops.cache_misses_by_tree[tree] = d;
     }
+    // The index follows the timeline: the first search right after the catch-up indexes all
+    // of it (the background indexer waits for writes to go quiet first); the next one does not.
+    const searchMs = [];
+    for (let i = 0; i < 2; i++) {
+      const t = Date.now();
+      const found = await pageClient(page, dave.access_token).call('POST', '/_matrix/client/v3/search', { search_categories: { room_events: { search_term: lastBody } } });
+      searchMs.push(Date.now() - t);
+      if (!found.search_categories.room_events.results.some((r) => r.result.content.body === lastBody)) throw new Error(`search did not find ${lastBody}`);
+    }
     sampling = false;
     await sampler;
     const retries = (await relayMetric(relay.url, 'hearth_relay_queue_retries_total')) - retriesBefore;
@@ -426,6 +435,8 @@ try {
       first_to_last_delivery_ms: firstDelivery && lastDelivery ? lastDelivery - firstDelivery : null,
       events_in_sync_timelines: seenAt.syncedEvents,
       storage_ops: ops,
+      first_search_ms: searchMs[0],
+      next_search_ms: searchMs[1],
     };
     log('catchup', JSON.stringify(result.catchup));
     await ctx.close();
