@@ -7,7 +7,7 @@
 //! a batch in flight fails, whatever was prepared on top of it must fail too:
 //! - storage refuses a batch issued while a failed one was still in flight;
 //! - [`Homeserver::issue`] refuses a batch whose writer took the lock before a failure that
-//!   it learned of only later (`failures` moved while it held the lock).
+//!   it learned of only later (`failed_writes` moved while it held the lock).
 
 use std::cell::Cell;
 

@@ -336,10 +336,7 @@ impl IndexedDbStorage {
 
     /// An `InvalidStateError` after the browser closed us means "unavailable", not "bug".
     fn map_closed(&self, e: StorageError) -> StorageError {
-        match (&*self.closed.borrow(), e) {
-            (Some(reason), StorageError::Backend(_)) => StorageError::Unavailable(reason.clone()),
-            (_, e) => e,
-        }
+        closed_cause(&self.closed, e)
     }
 
     /// Records failures that the page should hear about, and passes the result on.
@@ -536,14 +533,10 @@ impl IndexedDbStorage {
         );
         let closed = self.closed.clone();
         let settled: WriteInFlight = async move {
-            let result = JsFuture::from(promise).await.map(|_| ()).map_err(|e| {
-                match (&*closed.borrow(), js_storage_error(&e)) {
-                    (Some(reason), StorageError::Backend(_)) => {
-                        StorageError::Unavailable(reason.clone())
-                    }
-                    (_, e) => e,
-                }
-            });
+            let result = JsFuture::from(promise)
+                .await
+                .map(|_| ())
+                .map_err(|e| closed_cause(&closed, js_storage_error(&e)));
             stats.borrow_mut().writes.record(began);
             if let Err(e) = &result {
                 // The cache showed the batch since it was issued.
@@ -649,6 +642,14 @@ impl IndexedDbStorage {
 
 /// The write issued last: settles when it is committed or has failed.
 type WriteInFlight = Shared<LocalBoxFuture<'static, StorageResult<()>>>;
+
+/// An error after the browser closed the connection means "unavailable", not "bug".
+fn closed_cause(closed: &RefCell<Option<String>>, e: StorageError) -> StorageError {
+    match (&*closed.borrow(), e) {
+        (Some(reason), StorageError::Backend(_)) => StorageError::Unavailable(reason.clone()),
+        (_, e) => e,
+    }
+}
 
 /// Empties the in-flight slot if it still holds `settled`.
 fn forget_if_current(slot: &RefCell<Option<WriteInFlight>>, settled: &WriteInFlight) {

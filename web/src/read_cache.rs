@@ -6,14 +6,15 @@
 //! wrote or read is what the database holds, and answers can come from memory.
 //!
 //! Coherence rules:
-//! - a committed batch updates the cache for every key it touched (absent keys included);
+//! - a batch updates the cache for every key it touches (absent keys included) when it is
+//!   issued: IndexedDB runs every later read after it, so the cache answers as they would;
 //! - a read fills only keys the cache does not hold: a key a commit wrote while the read was
 //!   in flight is held already (with the committed value), so an older value read before
 //!   that commit can never overwrite it;
 //! - when the cache drops something a commit told it (a clear, the budget, a value too big
 //!   to keep), reads in flight at that moment fill nothing, since they can no longer tell
 //!   whether their key was written under them;
-//! - a failed batch leaves the cache alone (nothing of it reached the database).
+//! - a batch that then fails empties the cache (it showed what never reached the database).
 //!
 //! Reads overlap commits all the time: a federation transaction's lookups are issued while
 //! the previous transaction's write is still in flight, and refusing every such fill would
@@ -40,7 +41,6 @@ pub struct ReadCache {
     /// started before it fills nothing.
     forgot_at: u64,
     hits: u64,
-    misses: u64,
     /// Misses per tree, to tell which reads go to IndexedDB.
     misses_by_tree: std::collections::BTreeMap<&'static str, u64>,
 }
@@ -58,7 +58,6 @@ impl ReadCache {
                 Some(entry.clone())
             }
             None => {
-                self.misses += 1;
                 *self.misses_by_tree.entry(tree).or_default() += 1;
                 None
             }
@@ -78,7 +77,7 @@ impl ReadCache {
         self.insert(tree, key.to_vec(), value.clone());
     }
 
-    /// Applies a batch that IndexedDB has committed.
+    /// Applies a batch that has been issued to IndexedDB.
     pub fn committed(&mut self, batch: &Batch) {
         self.epoch += 1;
         for op in &batch.ops {
@@ -106,7 +105,7 @@ impl ReadCache {
     }
 
     pub fn misses(&self) -> u64 {
-        self.misses
+        self.misses_by_tree.values().sum()
     }
 
     pub fn misses_by_tree(&self) -> &std::collections::BTreeMap<&'static str, u64> {

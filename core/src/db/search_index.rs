@@ -12,20 +12,19 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
-use std::ops::Bound;
 use std::time::Duration;
 
 use futures::future::{Either, select};
-use ruma::{OwnedRoomId, RoomId};
+use ruma::{OwnedEventId, OwnedRoomId, RoomId};
 
 use serde_json::Value;
 
-use super::rooms::{Pdu, StoredEvent};
-use super::{from_json, key, pos_bytes, pos_from, prefix};
+use super::rooms::{Pdu, StoredEvent, room_record, timeline_range};
+use super::{from_json, key, pos_bytes};
 use crate::Homeserver;
 use crate::error::Result;
 use crate::room::txn::RoomTxn;
-use crate::storage::{Batch, Direction, KeyRange, prefix_successor};
+use crate::storage::{Batch, Direction};
 
 /// The index tree.
 pub const SEARCH_TREE: &str = "search";
@@ -52,22 +51,18 @@ pub fn words(text: &str) -> Vec<String> {
 }
 
 fn index_keys(pdu: &Pdu) -> Vec<Vec<u8>> {
-    keys_of(&pdu.room_id, &pdu.event_type, &pdu.content, pdu.pos)
-}
-
-fn keys_of(room: &RoomId, event_type: &str, content: &Value, pos: u64) -> Vec<Vec<u8>> {
-    let Some((_, text)) = searchable(event_type, content) else {
+    let Some((_, text)) = searchable(&pdu.event_type, &pdu.content) else {
         return Vec::new();
     };
     let distinct: BTreeSet<String> = words(text).into_iter().take(MAX_WORDS_PER_EVENT).collect();
     distinct
         .iter()
-        .map(|w| key(&[room.as_bytes(), w.as_bytes(), &pos_bytes(pos)]))
+        .map(|w| key(&[pdu.room_id.as_bytes(), w.as_bytes(), &pos_bytes(pdu.pos)]))
         .collect()
 }
 
-/// Adds an event's words to the index, in the batch that stores it (backfilled history,
-/// which lands below the room's marker).
+/// Adds an event's words to the index: backfilled history in the batch that stores it (it
+/// lands below the room's marker), the rest behind the timeline ([`index_chunk`]).
 pub fn index_event(batch: &mut Batch, pdu: &Pdu) {
     for k in index_keys(pdu) {
         batch.put(SEARCH_TREE, k, pdu.event_id.as_bytes());
@@ -131,7 +126,7 @@ impl Backlog {
 /// means the room is up to date.
 pub async fn index_chunk(hs: &Homeserver, room: &RoomId) -> Result<usize> {
     // Most rooms are up to date: find that out without the lock and the room's state.
-    match super::rooms::room_record(hs, room).await? {
+    match room_record(hs, room).await? {
         Some(record) => match record.indexed {
             Some(from) if !unindexed(hs, room, from, 1).await?.is_empty() => {}
             // Up to date, or recorded before the marker existed (indexed as events arrived).
@@ -149,48 +144,34 @@ pub async fn index_chunk(hs: &Homeserver, room: &RoomId) -> Result<usize> {
         return Ok(0);
     };
     let rows = unindexed(hs, room, from, CHUNK).await?;
-    let Some(last) = rows.last().and_then(|(k, _)| pos_from(k)) else {
+    let Some(&(last, _)) = rows.last() else {
         return Ok(0);
     };
-    let ids: Vec<Vec<u8>> = rows.iter().map(|(_, id)| id.clone()).collect();
+    // One read for the chunk, where `get_pdu` would pay a browser read transaction for each.
+    let ids: Vec<Vec<u8>> = rows.iter().map(|(_, id)| id.as_bytes().to_vec()).collect();
     let events = hs.store.get_many("events", &ids).await?;
-    for ((k, id), stored) in rows.iter().zip(events) {
-        let (Some(pos), Some(stored)) = (pos_from(k), stored) else {
+    for ((pos, id), stored) in rows.iter().zip(events) {
+        let Some(stored) = stored else {
             continue;
         };
         let stored: StoredEvent = from_json(&stored)?;
-        let event_type = stored.pdu.get("type").and_then(Value::as_str).unwrap_or("");
-        let content = stored.pdu.get("content").unwrap_or(&Value::Null);
-        for k in keys_of(room, event_type, content, pos) {
-            txn.batch.put(SEARCH_TREE, k, id.clone());
-        }
+        let mut pdu = Pdu::from_parts(id.clone(), stored.pdu, stored.meta)?;
+        pdu.pos = *pos;
+        index_event(&mut txn.batch, &pdu);
     }
     txn.record.indexed = Some(last);
     txn.commit().await?;
     Ok(rows.len())
 }
 
-/// Up to `limit` timeline rows of `room` after position `from`.
+/// Up to `limit` timeline events of `room` after position `from`, oldest first.
 async fn unindexed(
     hs: &Homeserver,
     room: &RoomId,
     from: u64,
     limit: usize,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let start = key(&[room.as_bytes(), &pos_bytes(from.saturating_add(1))]);
-    let end = match prefix_successor(&prefix(&[room.as_bytes()])) {
-        Some(end) => Bound::Excluded(end),
-        None => Bound::Unbounded,
-    };
-    Ok(hs
-        .store
-        .scan(
-            "timeline",
-            KeyRange::new(Bound::Included(start), end),
-            Direction::Forward,
-            limit,
-        )
-        .await?)
+) -> Result<Vec<(u64, OwnedEventId)>> {
+    timeline_range(hs, room, from, u64::MAX, Direction::Forward, limit).await
 }
 
 /// Brings the index of `rooms` up to date, indexing at most `budget` events.
