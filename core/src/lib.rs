@@ -143,7 +143,7 @@ pub struct Inner {
     /// Peers' signing keys and the bookkeeping of fetching them.
     pub federation: federation::State,
     /// Rooms whose search index is behind their timeline.
-    pub search: db::search_index::Backlog,
+    pub search: room::indexer::Backlog,
     router: Router,
 }
 
@@ -255,7 +255,7 @@ impl Homeserver {
             lock_taken_at: Cell::new(None),
             caches: db::Caches::default(),
             federation: federation::State::default(),
-            search: db::search_index::Backlog::default(),
+            search: room::indexer::Backlog::default(),
             router,
         })))
     }

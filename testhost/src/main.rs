@@ -280,7 +280,7 @@ async fn run(args: Args) -> Result<(), HostError> {
         tokio::task::spawn_local(hearth_core::federation::outbox::run(hs.clone()));
     }
     // The search index follows the timeline once writes are quiet.
-    tokio::task::spawn_local(hearth_core::db::search_index::run(hs.clone()));
+    tokio::task::spawn_local(hearth_core::room::indexer::run(hs.clone()));
     let shutdown = shutdown_signal();
     tokio::pin!(shutdown);
     loop {

@@ -63,7 +63,7 @@ impl HearthServer {
         let boot_ms = js_sys::Date::now() - began;
         tracing::info!(server_name = %hs.server_name(), boot_ms, "hearth-web started");
         wasm_bindgen_futures::spawn_local(hearth_core::federation::outbox::run(hs.clone()));
-        wasm_bindgen_futures::spawn_local(hearth_core::db::search_index::run(hs.clone()));
+        wasm_bindgen_futures::spawn_local(hearth_core::room::indexer::run(hs.clone()));
         Ok(HearthServer {
             inner: Rc::new(Inner {
                 hs,

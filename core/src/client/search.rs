@@ -6,7 +6,7 @@
 //! [`MAX_WORD_CHARS`]. Cost: one small record per distinct word of such an event (a 15-word
 //! message adds 15 puts; IndexedDB writes ≈ 8–10k records/s), and a redaction deletes them
 //! again. Encrypted events have nothing searchable and add nothing. The index is written
-//! behind the timeline (see `db/search_index.rs`): a search first indexes what its rooms
+//! behind the timeline (see `room/indexer.rs`): a search first indexes what its rooms
 //! received since the last quiet spell.
 //!
 //! **Query.** Every word of the search term must match (AND), each as a prefix of a word of
@@ -343,7 +343,7 @@ async fn search(hs: &Homeserver, ctx: Ctx, req: Request) -> Result<Response> {
     // that cannot be written (storage full, say), the search still answers from what is
     // indexed.
     if let Err(e) =
-        crate::db::search_index::catch_up(hs, &rooms, crate::db::search_index::MAX_PER_SEARCH).await
+        crate::room::indexer::catch_up(hs, &rooms, crate::room::indexer::MAX_PER_SEARCH).await
     {
         tracing::warn!(error = %e, "search: bringing the index up to date failed");
     }

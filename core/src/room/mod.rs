@@ -6,12 +6,14 @@
 //!   `state-res`) wherever branches of the graph merge;
 //! - [`ingest`]: a PDU from another server, through the spec's checks in order (format,
 //!   signatures, content hash, auth events, state before the event, current state), then into
-//!   the room like a local event.
+//!   the room like a local event;
+//! - [`indexer`]: the search index, brought up behind the timeline.
 //!
 //! The client API (`client/`) and the federation API (`federation/`) both call down into
 //! here; neither calls the other.
 
 pub mod backfill;
 pub mod graph;
+pub mod indexer;
 pub mod ingest;
 pub mod txn;

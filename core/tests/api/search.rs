@@ -286,7 +286,7 @@ async fn the_index_follows_the_timeline_and_a_search_brings_it_up_to_date() {
     let alice = TestClient::register(&hs, "alice").await;
     let room = create_room(&alice, json!({})).await;
     // More than one indexing chunk, so that catching up takes several writes.
-    let n = hearth_core::db::search_index::CHUNK + 10;
+    let n = hearth_core::room::indexer::CHUNK + 10;
     for i in 0..n {
         send_text(&alice, &room, &format!("backlog item{i}")).await;
     }
@@ -307,7 +307,7 @@ async fn the_background_indexer_catches_up_once_writes_are_quiet() {
     let alice = TestClient::register(&hs, "alice").await;
     let room = create_room(&alice, json!({})).await;
     send_text(&alice, &room, "quiet afternoon").await;
-    let indexer = hearth_core::db::search_index::run(hs.clone());
+    let indexer = hearth_core::room::indexer::run(hs.clone());
     let check = async {
         for _ in 0..100 {
             if postings(&hs).await == 2 {
